@@ -1,0 +1,290 @@
+//! Parsing a query off the wire. Hand-written rather than a general message decoder
+//! because this is the hot path: it borrows from the packet, allocates nothing and reads
+//! only what answering needs (header, the one question, the OPT record).
+//!
+//! Outcomes follow RFC 1035 4.1.1 and RFC 6891: packets too short for a header and
+//! responses are dropped (never answer a response: that is how reflection loops start);
+//! anything else malformed gets FORMERR; opcodes other than QUERY get NOTIMP.
+
+use crate::name;
+use crate::zone::rtype;
+
+pub const HEADER_LEN: usize = 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Edns<'a> {
+    pub udp_size: u16,
+    pub version: u8,
+    pub dnssec_ok: bool,
+    /// The OPT RDATA: a sequence of (code, length, data) options, checked well formed.
+    pub options: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Query<'a> {
+    pub id: u16,
+    /// The request's flag word; the response copies opcode, RD and CD from it.
+    pub flags: u16,
+    /// Question as received, byte for byte (RFC 1035 4.1.2; 0x20 case kept).
+    pub question: &'a [u8],
+    pub qname: &'a [u8],
+    pub qtype: u16,
+    pub qclass: u16,
+    pub edns: Option<Edns<'a>>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Parsed<'a> {
+    Query(Query<'a>),
+    /// Answer with only a header carrying this rcode.
+    HeaderOnly {
+        id: u16,
+        flags: u16,
+        rcode: u8,
+    },
+    Drop,
+}
+
+pub const RCODE_FORMERR: u8 = 1;
+pub const RCODE_NOTIMP: u8 = 4;
+const FLAG_QR: u16 = 0x8000;
+
+fn u16_at(p: &[u8], at: usize) -> Option<u16> {
+    Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
+}
+
+fn u32_at(p: &[u8], at: usize) -> Option<u32> {
+    Some(u32::from_be_bytes([
+        *p.get(at)?,
+        *p.get(at + 1)?,
+        *p.get(at + 2)?,
+        *p.get(at + 3)?,
+    ]))
+}
+
+/// Reads an uncompressed name at `at`, returning its end. A question name has nothing
+/// before it to point at, so compression there is malformed.
+fn plain_name(p: &[u8], at: usize) -> Option<usize> {
+    let mut pos = at;
+    loop {
+        let len = usize::from(*p.get(pos)?);
+        if len == 0 {
+            pos += 1;
+            break;
+        }
+        if len > name::MAX_LABEL_LEN {
+            return None;
+        }
+        pos += 1 + len;
+        if pos - at > name::MAX_NAME_LEN {
+            return None;
+        }
+    }
+    if pos - at > name::MAX_NAME_LEN || pos > p.len() {
+        return None;
+    }
+    Some(pos)
+}
+
+/// Skips a possibly compressed name (in RRs after the question), returning its end.
+fn skip_name(p: &[u8], at: usize) -> Option<usize> {
+    let mut pos = at;
+    loop {
+        let len = *p.get(pos)?;
+        match len {
+            0 => return Some(pos + 1),
+            1..=63 => pos += 1 + usize::from(len),
+            0xC0..=0xFF => {
+                p.get(pos + 1)?;
+                return Some(pos + 2);
+            }
+            _ => return None,
+        }
+    }
+}
+
+fn options_well_formed(mut opts: &[u8]) -> bool {
+    while !opts.is_empty() {
+        let Some(len) = u16_at(opts, 2) else {
+            return false;
+        };
+        let end = 4 + usize::from(len);
+        let Some(rest) = opts.get(end..) else {
+            return false;
+        };
+        opts = rest;
+    }
+    true
+}
+
+pub fn parse(p: &[u8]) -> Parsed<'_> {
+    let (Some(id), Some(flags)) = (u16_at(p, 0), u16_at(p, 2)) else {
+        return Parsed::Drop;
+    };
+    if p.len() < HEADER_LEN || flags & FLAG_QR != 0 {
+        return Parsed::Drop;
+    }
+    let formerr = Parsed::HeaderOnly {
+        id,
+        flags,
+        rcode: RCODE_FORMERR,
+    };
+    let opcode = (flags >> 11) & 0xF;
+    if opcode != 0 {
+        return Parsed::HeaderOnly {
+            id,
+            flags,
+            rcode: RCODE_NOTIMP,
+        };
+    }
+    let counts = (u16_at(p, 4), u16_at(p, 6), u16_at(p, 8), u16_at(p, 10));
+    let (Some(1), Some(an), Some(ns), Some(ar)) = counts else {
+        return formerr; // RFC 9619: exactly one question
+    };
+    let Some(qname_end) = plain_name(p, HEADER_LEN) else {
+        return formerr;
+    };
+    let (Some(qtype), Some(qclass)) = (u16_at(p, qname_end), u16_at(p, qname_end + 2)) else {
+        return formerr;
+    };
+    let question_end = qname_end + 4;
+    let (Some(question), Some(qname)) = (
+        p.get(HEADER_LEN..question_end),
+        p.get(HEADER_LEN..qname_end),
+    ) else {
+        return formerr;
+    };
+    if matches!(qtype, rtype::OPT) {
+        return formerr;
+    }
+    let mut pos = question_end;
+    let mut edns = None;
+    for i in 0..(u32::from(an) + u32::from(ns) + u32::from(ar)) {
+        let Some(name_end) = skip_name(p, pos) else {
+            return formerr;
+        };
+        let (Some(t), Some(class), Some(ttl), Some(rdlen)) = (
+            u16_at(p, name_end),
+            u16_at(p, name_end + 2),
+            u32_at(p, name_end + 4),
+            u16_at(p, name_end + 8),
+        ) else {
+            return formerr;
+        };
+        let rdata_start = name_end + 10;
+        let rdata_end = rdata_start + usize::from(rdlen);
+        let Some(rdata) = p.get(rdata_start..rdata_end) else {
+            return formerr;
+        };
+        if t == rtype::OPT {
+            let in_additional = i >= u32::from(an) + u32::from(ns);
+            // RFC 6891 6.1.1: one OPT, owned by the root, in the additional section.
+            if edns.is_some() || !in_additional || p.get(pos..name_end) != Some(name::ROOT) {
+                return formerr;
+            }
+            if !options_well_formed(rdata) {
+                return formerr;
+            }
+            edns = Some(Edns {
+                udp_size: class,
+                version: (ttl >> 16) as u8,
+                dnssec_ok: ttl & 0x8000 != 0,
+                options: rdata,
+            });
+        }
+        pos = rdata_end;
+    }
+    Parsed::Query(Query {
+        id,
+        flags,
+        question,
+        qname,
+        qtype,
+        qclass,
+        edns,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn query(name: &[u8], qtype: u16, extra: &[u8], arcount: u16) -> Vec<u8> {
+        let mut p = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0];
+        p.extend_from_slice(&arcount.to_be_bytes());
+        p.extend_from_slice(name);
+        p.extend_from_slice(&qtype.to_be_bytes());
+        p.extend_from_slice(&1u16.to_be_bytes());
+        p.extend_from_slice(extra);
+        p
+    }
+
+    const WWW: &[u8] = b"\x03WwW\x07example\x03com\x00";
+    const OPT: &[u8] = &[0, 0, 41, 0x04, 0xd0, 0, 0, 0x80, 0, 0, 0];
+
+    #[test]
+    fn a_plain_query_borrows_its_question_verbatim() {
+        let p = query(WWW, 1, &[], 0);
+        let Parsed::Query(q) = parse(&p) else {
+            panic!()
+        };
+        assert_eq!(q.id, 0x1234);
+        assert_eq!(q.qname, WWW);
+        assert_eq!(q.question.len(), WWW.len() + 4);
+        assert_eq!(q.edns, None);
+    }
+
+    #[test]
+    fn edns_is_read_from_the_opt_record() {
+        let p = query(WWW, 1, OPT, 1);
+        let Parsed::Query(q) = parse(&p) else {
+            panic!()
+        };
+        let e = q.edns.unwrap();
+        assert_eq!((e.udp_size, e.version, e.dnssec_ok), (1232, 0, true));
+    }
+
+    #[test]
+    fn malformed_queries_get_formerr_and_garbage_is_dropped() {
+        assert_eq!(parse(&[1, 2, 3]), Parsed::Drop);
+        let mut response = query(WWW, 1, &[], 0);
+        response[2] |= 0x80;
+        assert_eq!(parse(&response), Parsed::Drop);
+        let truncated = &query(WWW, 1, &[], 0)[..20];
+        assert!(matches!(
+            parse(truncated),
+            Parsed::HeaderOnly { rcode: 1, .. }
+        ));
+        let two_opts = query(WWW, 1, &[OPT, OPT].concat(), 2);
+        assert!(matches!(
+            parse(&two_opts),
+            Parsed::HeaderOnly { rcode: 1, .. }
+        ));
+        let mut two_questions = query(WWW, 1, &[], 0);
+        two_questions[5] = 2;
+        assert!(matches!(
+            parse(&two_questions),
+            Parsed::HeaderOnly { rcode: 1, .. }
+        ));
+        let compressed = query(&[0xC0, 12], 1, &[], 0);
+        assert!(matches!(
+            parse(&compressed),
+            Parsed::HeaderOnly { rcode: 1, .. }
+        ));
+        let mut bad_opt = OPT.to_vec();
+        bad_opt.truncate(9);
+        bad_opt.extend_from_slice(&[0, 3, 0, 8, 0]);
+        let p = query(WWW, 1, &bad_opt, 1);
+        assert!(matches!(parse(&p), Parsed::HeaderOnly { rcode: 1, .. }));
+    }
+
+    #[test]
+    fn other_opcodes_are_not_implemented() {
+        let mut notify = query(WWW, 6, &[], 0);
+        notify[2] = 0x20; // opcode 4
+        assert!(matches!(
+            parse(&notify),
+            Parsed::HeaderOnly { rcode: 4, .. }
+        ));
+    }
+}

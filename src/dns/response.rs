@@ -1,0 +1,286 @@
+//! Encoding an [`Answer`] into a response message: header, the question copied byte
+//! for byte, the three sections with name compression (RFC 1035 4.1.4), the OPT record,
+//! and truncation to the client's size limit (RFC 2181 9, RFC 6891 7).
+//!
+//! Hand-written for the hot path: it writes into a reused buffer, compresses by pointing
+//! back into the message itself (no per-name allocation) and copies zone RDATA verbatim.
+
+use super::request::{HEADER_LEN, Query};
+use crate::name;
+use crate::zone::lookup::{Answer, Rr};
+use crate::zone::rtype;
+
+const FLAG_QR: u16 = 0x8000;
+const FLAG_AA: u16 = 0x0400;
+const FLAG_TC: u16 = 0x0200;
+/// Opcode, RD and CD are copied from the query (RFC 1035 4.1.1, RFC 6840 5.9).
+const COPIED_FLAGS: u16 = 0x7800 | 0x0100 | 0x0010;
+const OPT_LEN: usize = 11;
+const MAX_COMPRESSION_TARGETS: usize = 64;
+pub const RCODE_BADVERS: u16 = 16;
+
+/// EDNS parameters of the response's OPT record.
+#[derive(Debug, Clone, Copy)]
+pub struct OptOut {
+    pub udp_size: u16,
+}
+
+struct Writer<'b> {
+    buf: &'b mut Vec<u8>,
+    limit: usize,
+    targets: [u16; MAX_COMPRESSION_TARGETS],
+    n_targets: usize,
+}
+
+struct Full;
+
+/// Does the (possibly compressed) name at `off` in `msg` equal `name`, ignoring ASCII case?
+fn name_at_eq(msg: &[u8], mut off: usize, name: &[u8]) -> bool {
+    let mut i = 0usize;
+    let mut hops = 0;
+    loop {
+        let Some(&len) = msg.get(off) else {
+            return false;
+        };
+        if len >= 0xC0 {
+            let Some(&lo) = msg.get(off + 1) else {
+                return false;
+            };
+            off = (usize::from(len & 0x3F) << 8) | usize::from(lo);
+            hops += 1;
+            if hops > 16 {
+                return false;
+            }
+            continue;
+        }
+        let l = usize::from(len);
+        let (Some(a), Some(b)) = (msg.get(off..off + 1 + l), name.get(i..i + 1 + l)) else {
+            return false;
+        };
+        if !a.eq_ignore_ascii_case(b) {
+            return false;
+        }
+        if l == 0 {
+            return true;
+        }
+        off += 1 + l;
+        i += 1 + l;
+    }
+}
+
+impl Writer<'_> {
+    fn find(&self, suffix: &[u8]) -> Option<u16> {
+        self.targets
+            .get(..self.n_targets)?
+            .iter()
+            .copied()
+            .find(|&t| name_at_eq(self.buf, usize::from(t), suffix))
+    }
+
+    fn remember(&mut self, at: usize) {
+        if at < 0x3FFF
+            && let Some(slot) = self.targets.get_mut(self.n_targets)
+        {
+            *slot = at as u16;
+            self.n_targets += 1;
+        }
+    }
+
+    fn name(&mut self, name: &[u8], compress: bool) {
+        for off in name::suffix_offsets(name) {
+            let suffix = name.get(off..).unwrap_or(name::ROOT);
+            if suffix == name::ROOT {
+                self.buf.push(0);
+                return;
+            }
+            if compress {
+                if let Some(ptr) = self.find(suffix) {
+                    self.buf.extend_from_slice(&(0xC000 | ptr).to_be_bytes());
+                    return;
+                }
+                self.remember(self.buf.len());
+            }
+            let len = usize::from(suffix.first().copied().unwrap_or(0));
+            self.buf
+                .extend_from_slice(suffix.get(..1 + len).unwrap_or_default());
+        }
+    }
+
+    /// RDATA with the names RFC 3597 4 allows to compress (the RFC 1035 types) compressed.
+    fn rdata(&mut self, rtype: u16, rdata: &[u8]) {
+        match rtype {
+            rtype::NS | rtype::CNAME | rtype::PTR => self.name(rdata, true),
+            rtype::MX if rdata.len() > 2 => {
+                self.buf
+                    .extend_from_slice(rdata.get(..2).unwrap_or_default());
+                self.name(rdata.get(2..).unwrap_or_default(), true);
+            }
+            rtype::SOA => {
+                let mname_end = skip(rdata, 0);
+                let rname_end = skip(rdata, mname_end);
+                self.name(rdata.get(..mname_end).unwrap_or_default(), true);
+                self.name(rdata.get(mname_end..rname_end).unwrap_or_default(), true);
+                self.buf
+                    .extend_from_slice(rdata.get(rname_end..).unwrap_or_default());
+            }
+            _ => self.buf.extend_from_slice(rdata),
+        }
+    }
+
+    fn rr(&mut self, rr: &Rr<'_>) -> Result<(), Full> {
+        let mark = self.buf.len();
+        let marked_targets = self.n_targets;
+        self.name(&rr.owner, true);
+        self.buf.extend_from_slice(&rr.rtype.to_be_bytes());
+        self.buf.extend_from_slice(&1u16.to_be_bytes());
+        self.buf.extend_from_slice(&rr.ttl.to_be_bytes());
+        let len_at = self.buf.len();
+        self.buf.extend_from_slice(&[0, 0]);
+        self.rdata(rr.rtype, &rr.rdata);
+        let rdlen = self.buf.len() - len_at - 2;
+        if self.buf.len() > self.limit || rdlen > usize::from(u16::MAX) {
+            self.buf.truncate(mark);
+            self.n_targets = marked_targets;
+            return Err(Full);
+        }
+        if let Some(slot) = self.buf.get_mut(len_at..len_at + 2) {
+            slot.copy_from_slice(&(rdlen as u16).to_be_bytes());
+        }
+        Ok(())
+    }
+
+    fn section(&mut self, rrs: &[Rr<'_>]) -> (u16, bool) {
+        let mut n = 0u16;
+        for rr in rrs {
+            if self.rr(rr).is_err() {
+                return (n, false);
+            }
+            n += 1;
+        }
+        (n, true)
+    }
+}
+
+/// End of the uncompressed name starting at `at` (zone RDATA is never compressed).
+fn skip(rdata: &[u8], at: usize) -> usize {
+    let mut pos = at;
+    while let Some(&len) = rdata.get(pos) {
+        pos += 1 + usize::from(len);
+        if len == 0 {
+            break;
+        }
+    }
+    pos.min(rdata.len())
+}
+
+fn set_u16(buf: &mut [u8], at: usize, v: u16) {
+    if let Some(slot) = buf.get_mut(at..at + 2) {
+        slot.copy_from_slice(&v.to_be_bytes());
+    }
+}
+
+fn header(buf: &mut Vec<u8>, id: u16, flags: u16) {
+    buf.clear();
+    buf.extend_from_slice(&id.to_be_bytes());
+    buf.extend_from_slice(&flags.to_be_bytes());
+    buf.extend_from_slice(&[0; 8]);
+}
+
+fn opt(buf: &mut Vec<u8>, out: OptOut, extended_rcode: u16) {
+    buf.push(0);
+    buf.extend_from_slice(&rtype::OPT.to_be_bytes());
+    buf.extend_from_slice(&out.udp_size.to_be_bytes());
+    // TTL field: extended rcode (upper 8 bits of 12), version 0, flags 0 (we do not sign).
+    buf.extend_from_slice(&[(extended_rcode >> 4) as u8, 0, 0, 0]);
+    buf.extend_from_slice(&[0, 0]);
+}
+
+/// A response of just a header with `rcode` (FORMERR for unparsable queries, NOTIMP).
+pub fn header_only(buf: &mut Vec<u8>, id: u16, query_flags: u16, rcode: u8) {
+    header(
+        buf,
+        id,
+        FLAG_QR | (query_flags & COPIED_FLAGS) | u16::from(rcode & 0xF),
+    );
+}
+
+/// A response with the question and no records, carrying a possibly extended rcode
+/// (BADVERS = 16 needs the OPT record).
+pub fn error(buf: &mut Vec<u8>, q: &Query<'_>, rcode: u16, opt_out: Option<OptOut>) {
+    header(
+        buf,
+        q.id,
+        FLAG_QR | (q.flags & COPIED_FLAGS) | (rcode & 0xF),
+    );
+    buf.extend_from_slice(q.question);
+    set_u16(buf, 4, 1);
+    if let Some(o) = opt_out {
+        opt(buf, o, rcode);
+        set_u16(buf, 10, 1);
+    }
+}
+
+/// Encodes `ans` as the response to `q` within `limit` octets.
+pub fn encode(
+    buf: &mut Vec<u8>,
+    q: &Query<'_>,
+    ans: &Answer<'_>,
+    limit: usize,
+    opt_out: Option<OptOut>,
+) {
+    let rcode = ans.rcode as u16;
+    let mut flags = FLAG_QR | (q.flags & COPIED_FLAGS) | (rcode & 0xF);
+    if ans.aa {
+        flags |= FLAG_AA;
+    }
+    header(buf, q.id, flags);
+    buf.extend_from_slice(q.question);
+    set_u16(buf, 4, 1);
+    let reserve = if opt_out.is_some() { OPT_LEN } else { 0 };
+    let mut w = Writer {
+        buf,
+        limit: limit
+            .saturating_sub(reserve)
+            .max(HEADER_LEN + q.question.len()),
+        targets: [0; MAX_COMPRESSION_TARGETS],
+        n_targets: 0,
+    };
+    w.remember(HEADER_LEN);
+    let after_question = w.buf.len();
+    let (an, an_ok) = w.section(&ans.answer);
+    let (ns, ns_ok) = if an_ok {
+        w.section(&ans.authority)
+    } else {
+        (0, false)
+    };
+    let truncated;
+    let mut ar = 0;
+    if an_ok && ns_ok {
+        let (n, ar_ok) = w.section(&ans.additional);
+        ar = n;
+        // Optional additional data is dropped silently; required glue is not (RFC 9471).
+        truncated = !ar_ok && ans.glue_required;
+    } else {
+        truncated = true;
+    }
+    let (an, ns) = if truncated && !(an_ok && ns_ok) {
+        // Partial required sections would mislead a cache; send the header and question
+        // with TC so the client retries over TCP, as Knot does.
+        w.buf.truncate(after_question);
+        ar = 0;
+        (0, 0)
+    } else {
+        (an, ns)
+    };
+    let buf = w.buf;
+    if truncated && let Some(b) = buf.get_mut(2) {
+        *b |= (FLAG_TC >> 8) as u8;
+    }
+    set_u16(buf, 6, an);
+    set_u16(buf, 8, ns);
+    if let Some(o) = opt_out {
+        opt(buf, o, rcode);
+        ar += 1;
+    }
+    set_u16(buf, 10, ar);
+}

@@ -1,0 +1,223 @@
+//! Sockets. UDP: several SO_REUSEPORT sockets per address (one per core by default),
+//! each served by one task looping recv → handle → send with buffers it reuses, so the
+//! kernel spreads load and no task is spawned per datagram. TCP: RFC 1035 4.2.2 / RFC
+//! 7766 framing, several queries per connection, idle timeout, a connection cap.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::{Semaphore, watch};
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn};
+
+use super::handler::{self, Transport};
+use crate::config::DnsConfig;
+use crate::snapshot::Shared;
+
+/// Largest datagram we accept; anything longer is cut by the kernel and fails to parse.
+const MAX_UDP_REQUEST: usize = 65_535;
+
+fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    // Bursts queue in the kernel rather than being dropped while a core is busy.
+    let _ = socket.set_recv_buffer_size(4 << 20);
+    socket.bind(&addr.into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_reuse_address(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    TcpListener::from_std(socket.into())
+}
+
+pub struct Bound {
+    udp: Vec<UdpSocket>,
+    tcp: Vec<TcpListener>,
+}
+
+/// Binds every socket up front so that a port in use fails `serve` before it logs ready.
+pub fn bind(config: &DnsConfig) -> std::io::Result<Bound> {
+    let per_addr = if config.udp_sockets_per_address == 0 {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    } else {
+        config.udp_sockets_per_address
+    };
+    let mut udp = Vec::new();
+    let mut tcp = Vec::new();
+    for &addr in &config.listen {
+        let first = udp_socket(addr).map_err(|e| with_addr(e, "UDP", addr))?;
+        // Port 0 asks the kernel for a port; the other sockets must share the one it gave.
+        let addr = first.local_addr()?;
+        udp.push(first);
+        for _ in 1..per_addr {
+            udp.push(udp_socket(addr).map_err(|e| with_addr(e, "UDP", addr))?);
+        }
+        tcp.push(tcp_listener(addr).map_err(|e| with_addr(e, "TCP", addr))?);
+    }
+    Ok(Bound { udp, tcp })
+}
+
+fn with_addr(e: std::io::Error, what: &str, addr: SocketAddr) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("cannot listen on {what} {addr}: {e}"))
+}
+
+impl Bound {
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.tcp
+            .iter()
+            .filter_map(|t| t.local_addr().ok())
+            .collect()
+    }
+}
+
+/// Serves until `shutdown` turns true, then lets open TCP exchanges finish (bounded).
+pub async fn run(
+    bound: Bound,
+    shared: Shared,
+    config: DnsConfig,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut tasks = JoinSet::new();
+    for socket in bound.udp {
+        tasks.spawn(udp_loop(socket, shared.clone(), shutdown.clone()));
+    }
+    let conns = Arc::new(Semaphore::new(config.tcp_max_connections));
+    for listener in bound.tcp {
+        tasks.spawn(tcp_accept(
+            listener,
+            shared.clone(),
+            conns.clone(),
+            config.tcp_idle_timeout,
+            shutdown.clone(),
+        ));
+    }
+    let _ = shutdown.wait_for(|s| *s).await;
+    while tasks.join_next().await.is_some() {}
+    // Give in-flight TCP exchanges a moment to complete before the runtime goes away.
+    let all = u32::try_from(config.tcp_max_connections).unwrap_or(u32::MAX);
+    let _ = tokio::time::timeout(Duration::from_secs(2), conns.acquire_many(all)).await;
+}
+
+async fn udp_loop(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+    let mut buf = vec![0u8; MAX_UDP_REQUEST];
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        let received = tokio::select! {
+            r = socket.recv_from(&mut buf) => r,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (len, peer) = match received {
+            Ok(x) => x,
+            Err(e) => {
+                // ICMP errors from earlier sends surface here on some systems; keep serving.
+                debug!(error = %e, "udp receive error");
+                continue;
+            }
+        };
+        let snapshot = shared.load();
+        let packet = buf.get(..len).unwrap_or_default();
+        if handler::handle(&snapshot, packet, Transport::Udp, &mut out)
+            && let Err(e) = socket.send_to(&out, peer).await
+        {
+            debug!(error = %e, %peer, "udp send error");
+        }
+    }
+}
+
+async fn tcp_accept(
+    listener: TcpListener,
+    shared: Shared,
+    conns: Arc<Semaphore>,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.wait_for(|s| *s) => return,
+        };
+        let (stream, peer) = match accepted {
+            Ok(x) => x,
+            Err(e) => {
+                warn!(error = %e, "tcp accept error");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = conns.clone().try_acquire_owned() else {
+            debug!(%peer, "tcp connection limit reached; closing");
+            continue;
+        };
+        let shared = shared.clone();
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            tcp_conn(stream, shared, idle, shutdown).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn tcp_conn(
+    mut stream: TcpStream,
+    shared: Shared,
+    idle: Duration,
+    shutdown: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut buf = Vec::with_capacity(512);
+    let mut out = Vec::with_capacity(4096);
+    loop {
+        if *shutdown.borrow() {
+            return;
+        }
+        let len = match tokio::time::timeout(idle, stream.read_u16()).await {
+            Ok(Ok(len)) => usize::from(len),
+            _ => return, // idle timeout, EOF or error: close (RFC 7766 6.2.3)
+        };
+        buf.resize(len, 0);
+        match tokio::time::timeout(idle, stream.read_exact(&mut buf)).await {
+            Ok(Ok(_)) => {}
+            _ => return,
+        }
+        let answered = {
+            let snapshot = shared.load();
+            handler::handle(&snapshot, &buf, Transport::Tcp, &mut out)
+        };
+        if !answered {
+            return;
+        }
+        let Ok(frame_len) = u16::try_from(out.len()) else {
+            return;
+        };
+        let mut framed = Vec::with_capacity(out.len() + 2);
+        framed.extend_from_slice(&frame_len.to_be_bytes());
+        framed.extend_from_slice(&out);
+        if stream.write_all(&framed).await.is_err() {
+            return;
+        }
+    }
+}
+
+pub fn log_listening(addrs: &[SocketAddr]) {
+    for a in addrs {
+        info!(listen = %a, "serving DNS over UDP and TCP");
+    }
+}

@@ -1,0 +1,9 @@
+//! Meridian: an authoritative DNS server and global traffic manager.
+//!
+//! See `ARCHITECTURE.md` for how data flows from files to the query path.
+
+pub mod config;
+pub mod dns;
+pub mod name;
+pub mod snapshot;
+pub mod zone;

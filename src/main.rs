@@ -1,0 +1,203 @@
+//! CLI wiring and signals only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use clap::{Parser, Subcommand, ValueEnum};
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use meridian::config::{Config, Overrides};
+use meridian::dns::server;
+use meridian::name;
+use meridian::snapshot::{Shared, Snapshot};
+
+#[derive(Parser)]
+#[command(
+    name = "meridian",
+    version,
+    about = "Authoritative geo-DNS server and global traffic manager"
+)]
+struct Cli {
+    /// Configuration file; paths inside it are relative to its folder.
+    #[arg(long, global = true, default_value = "meridian.yaml")]
+    config: PathBuf,
+    /// DNS listen address (UDP and TCP), repeatable; replaces the file's list.
+    #[arg(long = "dns-listen", global = true, value_name = "ADDR:PORT")]
+    dns_listen: Vec<SocketAddr>,
+    /// HTTP listen address.
+    #[arg(long = "http-listen", global = true, value_name = "ADDR:PORT")]
+    http_listen: Option<SocketAddr>,
+    /// Log format on stderr.
+    #[arg(long = "log-format", global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve DNS in the foreground until SIGTERM or SIGINT; SIGHUP reloads.
+    Serve,
+    /// Validate the configuration and every zone without serving.
+    Check,
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("MERIDIAN_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let overrides = Overrides {
+        dns_listen: cli.dns_listen.clone(),
+        http_listen: cli.http_listen,
+    };
+    match cli.command {
+        Command::Check => check(&cli, &overrides),
+        Command::Serve => {
+            init_logging(cli.log_format);
+            match serve(&cli, &overrides) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
+    let config = match Config::load(&cli.config, overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match Snapshot::build(&config) {
+        Ok(built) => {
+            for w in &built.warnings {
+                eprintln!("{}:{}: warning: {}", w.file.display(), w.line, w.message);
+            }
+            let mut zones: Vec<_> = built.snapshot.zones.iter().collect();
+            zones.sort_by_key(|z| name::to_text(&z.apex));
+            let mut total = 0;
+            for z in &zones {
+                println!(
+                    "zone {}: {} records ({})",
+                    name::to_text(&z.apex),
+                    z.record_count,
+                    z.file.display()
+                );
+                total += z.record_count;
+            }
+            println!(
+                "ok: {} zones, {} records, configuration {}",
+                zones.len(),
+                total,
+                config.file.display()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} errors", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_or_report(config: &Config) -> Result<Snapshot, anyhow::Error> {
+    match Snapshot::build(config) {
+        Ok(built) => {
+            for w in &built.warnings {
+                warn!("{}:{}: {}", w.file.display(), w.line, w.message);
+            }
+            Ok(built.snapshot)
+        }
+        Err(errors) => {
+            for e in &errors {
+                error!("{e}");
+            }
+            Err(anyhow::anyhow!(
+                "{} errors in the configuration",
+                errors.len()
+            ))
+        }
+    }
+}
+
+fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
+    let config = Config::load(&cli.config, overrides)?;
+    let snapshot = build_or_report(&config)?;
+    info!(zones = snapshot.zones.len(), "configuration loaded");
+    let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let bound = server::bind(&config.dns)?;
+        server::log_listening(&bound.local_addrs());
+        let (tx, rx) = watch::channel(false);
+        let dns = tokio::spawn(server::run(bound, shared.clone(), config.dns.clone(), rx));
+        signals(&cli.config, overrides, shared).await?;
+        info!("shutting down: finishing open exchanges");
+        let _ = tx.send(true);
+        let _ = dns.await;
+        info!("stopped");
+        Ok(())
+    })
+}
+
+/// Waits for SIGTERM/SIGINT; SIGHUP re-reads everything and swaps the snapshot only if
+/// all of it is valid.
+async fn signals(
+    file: &std::path::Path,
+    overrides: &Overrides,
+    shared: Shared,
+) -> anyhow::Result<()> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    loop {
+        tokio::select! {
+            _ = term.recv() => return Ok(()),
+            _ = int.recv() => return Ok(()),
+            _ = hup.recv() => {
+                info!("SIGHUP: reloading");
+                let rebuilt = Config::load(file, overrides)
+                    .map_err(anyhow::Error::from)
+                    .and_then(|c| build_or_report(&c));
+                match rebuilt {
+                    Ok(s) => {
+                        info!(zones = s.zones.len(), "reload succeeded");
+                        shared.store(Arc::new(s));
+                    }
+                    Err(e) => error!("reload failed, still serving the previous configuration: {e:#}"),
+                }
+            }
+        }
+    }
+}

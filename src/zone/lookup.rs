@@ -1,0 +1,318 @@
+//! The authoritative lookup (RFC 1034 4.3.2) as a pure function over the zone set:
+//! `resolve(zones, qname, qtype) -> Answer`. No I/O, no clock, no encoding; the caller
+//! turns the [`Answer`] into wire format.
+//!
+//! Covered here: exact matches, CNAME chains across served zones with loop protection
+//! (RFC 1034 3.6.2, RFC 6604 for the final rcode), DNAME synthesis (RFC 6672), wildcards
+//! with the closest-encloser rule (RFC 4592: an existing node or an empty non-terminal
+//! blocks the wildcard), referrals at zone cuts with glue, DS answered from the parent
+//! side of a cut (RFC 4035 3.1.4.1), negative answers with the SOA (RFC 2308) and minimal
+//! ANY answers (RFC 8482).
+
+use std::borrow::Cow;
+
+use super::{Node, RRset, Zone, ZoneSet, rtype};
+use crate::name;
+
+/// Longest CNAME/DNAME chain followed before giving up (BIND and NSD use similar limits).
+const MAX_CHAIN: usize = 12;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rcode {
+    NoError = 0,
+    FormErr = 1,
+    ServFail = 2,
+    NxDomain = 3,
+    NotImp = 4,
+    Refused = 5,
+    YxDomain = 6,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rr<'a> {
+    pub owner: Cow<'a, [u8]>,
+    pub rtype: u16,
+    pub ttl: u32,
+    pub rdata: Cow<'a, [u8]>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer<'a> {
+    pub rcode: Rcode,
+    pub aa: bool,
+    pub answer: Vec<Rr<'a>>,
+    pub authority: Vec<Rr<'a>>,
+    pub additional: Vec<Rr<'a>>,
+    /// Referral glue for name servers inside the delegated zone: without it the referral
+    /// is useless, so a response that cannot carry it must be truncated (RFC 9471).
+    pub glue_required: bool,
+}
+
+impl<'a> Answer<'a> {
+    fn new(rcode: Rcode, aa: bool) -> Self {
+        Answer {
+            rcode,
+            aa,
+            answer: Vec::new(),
+            authority: Vec::new(),
+            additional: Vec::new(),
+            glue_required: false,
+        }
+    }
+
+    pub fn refused() -> Self {
+        Answer::new(Rcode::Refused, false)
+    }
+}
+
+#[allow(clippy::ptr_arg)] // the Cow is cloned, keeping a borrow where there is one
+fn push_set<'a>(out: &mut Vec<Rr<'a>>, owner: &Cow<'a, [u8]>, set: &'a RRset) {
+    out.extend(set.rdata.iter().map(|d| Rr {
+        owner: owner.clone(),
+        rtype: set.rtype,
+        ttl: set.ttl,
+        rdata: Cow::Borrowed(&d[..]),
+    }));
+}
+
+/// Where a name lands inside one zone.
+enum Step<'a> {
+    /// The node that answers; `wildcard` when synthesised from `*.<closest encloser>`.
+    Node {
+        node: &'a Node,
+        wildcard: bool,
+        from_parent_side: bool,
+    },
+    Referral(&'a Node),
+    Dname(&'a Node),
+    NxDomain,
+}
+
+fn walk<'a>(zone: &'a Zone, lower: &[u8], qtype: u16) -> Step<'a> {
+    let mut offsets = [0u8; 128];
+    let mut n = 0usize;
+    for o in name::suffix_offsets(lower) {
+        if let Some(slot) = offsets.get_mut(n) {
+            *slot = o as u8;
+            n += 1;
+        }
+    }
+    // offsets[n-1] is the root; the suffix with `d` labels starts at offsets[n-1-d].
+    let total = n.saturating_sub(1);
+    let apex_labels = name::label_count(&zone.apex);
+    let suffix = |d: usize| {
+        offsets
+            .get(total.wrapping_sub(d))
+            .and_then(|&o| lower.get(usize::from(o)..))
+            .unwrap_or_default()
+    };
+    for d in apex_labels..=total {
+        let here = suffix(d);
+        let Some(node) = zone.node(here) else {
+            let encloser = suffix(d.saturating_sub(1));
+            let wild = name::wildcard_child(encloser);
+            return match zone.node(&wild) {
+                Some(w) => Step::Node {
+                    node: w,
+                    wildcard: true,
+                    from_parent_side: false,
+                },
+                None => Step::NxDomain,
+            };
+        };
+        let is_apex = d == apex_labels;
+        let is_cut = !is_apex && node.rrset(rtype::NS).is_some();
+        if d == total {
+            if is_cut {
+                if qtype == rtype::DS {
+                    return Step::Node {
+                        node,
+                        wildcard: false,
+                        from_parent_side: true,
+                    };
+                }
+                return Step::Referral(node);
+            }
+            return Step::Node {
+                node,
+                wildcard: false,
+                from_parent_side: false,
+            };
+        }
+        if is_cut {
+            return Step::Referral(node);
+        }
+        if node.rrset(rtype::DNAME).is_some() {
+            return Step::Dname(node);
+        }
+    }
+    Step::NxDomain
+}
+
+/// Answers `qname`/`qtype` (class IN) from the served zones. `qname` is the name as
+/// received; its case is kept in the answer.
+pub fn resolve<'a>(zones: &'a ZoneSet, qname: &'a [u8], qtype: u16) -> Answer<'a> {
+    let mut cur: Cow<'a, [u8]> = Cow::Borrowed(qname);
+    let mut ans = Answer::new(Rcode::NoError, true);
+    let mut visited: Vec<Vec<u8>> = Vec::new();
+    for hop in 0..MAX_CHAIN {
+        let lower = name::lowercase(&cur);
+        if visited.contains(&lower) {
+            break; // CNAME loop: stop with what we have (NOERROR), as NSD and Knot do.
+        }
+        let zone = match zones.find(&lower) {
+            // DS lives on the parent side of a cut (RFC 4035 3.1.4.1).
+            Some(z) if qtype == rtype::DS && *z.apex == *lower => {
+                zones.find_parent(&lower).unwrap_or(z)
+            }
+            Some(z) => z,
+            None if hop == 0 => return Answer::refused(),
+            None => break, // the chain leaves our zones: the resolver follows it.
+        };
+        match walk(zone, &lower, qtype) {
+            Step::NxDomain => {
+                ans.rcode = Rcode::NxDomain;
+                push_negative(&mut ans, zone);
+                break;
+            }
+            Step::Referral(cut) => {
+                if hop == 0 {
+                    ans.aa = false;
+                }
+                let owner = Cow::Borrowed(&cut.owner[..]);
+                if let Some(ns) = cut.rrset(rtype::NS) {
+                    push_set(&mut ans.authority, &owner, ns);
+                    add_glue(&mut ans, zone, cut, ns);
+                }
+                break;
+            }
+            Step::Dname(node) => {
+                let Some(dname) = node.rrset(rtype::DNAME) else {
+                    break;
+                };
+                let Some(target) = dname.rdata.first() else {
+                    break;
+                };
+                push_set(&mut ans.answer, &Cow::Borrowed(&node.owner[..]), dname);
+                // qname = <prefix>.<owner> → <prefix>.<target>
+                let prefix_len = cur.len().saturating_sub(node.owner.len());
+                let mut synth = Vec::with_capacity(prefix_len + target.len());
+                synth.extend_from_slice(cur.get(..prefix_len).unwrap_or_default());
+                synth.extend_from_slice(target);
+                if synth.len() > name::MAX_NAME_LEN {
+                    ans.rcode = Rcode::YxDomain;
+                    break;
+                }
+                ans.answer.push(Rr {
+                    owner: cur.clone(),
+                    rtype: rtype::CNAME,
+                    ttl: dname.ttl,
+                    rdata: Cow::Owned(synth.clone()),
+                });
+                visited.push(lower);
+                cur = Cow::Owned(synth);
+            }
+            Step::Node {
+                node,
+                wildcard,
+                from_parent_side,
+            } => {
+                let owner = if wildcard || hop == 0 {
+                    cur.clone()
+                } else {
+                    Cow::Borrowed(&node.owner[..])
+                };
+                if qtype == rtype::ANY {
+                    // RFC 8482 4.1: one RRset is enough; the CNAME if there is one.
+                    let pick = node
+                        .rrset(rtype::CNAME)
+                        .or_else(|| node.rrsets.iter().find(|s| s.rtype != rtype::RRSIG));
+                    match pick {
+                        Some(set) => push_set(&mut ans.answer, &owner, set),
+                        None => push_negative(&mut ans, zone),
+                    }
+                    break;
+                }
+                if let Some(set) = node.rrset(qtype) {
+                    push_set(&mut ans.answer, &owner, set);
+                    add_additional(&mut ans, zones, set);
+                    break;
+                }
+                if !from_parent_side && let Some(cname) = node.rrset(rtype::CNAME) {
+                    push_set(&mut ans.answer, &owner, cname);
+                    let Some(target) = cname.rdata.first() else {
+                        break;
+                    };
+                    visited.push(lower);
+                    cur = Cow::Borrowed(&target[..]);
+                    continue;
+                }
+                push_negative(&mut ans, zone);
+                break;
+            }
+        }
+    }
+    ans
+}
+
+fn push_negative<'a>(ans: &mut Answer<'a>, zone: &'a Zone) {
+    if let Some(apex) = zone.apex_node() {
+        push_set(
+            &mut ans.authority,
+            &Cow::Borrowed(&apex.owner[..]),
+            &zone.negative_soa,
+        );
+    }
+}
+
+/// The name inside an RR's data that additional-section processing chases
+/// (RFC 1035 3.3.9, 3.3.11; RFC 2782).
+fn target_of(rtype: u16, rdata: &[u8]) -> Option<&[u8]> {
+    match rtype {
+        rtype::NS => Some(rdata),
+        rtype::MX => rdata.get(2..),
+        rtype::SRV => rdata.get(6..),
+        _ => None,
+    }
+}
+
+fn push_addresses<'a>(out: &mut Vec<Rr<'a>>, node: &'a Node) {
+    let owner = Cow::Borrowed(&node.owner[..]);
+    for t in [rtype::A, rtype::AAAA] {
+        if let Some(set) = node.rrset(t)
+            && !out.iter().any(|r| r.rtype == t && r.owner == owner)
+        {
+            push_set(out, &owner, set);
+        }
+    }
+}
+
+fn add_additional<'a>(ans: &mut Answer<'a>, zones: &'a ZoneSet, set: &'a RRset) {
+    for rdata in set.rdata.iter() {
+        let Some(target) = target_of(set.rtype, rdata) else {
+            return;
+        };
+        let lower = name::lowercase(target);
+        if let Some(node) = zones.find(&lower).and_then(|z| z.node(&lower)) {
+            push_addresses(&mut ans.additional, node);
+        }
+    }
+}
+
+fn add_glue<'a>(ans: &mut Answer<'a>, zone: &'a Zone, cut: &Node, ns: &'a RRset) {
+    let cut_lower = name::lowercase(&cut.owner);
+    for rdata in ns.rdata.iter() {
+        let lower = name::lowercase(rdata);
+        if let Some(node) = zone.node(&lower) {
+            if name::is_at_or_below(&lower, &cut_lower)
+                && node
+                    .rrsets
+                    .iter()
+                    .any(|s| matches!(s.rtype, rtype::A | rtype::AAAA))
+            {
+                ans.glue_required = true;
+            }
+            push_addresses(&mut ans.additional, node);
+        }
+    }
+}
