@@ -1,0 +1,160 @@
+//! Shared by the black-box tests: start the real `meridian` binary on a free loopback
+//! port and talk DNS to it over real sockets with hickory-proto as the client.
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hickory_proto::op::{Edns, Message, Query};
+use hickory_proto::rr::{Name, RecordType};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_meridian");
+
+/// A port free for both UDP and TCP on 127.0.0.1 right now.
+pub fn free_port() -> u16 {
+    loop {
+        let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let port = udp.local_addr().unwrap().port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+}
+
+pub struct Meridian {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+impl Drop for Meridian {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Meridian {
+    /// Starts `meridian serve` with `config` (a meridian.yaml) and waits until it answers.
+    pub fn start(config: &Path) -> Meridian {
+        let port = free_port();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let dir = config.parent().unwrap().to_path_buf();
+        let stderr_path = dir.join(format!("meridian-{port}.log"));
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--dns-listen", &addr.to_string()])
+            .args(["--http-listen", "127.0.0.1:0"])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr_path).unwrap())
+            .spawn()
+            .expect("start meridian");
+        let m = Meridian {
+            child,
+            addr,
+            dir,
+            stderr_path,
+        };
+        m.wait_ready();
+        m
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let probe = query_bytes("ready.invalid.", RecordType::A, None);
+        while Instant::now() < deadline {
+            if try_udp(self.addr, &probe, Duration::from_millis(200)).is_some() {
+                return;
+            }
+        }
+        panic!("meridian did not answer; log:\n{}", self.log());
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    pub fn udp(&self, name: &str, rtype: RecordType) -> Message {
+        udp(self.addr, &query_bytes(name, rtype, Some(1232)))
+    }
+}
+
+/// A directory with meridian.yaml and a zones/ folder holding the given files.
+pub fn deployment(zones: &[(&str, &str)]) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("zones")).unwrap();
+    for (name, text) in zones {
+        std::fs::write(dir.path().join("zones").join(name), text).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("meridian.yaml"),
+        "version: 1\ndns:\n  udp_sockets_per_address: 2\n  tcp_idle_timeout: 2s\n",
+    )
+    .unwrap();
+    dir
+}
+
+pub fn query_msg(name: &str, rtype: RecordType, edns: Option<u16>) -> Message {
+    let mut m = Message::query();
+    m.add_query(Query::query(Name::from_ascii(name).unwrap(), rtype));
+    if let Some(size) = edns {
+        let mut e = Edns::new();
+        e.set_max_payload(size);
+        m.set_edns(e);
+    }
+    m
+}
+
+pub fn query_bytes(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    query_msg(name, rtype, edns).to_vec().unwrap()
+}
+
+pub fn try_udp(addr: SocketAddr, packet: &[u8], timeout: Duration) -> Option<Vec<u8>> {
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(timeout)).unwrap();
+    sock.send_to(packet, addr).ok()?;
+    let mut buf = vec![0u8; 65535];
+    let (n, _) = sock.recv_from(&mut buf).ok()?;
+    buf.truncate(n);
+    Some(buf)
+}
+
+pub fn udp_raw(addr: SocketAddr, packet: &[u8]) -> Vec<u8> {
+    for _ in 0..3 {
+        if let Some(r) = try_udp(addr, packet, Duration::from_secs(2)) {
+            return r;
+        }
+    }
+    panic!("no UDP answer from {addr}");
+}
+
+pub fn udp(addr: SocketAddr, packet: &[u8]) -> Message {
+    Message::from_vec(&udp_raw(addr, packet)).unwrap()
+}
+
+pub fn tcp_exchange(stream: &mut TcpStream, packet: &[u8]) -> Vec<u8> {
+    let mut framed = (packet.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(packet);
+    stream.write_all(&framed).unwrap();
+    let mut len = [0u8; 2];
+    stream.read_exact(&mut len).unwrap();
+    let mut buf = vec![0u8; u16::from_be_bytes(len) as usize];
+    stream.read_exact(&mut buf).unwrap();
+    buf
+}
+
+pub fn tcp(addr: SocketAddr, packet: &[u8]) -> Message {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    Message::from_vec(&tcp_exchange(&mut s, packet)).unwrap()
+}

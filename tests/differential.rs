@@ -1,0 +1,289 @@
+//! Differential conformance: NSD and Meridian serve the same zone files; every query of
+//! `tests/data/diff/queries.txt` goes to both, and rcode, AA/TC, the answer section,
+//! the SOA of negative answers and the NS + glue of referrals must be equal.
+//!
+//! NSD is the reference (Debian package `nsd`, installed by `.ci/run`). Without it the
+//! test fails rather than passing vacuously; set MERIDIAN_SKIP_DIFFERENTIAL=1 to skip
+//! on a machine that cannot have it.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Record, RecordType};
+
+const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/diff");
+
+struct Nsd(Child);
+
+impl Drop for Nsd {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn nsd_binary() -> Option<String> {
+    ["/usr/sbin/nsd", "/usr/bin/nsd"]
+        .iter()
+        .find(|p| Path::new(p).exists())
+        .map(|p| p.to_string())
+}
+
+fn start_nsd(dir: &Path, zones: &Path, port: u16) -> Nsd {
+    let mut conf = format!(
+        "server:\n  ip-address: 127.0.0.1@{port}\n  zonesdir: \"{z}\"\n  database: \"\"\n  username: \"\"\n  chroot: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  hide-version: yes\n  hide-identity: yes\n  verbosity: 1\nremote-control:\n  control-enable: no\n",
+        z = zones.display(),
+        d = dir.display()
+    );
+    for zone in ["diff.test", "other.test"] {
+        conf.push_str(&format!("zone:\n  name: {zone}\n  zonefile: {zone}\n"));
+    }
+    let conf_path = dir.join("nsd.conf");
+    std::fs::write(&conf_path, conf).unwrap();
+    let child = Command::new(nsd_binary().unwrap())
+        .args(["-d", "-c"])
+        .arg(&conf_path)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("nsd.stderr")).unwrap())
+        .spawn()
+        .expect("start nsd");
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    let probe = query_bytes("diff.test.", RecordType::SOA, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Some(r) = try_udp(addr, &probe, Duration::from_millis(200)) {
+            if Message::from_vec(&r)
+                .map(|m| !m.answers.is_empty())
+                .unwrap_or(false)
+            {
+                return Nsd(child);
+            }
+        }
+    }
+    panic!(
+        "nsd did not come up: {}{}",
+        std::fs::read_to_string(dir.join("nsd.stderr")).unwrap_or_default(),
+        std::fs::read_to_string(dir.join("nsd.log")).unwrap_or_default()
+    );
+}
+
+fn rr_text(r: &Record) -> String {
+    // Names compare case-insensitively; everything else exactly.
+    format!(
+        "{} {} {} {}",
+        r.name.to_ascii().to_lowercase(),
+        r.ttl,
+        r.record_type(),
+        r.data
+    )
+}
+
+fn set(records: &[Record], filter: impl Fn(&Record) -> bool) -> BTreeSet<String> {
+    records.iter().filter(|r| filter(r)).map(rr_text).collect()
+}
+
+struct Case {
+    line: String,
+    name: String,
+    rtype: RecordType,
+    edns: Option<u16>,
+    tcp: bool,
+}
+
+fn cases() -> Vec<Case> {
+    let text = std::fs::read_to_string(Path::new(DATA).join("queries.txt")).unwrap();
+    text.lines()
+        .filter(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        .map(|l| {
+            let mut parts = l.split_whitespace();
+            let mut name = parts.next().unwrap().to_string();
+            if !name.ends_with('.') {
+                name.push('.');
+            }
+            let rtype = parts.next().unwrap();
+            let rtype = match rtype.strip_prefix("TYPE") {
+                Some(n) => RecordType::from(n.parse::<u16>().unwrap()),
+                None => rtype.parse().unwrap(),
+            };
+            let mut case = Case {
+                line: l.to_string(),
+                name,
+                rtype,
+                edns: Some(1232),
+                tcp: false,
+            };
+            for opt in parts {
+                match opt {
+                    "noedns" => case.edns = None,
+                    "tcp" => case.tcp = true,
+                    o if o.starts_with("edns=") => case.edns = Some(o[5..].parse().unwrap()),
+                    o => panic!("unknown option {o}"),
+                }
+            }
+            case
+        })
+        .collect()
+}
+
+fn ask(addr: SocketAddr, c: &Case) -> Message {
+    let mut q = query_msg(&c.name, c.rtype, c.edns);
+    q.metadata.recursion_desired = false;
+    let bytes = q.to_vec().unwrap();
+    if c.tcp {
+        tcp(addr, &bytes)
+    } else {
+        udp(addr, &bytes)
+    }
+}
+
+fn is_referral(m: &Message) -> bool {
+    !m.metadata.authoritative
+        && m.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::NS)
+}
+
+/// What a user of either server would check, as comparable values.
+fn compare(c: &Case, nsd_addr: SocketAddr, nsd: &Message, ours: &Message) -> Vec<String> {
+    let mut diffs = Vec::new();
+    let mut check = |what: &str, a: String, b: String| {
+        if a != b {
+            diffs.push(format!("{}: {what}: nsd {a} / meridian {b}", c.line));
+        }
+    };
+    check(
+        "rcode",
+        format!("{:?}", nsd.metadata.response_code),
+        format!("{:?}", ours.metadata.response_code),
+    );
+    check(
+        "AA",
+        nsd.metadata.authoritative.to_string(),
+        ours.metadata.authoritative.to_string(),
+    );
+    check(
+        "TC",
+        nsd.metadata.truncation.to_string(),
+        ours.metadata.truncation.to_string(),
+    );
+    if nsd.metadata.truncation {
+        return diffs; // what a truncated answer carries is up to the server; TCP is compared
+    }
+    if c.rtype == RecordType::ANY {
+        // RFC 8482 lets each server pick the one RRset it returns. Ours must be exactly
+        // the RRset NSD gives when asked for that type by name.
+        let types: BTreeSet<RecordType> = ours.answers.iter().map(|r| r.record_type()).collect();
+        let [t] = types.into_iter().collect::<Vec<_>>()[..] else {
+            diffs.push(format!(
+                "{}: ANY answer is not one RRset: {:?}",
+                c.line, ours.answers
+            ));
+            return diffs;
+        };
+        let reference = ask(
+            nsd_addr,
+            &Case {
+                rtype: t,
+                line: c.line.clone(),
+                name: c.name.clone(),
+                ..*c
+            },
+        );
+        check(
+            "ANY answer",
+            format!("{:?}", set(&reference.answers, |r| r.record_type() == t)),
+            format!("{:?}", set(&ours.answers, |_| true)),
+        );
+        return diffs;
+    }
+    check(
+        "answer",
+        format!("{:?}", set(&nsd.answers, |_| true)),
+        format!("{:?}", set(&ours.answers, |_| true)),
+    );
+    let negative = nsd.metadata.response_code == ResponseCode::NXDomain
+        || (nsd.answers.is_empty() && nsd.metadata.authoritative);
+    if negative
+        || nsd
+            .authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::SOA)
+    {
+        let soa = |r: &Record| r.record_type() == RecordType::SOA;
+        check(
+            "negative SOA",
+            format!("{:?}", set(&nsd.authorities, soa)),
+            format!("{:?}", set(&ours.authorities, soa)),
+        );
+    }
+    if is_referral(nsd) {
+        let ns = |r: &Record| r.record_type() == RecordType::NS;
+        let glue = |r: &Record| matches!(r.record_type(), RecordType::A | RecordType::AAAA);
+        check(
+            "referral NS",
+            format!("{:?}", set(&nsd.authorities, ns)),
+            format!("{:?}", set(&ours.authorities, ns)),
+        );
+        check(
+            "referral glue",
+            format!("{:?}", set(&nsd.additionals, glue)),
+            format!("{:?}", set(&ours.additionals, glue)),
+        );
+    }
+    diffs
+}
+
+#[test]
+fn meridian_answers_like_nsd_for_every_rule() {
+    if std::env::var_os("MERIDIAN_SKIP_DIFFERENTIAL").is_some() {
+        eprintln!("MERIDIAN_SKIP_DIFFERENTIAL set: skipped");
+        return;
+    }
+    assert!(
+        nsd_binary().is_some(),
+        "NSD is not installed (apt-get install nsd; .ci/run does it)"
+    );
+    let work = tempfile::tempdir().unwrap();
+    let zones = Path::new(DATA).join("zones");
+    let nsd = start_nsd(work.path(), &zones, free_port());
+    let nsd_addr: SocketAddr = {
+        let conf = std::fs::read_to_string(work.path().join("nsd.conf")).unwrap();
+        let port = conf.split('@').nth(1).unwrap().lines().next().unwrap();
+        format!("127.0.0.1:{port}").parse().unwrap()
+    };
+    let config = work.path().join("meridian.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nzones: {}\ndns:\n  udp_sockets_per_address: 1\n",
+            zones.display()
+        ),
+    )
+    .unwrap();
+    let meridian = Meridian::start(&config);
+
+    let cases = cases();
+    assert!(cases.len() > 60, "query set lost its cases");
+    let mut diffs = Vec::new();
+    for c in &cases {
+        let theirs = ask(nsd_addr, c);
+        let ours = ask(meridian.addr, c);
+        diffs.extend(compare(c, nsd_addr, &theirs, &ours));
+    }
+    drop(nsd);
+    assert!(
+        diffs.is_empty(),
+        "{} of {} queries differ from NSD:\n{}",
+        diffs.len(),
+        cases.len(),
+        diffs.join("\n")
+    );
+}
