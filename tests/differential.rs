@@ -48,26 +48,26 @@ fn start_nsd(dir: &Path, zones: &Path, port: u16) -> Nsd {
     }
     let conf_path = dir.join("nsd.conf");
     std::fs::write(&conf_path, conf).unwrap();
-    let child = Command::new(nsd_binary().unwrap())
+    let mut nsd = Nsd(Command::new(nsd_binary().unwrap())
         .args(["-d", "-c"])
         .arg(&conf_path)
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(dir.join("nsd.stderr")).unwrap())
         .spawn()
-        .expect("start nsd");
+        .expect("start nsd"));
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
     let probe = query_bytes("diff.test.", RecordType::SOA, None);
     let deadline = Instant::now() + Duration::from_secs(20);
     while Instant::now() < deadline {
-        if let Some(r) = try_udp(addr, &probe, Duration::from_millis(200)) {
-            if Message::from_vec(&r)
+        if let Some(r) = try_udp(addr, &probe, Duration::from_millis(200))
+            && Message::from_vec(&r)
                 .map(|m| !m.answers.is_empty())
                 .unwrap_or(false)
-            {
-                return Nsd(child);
-            }
+        {
+            return nsd;
         }
     }
+    let _ = nsd.0.kill();
     panic!(
         "nsd did not come up: {}{}",
         std::fs::read_to_string(dir.join("nsd.stderr")).unwrap_or_default(),
