@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# The test command: installs the reference servers and clients the black-box tests use
+# (NSD for the differential test, dig), then runs the whole suite.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=(nsd dnsutils)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing ${missing[*]}" >&2
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  export DEBIAN_FRONTEND=noninteractive
+  $sudo apt-get update -q >/dev/null
+  $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+cargo test --locked "$@"
