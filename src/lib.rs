@@ -4,6 +4,7 @@
 
 pub mod config;
 pub mod dns;
+pub mod geo;
 pub mod name;
 pub mod snapshot;
 pub mod zone;

@@ -1,0 +1,228 @@
+//! Reading a GeoIP database with `maxminddb`: MaxMind's GeoIP2/GeoLite2 Country and City
+//! schema (DB-IP's files use it too) and ip-location-db's flat schema (`country_code`,
+//! `latitude`, `longitude`).
+//!
+//! The file is read once, at load, and every network is decoded into a [`Location`]; the
+//! query path never touches the database (it uses the compiled `GeoTable`), which is why
+//! the file is read into memory for the duration of the load instead of memory-mapped
+//! (mapping needs `unsafe` and buys nothing here). Many networks share a record, so
+//! decoded records are cached by their data offset.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+
+use ipnet::IpNet;
+use maxminddb::{Reader, WithinOptions};
+use serde::Deserialize;
+
+use super::{Location, country, two};
+
+#[derive(Deserialize, Default)]
+struct Iso<'a> {
+    #[serde(borrow)]
+    iso_code: Option<&'a str>,
+}
+
+#[derive(Deserialize, Default)]
+struct Code<'a> {
+    #[serde(borrow)]
+    code: Option<&'a str>,
+}
+
+#[derive(Deserialize, Default)]
+struct Point {
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+/// Both schemas at once; serde ignores what a record does not have.
+#[derive(Deserialize, Default)]
+struct Record<'a> {
+    #[serde(borrow)]
+    country: Option<Iso<'a>>,
+    #[serde(borrow)]
+    registered_country: Option<Iso<'a>>,
+    #[serde(borrow)]
+    continent: Option<Code<'a>>,
+    location: Option<Point>,
+    #[serde(borrow)]
+    subdivisions: Option<Vec<Iso<'a>>>,
+    #[serde(borrow)]
+    country_code: Option<&'a str>,
+    latitude: Option<f64>,
+    longitude: Option<f64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot read GeoIP database: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("not a valid MaxMind DB file: {0}")]
+    Format(String),
+    #[error(
+        "database type {0:?} has no location fields this server reads (country.iso_code, location, or country_code/latitude/longitude)"
+    )]
+    Schema(String),
+}
+
+pub struct Contents {
+    pub networks: Vec<(IpNet, Location)>,
+    pub database_type: String,
+    pub build_epoch: u64,
+    /// Country codes in the file that the built-in table does not know (kept, without a point).
+    pub unknown_countries: Vec<String>,
+}
+
+fn to_location(r: &Record<'_>, unknown: &mut Vec<String>) -> Option<Location> {
+    let cc = r
+        .country
+        .as_ref()
+        .and_then(|c| c.iso_code)
+        .or(r.country_code)
+        .or(r.registered_country.as_ref().and_then(|c| c.iso_code));
+    let known = cc.and_then(country);
+    if let (Some(cc), None) = (cc, known)
+        && !unknown.iter().any(|u| u == cc)
+        && unknown.len() < 32
+    {
+        unknown.push(cc.to_string());
+    }
+    let point = match (&r.location, r.latitude, r.longitude) {
+        (
+            Some(Point {
+                latitude: Some(a),
+                longitude: Some(b),
+            }),
+            ..,
+        ) => Some((*a, *b)),
+        (_, Some(a), Some(b)) => Some((a, b)),
+        _ => known.map(|k| (k.2, k.3)),
+    }
+    .filter(|(a, b)| a.is_finite() && b.is_finite() && a.abs() <= 90.0 && b.abs() <= 180.0);
+    let continent = r
+        .continent
+        .as_ref()
+        .and_then(|c| c.code)
+        .and_then(two)
+        .or(known.map(|k| k.1));
+    let country_code = known.map(|k| k.0).or_else(|| cc.and_then(two));
+    let subdivision = match (
+        country_code,
+        r.subdivisions
+            .as_ref()
+            .and_then(|s| s.first())
+            .and_then(|s| s.iso_code),
+    ) {
+        (Some(c), Some(s)) => {
+            Some(format!("{}-{}", String::from_utf8_lossy(&c), s.to_ascii_uppercase()).into())
+        }
+        _ => None,
+    };
+    if country_code.is_none() && point.is_none() && continent.is_none() {
+        return None;
+    }
+    Some(Location {
+        country: country_code,
+        continent,
+        subdivision,
+        point,
+    })
+}
+
+fn to_ipnet(n: ipnetwork::IpNetwork) -> Option<IpNet> {
+    let net = match n {
+        ipnetwork::IpNetwork::V4(v4) => IpNet::new(IpAddr::V4(v4.network()), v4.prefix()).ok()?,
+        ipnetwork::IpNetwork::V6(v6) => {
+            // IPv4 lives at ::/96 in IPv6 databases.
+            let addr = v6.network();
+            if v6.prefix() >= 96 && u128::from(addr) >> 32 == 0 {
+                let v4 = std::net::Ipv4Addr::from((u128::from(addr) & 0xffff_ffff) as u32);
+                IpNet::new(IpAddr::V4(v4), v6.prefix() - 96).ok()?
+            } else {
+                IpNet::new(IpAddr::V6(addr), v6.prefix()).ok()?
+            }
+        }
+    };
+    Some(net)
+}
+
+pub fn read(path: &Path) -> Result<Contents, DbError> {
+    let bytes = std::fs::read(path)?;
+    let reader = Reader::from_source(bytes).map_err(|e| DbError::Format(e.to_string()))?;
+    let database_type = reader.metadata().database_type.clone();
+    let build_epoch = reader.metadata().build_epoch;
+    let mut cache: HashMap<usize, Option<Location>> = HashMap::new();
+    let mut networks = Vec::new();
+    let mut unknown = Vec::new();
+    let mut decoded_any = false;
+    let iter = reader
+        .networks(WithinOptions::default())
+        .map_err(|e| DbError::Format(e.to_string()))?;
+    for item in iter {
+        let item = item.map_err(|e| DbError::Format(e.to_string()))?;
+        let net = item.network().map_err(|e| DbError::Format(e.to_string()))?;
+        let location = match item.offset() {
+            Some(off) if cache.contains_key(&off) => cache.get(&off).cloned().flatten(),
+            off => {
+                let rec: Record<'_> = item
+                    .decode()
+                    .map_err(|e| DbError::Format(e.to_string()))?
+                    .unwrap_or_default();
+                let loc = to_location(&rec, &mut unknown);
+                if let Some(o) = off {
+                    cache.insert(o, loc.clone());
+                }
+                loc
+            }
+        };
+        if let (Some(loc), Some(net)) = (location, to_ipnet(net)) {
+            decoded_any = true;
+            networks.push((net, loc));
+        }
+    }
+    if !decoded_any {
+        return Err(DbError::Schema(database_type));
+    }
+    Ok(Contents {
+        networks,
+        database_type,
+        build_epoch,
+        unknown_countries: unknown,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::geo::{Family, GeoTable, addr_bits};
+
+    #[test]
+    fn the_shipped_database_compiles_into_countries_on_every_continent() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip/geo-whois-asn-country.mmdb");
+        let contents = read(&path).unwrap();
+        assert!(
+            contents.networks.len() > 100_000,
+            "{}",
+            contents.networks.len()
+        );
+        let table = GeoTable::compile(contents.networks, vec![], None, "shipped".into());
+        let country_of = |ip: &str| {
+            let (fam, bits) = addr_bits(ip.parse().unwrap());
+            let (c, ..) = table.classify(fam, bits).unwrap();
+            let class = table.class(c).unwrap();
+            class
+                .location
+                .and_then(|l| table.location(l))
+                .and_then(|l| l.country_str().map(str::to_string))
+        };
+        assert_eq!(country_of("8.8.8.8").as_deref(), Some("US"));
+        assert_eq!(country_of("2a00:1450:4001::1").as_deref(), Some("IE"));
+        assert_eq!(
+            country_of("10.1.2.3"),
+            None,
+            "private addresses are unknown"
+        );
+        assert_eq!(Family::V4, addr_bits("::ffff:8.8.8.8".parse().unwrap()).0);
+    }
+}

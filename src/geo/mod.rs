@@ -1,0 +1,477 @@
+//! Client location, compiled at load time.
+//!
+//! ```text
+//!  GeoIP database (MaxMind or ip-location-db schema) ──db::read──► (network, Location)…
+//!  + overlay CIDRs (geo-policy CIDR rules, latency-table CIDR keys)
+//!        │ compile: sort, fill gaps with "unknown", split at overlays, intern classes,
+//!        ▼ merge neighbours of the same class
+//!  GeoTable { v4/v6: RangeTable<class id>, classes: [Class { location, overlay }] }
+//! ```
+//!
+//! A *class* is everything the routing methods can see of a client: its location and the
+//! innermost overlay CIDR it falls in. Policies rank regions per class once, at load
+//! time (`policy::compile`); a query does one binary search.
+
+pub mod countries;
+pub mod db;
+pub mod latency;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Location {
+    pub country: Option<[u8; 2]>,
+    pub continent: Option<[u8; 2]>,
+    /// `CC-SUB` as in ISO 3166-2, e.g. `US-CA`.
+    pub subdivision: Option<Box<str>>,
+    /// Degrees; from the database, else the country's representative point.
+    pub point: Option<(f64, f64)>,
+}
+
+type LocationKey = (
+    Option<[u8; 2]>,
+    Option<[u8; 2]>,
+    Option<Box<str>>,
+    Option<(u64, u64)>,
+);
+
+impl Location {
+    /// A location with only a country, completed from the built-in table.
+    pub fn from_country(code: &str) -> Option<Location> {
+        let (cc, continent, lat, lon) = country(code)?;
+        Some(Location {
+            country: Some(cc),
+            continent: Some(continent),
+            subdivision: None,
+            point: Some((lat, lon)),
+        })
+    }
+
+    pub fn country_str(&self) -> Option<&str> {
+        self.country
+            .as_ref()
+            .and_then(|c| std::str::from_utf8(c).ok())
+    }
+
+    pub fn continent_str(&self) -> Option<&str> {
+        self.continent
+            .as_ref()
+            .and_then(|c| std::str::from_utf8(c).ok())
+    }
+
+    /// Identity for interning (f64 is not Hash).
+    fn key(&self) -> LocationKey {
+        (
+            self.country,
+            self.continent,
+            self.subdivision.clone(),
+            self.point.map(|(a, b)| (a.to_bits(), b.to_bits())),
+        )
+    }
+}
+
+/// The built-in table entry for an ISO 3166-1 alpha-2 code (case-insensitive).
+pub fn country(code: &str) -> Option<([u8; 2], [u8; 2], f64, f64)> {
+    let upper = code.to_ascii_uppercase();
+    let i = countries::COUNTRIES
+        .binary_search_by(|(c, ..)| (*c).cmp(upper.as_str()))
+        .ok()?;
+    let (c, cont, lat, lon) = countries::COUNTRIES.get(i)?;
+    Some((two(c)?, two(cont)?, *lat, *lon))
+}
+
+pub fn two(s: &str) -> Option<[u8; 2]> {
+    let b = s.as_bytes();
+    match b {
+        [a, b] => Some([a.to_ascii_uppercase(), b.to_ascii_uppercase()]),
+        _ => None,
+    }
+}
+
+pub const CONTINENTS: &[&str] = &["AF", "AN", "AS", "EU", "NA", "OC", "SA"];
+
+/// Great-circle distance in km (haversine, mean Earth radius).
+pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
+    let (lat1, lon1) = (a.0.to_radians(), a.1.to_radians());
+    let (lat2, lon2) = (b.0.to_radians(), b.1.to_radians());
+    let h = ((lat2 - lat1) / 2.0).sin().powi(2)
+        + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
+    2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub fn width(self) -> u8 {
+        match self {
+            Family::V4 => 32,
+            Family::V6 => 128,
+        }
+    }
+}
+
+/// An address as (family, value), IPv4-mapped IPv6 unmapped.
+pub fn addr_bits(ip: IpAddr) -> (Family, u128) {
+    match ip {
+        IpAddr::V4(v4) => (Family::V4, u128::from(u32::from(v4))),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => (Family::V4, u128::from(u32::from(v4))),
+            None => (Family::V6, u128::from(v6)),
+        },
+    }
+}
+
+pub fn net_bits(net: &IpNet) -> (Family, u128, u8) {
+    match net {
+        IpNet::V4(n) => (
+            Family::V4,
+            u128::from(u32::from(n.network())),
+            n.prefix_len(),
+        ),
+        IpNet::V6(n) => (Family::V6, u128::from(n.network()), n.prefix_len()),
+    }
+}
+
+fn mask(width: u8, prefix: u8) -> u128 {
+    let full = if width == 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    };
+    if prefix == 0 {
+        0
+    } else {
+        (full >> (width - prefix.min(width))) << (width - prefix.min(width)) & full
+    }
+}
+
+fn last_of(width: u8, start: u128, prefix: u8) -> u128 {
+    let full = if width == 128 {
+        u128::MAX
+    } else {
+        (1u128 << width) - 1
+    };
+    start | (!mask(width, prefix) & full)
+}
+
+/// The widest prefix around `addr` that lies entirely inside `[lo, hi]`: the ECS scope
+/// over which an answer decided by that range cannot change (RFC 7871 7.2.1).
+pub fn scope_within(width: u8, addr: u128, lo: u128, hi: u128) -> u8 {
+    for p in 0..=width {
+        let start = addr & mask(width, p);
+        if start >= lo && last_of(width, start, p) <= hi {
+            return p;
+        }
+    }
+    width
+}
+
+/// Contiguous ranges covering a whole address family; range `i` spans
+/// `starts[i] ..= starts[i + 1] - 1` and maps to `values[i]`.
+#[derive(Debug, Clone, Default)]
+pub struct RangeTable {
+    pub starts: Vec<u128>,
+    pub values: Vec<u32>,
+    pub width: u8,
+}
+
+impl RangeTable {
+    fn max(&self) -> u128 {
+        last_of(self.width, 0, 0)
+    }
+
+    /// The value for `addr` and the range it lies in.
+    pub fn lookup(&self, addr: u128) -> Option<(u32, u128, u128)> {
+        let i = self.starts.partition_point(|&s| s <= addr).checked_sub(1)?;
+        let lo = *self.starts.get(i)?;
+        let hi = self
+            .starts
+            .get(i + 1)
+            .map(|n| n - 1)
+            .unwrap_or_else(|| self.max());
+        Some((*self.values.get(i)?, lo, hi))
+    }
+
+    /// Maps every value through `f` and merges neighbours that end up equal.
+    pub fn remap(&self, f: impl Fn(u32) -> u32) -> RangeTable {
+        let mut out = RangeTable {
+            starts: Vec::new(),
+            values: Vec::new(),
+            width: self.width,
+        };
+        for (&s, &v) in self.starts.iter().zip(&self.values) {
+            let nv = f(v);
+            if out.values.last() != Some(&nv) {
+                out.starts.push(s);
+                out.values.push(nv);
+            }
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        self.starts.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.starts.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Class {
+    pub location: Option<u32>,
+    /// Index into `GeoTable::overlays` of the innermost overlay CIDR, if any.
+    pub overlay: Option<u32>,
+}
+
+#[derive(Debug, Default)]
+pub struct GeoTable {
+    pub v4: RangeTable,
+    pub v6: RangeTable,
+    pub classes: Vec<Class>,
+    pub locations: Vec<Location>,
+    pub overlays: Vec<IpNet>,
+    /// Where clients with unknown, private or loopback addresses are taken to be.
+    pub default_location: Option<u32>,
+    /// Networks read from the database (for `check`'s summary).
+    pub networks: usize,
+    pub database: String,
+}
+
+impl GeoTable {
+    pub fn table(&self, family: Family) -> &RangeTable {
+        match family {
+            Family::V4 => &self.v4,
+            Family::V6 => &self.v6,
+        }
+    }
+
+    /// Class of an address, and the range of addresses sharing it.
+    pub fn classify(&self, family: Family, addr: u128) -> Option<(u32, u128, u128)> {
+        self.table(family).lookup(addr)
+    }
+
+    pub fn class(&self, id: u32) -> Option<&Class> {
+        self.classes.get(id as usize)
+    }
+
+    pub fn location(&self, id: u32) -> Option<&Location> {
+        self.locations.get(id as usize)
+    }
+
+    /// The effective location of a class (unknown → the configured default).
+    pub fn class_location(&self, class: &Class) -> Option<&Location> {
+        class
+            .location
+            .or(self.default_location)
+            .and_then(|l| self.location(l))
+    }
+
+    /// Compiles networks (any order, non-overlapping as a GeoIP tree guarantees) and
+    /// overlay CIDRs into the class tables.
+    pub fn compile(
+        networks: Vec<(IpNet, Location)>,
+        overlays: Vec<IpNet>,
+        default_location: Option<Location>,
+        database: String,
+    ) -> GeoTable {
+        let mut locations: Vec<Location> = Vec::new();
+        let mut loc_ids: HashMap<_, u32> = HashMap::new();
+        let mut intern_loc = |l: Location, locations: &mut Vec<Location>| -> u32 {
+            *loc_ids.entry(l.key()).or_insert_with(|| {
+                locations.push(l);
+                (locations.len() - 1) as u32
+            })
+        };
+        let count = networks.len();
+        let mut per_family: HashMap<Family, Vec<(u128, u128, Option<u32>)>> = HashMap::new();
+        for (net, loc) in networks {
+            let (fam, start, prefix) = net_bits(&net);
+            let id = intern_loc(loc, &mut locations);
+            per_family.entry(fam).or_default().push((
+                start,
+                last_of(fam.width(), start, prefix),
+                Some(id),
+            ));
+        }
+        let default_location = default_location.map(|l| intern_loc(l, &mut locations));
+        let mut overlays = overlays;
+        overlays.sort_by_key(|n| (n.prefix_len(), n.network()));
+        overlays.dedup();
+        let mut classes: Vec<Class> = Vec::new();
+        let mut class_ids: HashMap<Class, u32> = HashMap::new();
+        let mut tables = [Family::V4, Family::V6].map(|fam| {
+            let width = fam.width();
+            let mut ranges = per_family.remove(&fam).unwrap_or_default();
+            ranges.sort_by_key(|r| r.0);
+            // Contiguous cover with gaps as unknown.
+            let mut cover: Vec<(u128, Option<u32>)> = Vec::with_capacity(ranges.len() * 2 + 1);
+            let mut next = 0u128;
+            let mut done = false;
+            for (s, e, l) in ranges {
+                if done || s < next {
+                    continue; // overlapping input: the first (less specific) wins
+                }
+                if s > next {
+                    cover.push((next, None));
+                }
+                cover.push((s, l));
+                if e == last_of(width, 0, 0) {
+                    done = true;
+                } else {
+                    next = e + 1;
+                }
+            }
+            if !done {
+                cover.push((next, None));
+            }
+            // Split at overlay boundaries, then stamp each overlay on what it covers,
+            // least specific first so the innermost one wins.
+            let mut cuts: Vec<u128> = Vec::new();
+            let fam_overlays: Vec<(usize, u128, u128)> = overlays
+                .iter()
+                .enumerate()
+                .filter_map(|(i, n)| {
+                    let (f, s, p) = net_bits(n);
+                    (f == fam).then(|| (i, s, last_of(width, s, p)))
+                })
+                .collect();
+            for &(_, s, e) in &fam_overlays {
+                cuts.push(s);
+                if e < last_of(width, 0, 0) {
+                    cuts.push(e + 1);
+                }
+            }
+            cuts.sort_unstable();
+            cuts.dedup();
+            let mut split: Vec<(u128, Option<u32>, Option<u32>)> =
+                Vec::with_capacity(cover.len() + cuts.len());
+            let mut ci = 0usize;
+            for (i, &(s, l)) in cover.iter().enumerate() {
+                let end = cover.get(i + 1).map(|n| n.0);
+                split.push((s, l, None));
+                while let Some(&c) = cuts.get(ci) {
+                    if c <= s {
+                        ci += 1;
+                        continue;
+                    }
+                    if end.is_some_and(|e| c >= e) {
+                        break;
+                    }
+                    split.push((c, l, None));
+                    ci += 1;
+                }
+            }
+            for &(oi, s, e) in &fam_overlays {
+                let from = split.partition_point(|r| r.0 < s);
+                let to = split.partition_point(|r| r.0 <= e);
+                for r in split.iter_mut().take(to).skip(from) {
+                    r.2 = Some(oi as u32);
+                }
+            }
+            let mut table = RangeTable {
+                starts: Vec::with_capacity(split.len()),
+                values: Vec::with_capacity(split.len()),
+                width,
+            };
+            for (s, l, o) in split {
+                let class = Class {
+                    location: l,
+                    overlay: o,
+                };
+                let id = *class_ids.entry(class).or_insert_with(|| {
+                    classes.push(class);
+                    (classes.len() - 1) as u32
+                });
+                if table.values.last() != Some(&id) {
+                    table.starts.push(s);
+                    table.values.push(id);
+                }
+            }
+            table
+        });
+        let [v4, v6] = std::mem::take(&mut tables);
+        GeoTable {
+            v4,
+            v6,
+            classes,
+            locations,
+            overlays,
+            default_location,
+            networks: count,
+            database,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn loc(cc: &str) -> Location {
+        Location::from_country(cc).unwrap()
+    }
+
+    #[test]
+    fn the_country_table_knows_continents_and_points() {
+        let (cc, cont, lat, _) = country("ie").unwrap();
+        assert_eq!((&cc, &cont), (b"IE", b"EU"));
+        assert!((50.0..56.0).contains(&lat));
+        assert!(country("XX").is_none());
+        let d = distance_km((53.35, -6.26), (39.04, -77.49));
+        assert!((5400.0..5500.0).contains(&d), "{d}");
+    }
+
+    #[test]
+    fn scope_is_the_widest_prefix_inside_the_range() {
+        // 10.0.0.0 - 10.0.3.255 is a /22
+        let lo = u128::from(u32::from(std::net::Ipv4Addr::new(10, 0, 0, 0)));
+        let hi = u128::from(u32::from(std::net::Ipv4Addr::new(10, 0, 3, 255)));
+        let a = u128::from(u32::from(std::net::Ipv4Addr::new(10, 0, 2, 7)));
+        assert_eq!(scope_within(32, a, lo, hi), 22);
+        // an unaligned range: 10.0.1.0 - 10.0.3.255 → 10.0.2.0/23 around .2.7
+        assert_eq!(scope_within(32, a, lo + 256, hi), 23);
+        assert_eq!(scope_within(32, a, 0, u128::from(u32::MAX)), 0);
+    }
+
+    #[test]
+    fn compiling_fills_gaps_splits_at_overlays_and_merges_neighbours() {
+        let nets = vec![
+            ("10.0.0.0/9".parse().unwrap(), loc("US")),
+            ("10.128.0.0/9".parse().unwrap(), loc("US")),
+            ("11.0.0.0/8".parse().unwrap(), loc("IE")),
+            ("2001:db8::/32".parse().unwrap(), loc("JP")),
+        ];
+        let overlay: IpNet = "10.1.2.0/24".parse().unwrap();
+        let t = GeoTable::compile(nets, vec![overlay], None, "test".into());
+        let v4 = |s: &str| u128::from(u32::from(s.parse::<std::net::Ipv4Addr>().unwrap()));
+        let (c, lo, hi) = t.classify(Family::V4, v4("10.200.0.1")).unwrap();
+        let class = t.class(c).unwrap();
+        assert_eq!(
+            t.location(class.location.unwrap()).unwrap().country_str(),
+            Some("US")
+        );
+        // The two US /9s merged, up to the overlay cut at 10.1.2.0/24.
+        assert_eq!((lo, hi), (v4("10.1.3.0"), v4("10.255.255.255")));
+        let (c, lo, hi) = t.classify(Family::V4, v4("10.1.2.9")).unwrap();
+        assert_eq!(t.class(c).unwrap().overlay, Some(0));
+        assert_eq!(scope_within(32, v4("10.1.2.9"), lo, hi), 24);
+        let (c, ..) = t.classify(Family::V4, v4("192.168.1.1")).unwrap();
+        assert_eq!(t.class(c).unwrap().location, None, "gaps are unknown");
+        let (c, ..) = t
+            .classify(
+                Family::V6,
+                u128::from("2001:db8::1".parse::<std::net::Ipv6Addr>().unwrap()),
+            )
+            .unwrap();
+        assert!(t.class(c).unwrap().location.is_some());
+    }
+}
