@@ -24,6 +24,62 @@ struct Spec {
     policies: PathBuf,
     #[serde(default = "default_geoip")]
     geoip: PathBuf,
+    #[serde(default)]
+    geo: GeoSpec,
+    #[serde(default)]
+    overrides: Vec<OverrideSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct GeoSpec {
+    database: PathBuf,
+    latency: Option<PathBuf>,
+    latency_overhead_ms: f64,
+    default_location: Option<DefaultLocationSpec>,
+}
+
+impl Default for GeoSpec {
+    fn default() -> Self {
+        GeoSpec {
+            database: "geo-whois-asn-country.mmdb".into(),
+            latency: Some("latency.yaml".into()),
+            latency_overhead_ms: 5.0,
+            default_location: None,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DefaultLocationSpec {
+    country: Option<String>,
+    lat: Option<f64>,
+    lon: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideSpec {
+    region: String,
+    state: OverrideState,
+    reason: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OverrideState {
+    Down,
+    Up,
+}
+
+/// An operator's override of a region's state, from the configuration.
+#[derive(Debug, Clone)]
+pub struct RegionOverride {
+    pub region: String,
+    pub state: OverrideState,
+    pub reason: Option<String>,
+    pub line: u64,
 }
 
 fn default_zones() -> PathBuf {
@@ -91,6 +147,12 @@ pub struct Config {
     pub zones_dir: PathBuf,
     pub policies_dir: PathBuf,
     pub geoip_dir: PathBuf,
+    pub geo_database: PathBuf,
+    /// `None` when the configured table does not exist and was not asked for explicitly.
+    pub latency_table: Option<PathBuf>,
+    pub latency_overhead_ms: f64,
+    pub default_location: Option<crate::geo::Location>,
+    pub overrides: Vec<RegionOverride>,
 }
 
 /// Command-line overrides.
@@ -163,7 +225,72 @@ impl Config {
                 "dns.listen names no address".into(),
             ));
         }
+        let geoip_dir = base.join(&spec.geoip);
+        let default_location = match &spec.geo.default_location {
+            None => None,
+            Some(d) => {
+                let at = line_of(&text, "default_location");
+                let mut loc = match &d.country {
+                    Some(c) => Some(crate::geo::Location::from_country(c).ok_or_else(|| {
+                        err(
+                            at,
+                            format!("geo.default_location: unknown country code {c:?}"),
+                        )
+                    })?),
+                    None => None,
+                };
+                match (d.lat, d.lon) {
+                    (Some(lat), Some(lon)) if lat.abs() <= 90.0 && lon.abs() <= 180.0 => {
+                        let l = loc.get_or_insert(crate::geo::Location {
+                            country: None,
+                            continent: None,
+                            subdivision: None,
+                            point: None,
+                        });
+                        l.point = Some((lat, lon));
+                    }
+                    (None, None) => {}
+                    _ => {
+                        return Err(err(
+                            at,
+                            "geo.default_location needs both lat (-90..90) and lon (-180..180)"
+                                .into(),
+                        ));
+                    }
+                }
+                if loc.is_none() {
+                    return Err(err(
+                        at,
+                        "geo.default_location needs a country or lat/lon".into(),
+                    ));
+                }
+                loc
+            }
+        };
+        let latency_table = match &spec.geo.latency {
+            Some(p) => {
+                let path = geoip_dir.join(p);
+                let explicit = text.contains("latency:");
+                (explicit || path.exists()).then_some(path)
+            }
+            None => None,
+        };
+        let region_overrides = spec
+            .overrides
+            .iter()
+            .map(|o| RegionOverride {
+                region: o.region.clone(),
+                state: o.state,
+                reason: o.reason.clone(),
+                line: line_of(&text, "overrides"),
+            })
+            .collect();
         Ok(Config {
+            geo_database: geoip_dir.join(&spec.geo.database),
+            latency_table,
+            latency_overhead_ms: spec.geo.latency_overhead_ms,
+            default_location,
+            overrides: region_overrides,
             file: file.to_path_buf(),
             dns: DnsConfig {
                 listen,
@@ -175,7 +302,7 @@ impl Config {
             http_listen: overrides.http_listen.unwrap_or(spec.http.listen),
             zones_dir: base.join(spec.zones),
             policies_dir: base.join(spec.policies),
-            geoip_dir: base.join(spec.geoip),
+            geoip_dir,
         })
     }
 }

@@ -3,8 +3,10 @@
 //! See `ARCHITECTURE.md` for how data flows from files to the query path.
 
 pub mod config;
+pub mod diag;
 pub mod dns;
 pub mod geo;
 pub mod name;
+pub mod policy;
 pub mod snapshot;
 pub mod zone;

@@ -1,16 +1,26 @@
 //! The immutable snapshot the query path reads: everything loaded from files, validated,
-//! and published whole through one `ArcSwap` (a reload swaps it or changes nothing).
+//! compiled, and published whole through one `ArcSwap` (a reload swaps it or changes
+//! nothing).
 
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::Config;
-use crate::zone::{self, ZoneError, ZoneSet};
+use crate::config::{Config, OverrideState};
+use crate::diag::Diagnostic;
+use crate::geo::{GeoTable, db};
+use crate::name;
+use crate::policy::decide::HealthView;
+use crate::policy::{self, PolicySet, compile};
+use crate::zone::{self, ZoneSet};
 
 #[derive(Debug)]
 pub struct Snapshot {
     pub zones: ZoneSet,
+    pub geo: GeoTable,
+    pub policies: PolicySet,
+    /// Region states from the configuration's operator overrides.
+    pub health: HealthView,
     /// Our EDNS UDP payload size, advertised in every OPT we send.
     pub edns_udp_size: u16,
 }
@@ -19,19 +29,120 @@ pub type Shared = Arc<ArcSwap<Snapshot>>;
 
 pub struct Built {
     pub snapshot: Snapshot,
-    pub warnings: Vec<ZoneError>,
+    pub warnings: Vec<Diagnostic>,
 }
 
 impl Snapshot {
-    /// Reads and validates everything the configuration names. All errors at once.
-    pub fn build(config: &Config) -> Result<Built, Vec<ZoneError>> {
-        let loaded = zone::load_dir(&config.zones_dir)?;
+    /// Reads, validates and compiles everything the configuration names. Every error
+    /// from every file comes back at once.
+    pub fn build(config: &Config) -> Result<Built, Vec<Diagnostic>> {
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut zones = match zone::load_dir(&config.zones_dir) {
+            Ok(l) => {
+                warnings.extend(l.warnings);
+                l.zones
+            }
+            Err(e) => {
+                errors.extend(e);
+                Vec::new()
+            }
+        };
+        let mut policies = match policy::load(
+            &config.policies_dir,
+            config.latency_table.as_deref(),
+            config.latency_overhead_ms,
+        ) {
+            Ok(p) => p,
+            Err(e) => {
+                errors.extend(e);
+                PolicySet::default()
+            }
+        };
+        let geo = if policies.policies.is_empty() && !config.geo_database.exists() {
+            // Static-only deployments need no GeoIP database.
+            GeoTable::compile(
+                Vec::new(),
+                Vec::new(),
+                config.default_location.clone(),
+                String::new(),
+            )
+        } else {
+            match db::read(&config.geo_database) {
+                Ok(c) => {
+                    if !c.unknown_countries.is_empty() {
+                        warnings.push(Diagnostic::new(
+                            &config.geo_database,
+                            0,
+                            format!(
+                                "country codes not in the built-in table (no location): {}",
+                                c.unknown_countries.join(", ")
+                            ),
+                        ));
+                    }
+                    GeoTable::compile(
+                        c.networks,
+                        policies.overlays(),
+                        config.default_location.clone(),
+                        format!("{} ({})", config.geo_database.display(), c.database_type),
+                    )
+                }
+                Err(e) => {
+                    errors.push(Diagnostic::new(&config.geo_database, 0, e.to_string()));
+                    GeoTable::default()
+                }
+            }
+        };
+        if !errors.is_empty() {
+            return Err(errors);
+        }
+        compile::compile(&mut policies, &geo);
+        for (i, p) in policies.policies.iter().enumerate() {
+            match ZoneSet::find_in(&zones, &p.name) {
+                None => errors.push(Diagnostic::new(
+                    &p.file,
+                    p.line,
+                    format!(
+                        "policy name {} is not inside any served zone",
+                        name::to_text(&p.name)
+                    ),
+                )),
+                Some(z) => {
+                    if let Some(zone) = zones.get_mut(z)
+                        && let Err(e) = zone.attach_policy(&p.name, i as u32)
+                    {
+                        errors.push(Diagnostic::new(&p.file, p.line, e));
+                    }
+                }
+            }
+        }
+        let mut health = HealthView::all_up(policies.regions.len());
+        for o in &config.overrides {
+            match policies.region_index(&o.region) {
+                Some(i) => {
+                    if let Some(d) = health.down.get_mut(usize::from(i)) {
+                        *d = o.state == OverrideState::Down;
+                    }
+                }
+                None => errors.push(Diagnostic::new(
+                    &config.file,
+                    o.line as usize,
+                    format!("override for unknown region {:?}", o.region),
+                )),
+            }
+        }
+        if !errors.is_empty() {
+            return Err(errors);
+        }
         Ok(Built {
             snapshot: Snapshot {
-                zones: loaded.zones,
+                zones: ZoneSet::new(zones),
+                geo,
+                policies,
+                health,
                 edns_udp_size: config.dns.edns_udp_size,
             },
-            warnings: loaded.warnings,
+            warnings,
         })
     }
 }

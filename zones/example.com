@@ -1,4 +1,5 @@
 ; The example deployment's zone. File name = zone name (gdnsd convention).
+; www, fast, eu, multi, canary and backup are answered by policies/example.yaml.
 $ORIGIN example.com.
 $TTL 3600
 @       IN  SOA ns1.example.com. hostmaster.example.com. (
@@ -18,8 +19,6 @@ ns1     IN  A     192.0.2.1
 ns1     IN  AAAA  2001:db8::1
 ns2     IN  A     192.0.2.2
 mail    IN  A     192.0.2.25
-www     300 IN  A     192.0.2.80
-www     300 IN  AAAA  2001:db8::80
 api     IN  CNAME www
 _https._tcp IN SRV 10 5 443 www
 _sip._udp   IN NAPTR 100 10 "S" "SIP+D2U" "" _sip._udp.example.com.

@@ -1,11 +1,17 @@
 //! One query in, one response out: parse → checks every authoritative server makes →
-//! `zone::lookup::resolve` → encode. Transport-independent and synchronous; it reads the
-//! current snapshot once and never waits on anything.
+//! `zone::lookup::resolve` (with traffic policies answering their names) → encode.
+//! Transport-independent and synchronous; it reads the current snapshot once and never
+//! waits on anything.
 
-use super::request::{self, Parsed, Query};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::request::{self, Parsed};
 use super::response::{self, OptOut, RCODE_BADVERS};
+use crate::policy::AllDown;
+use crate::policy::decide::{self, Outcome};
 use crate::snapshot::Snapshot;
-use crate::zone::lookup::{self, Rcode};
+use crate::zone::lookup::{self, Dynamic, DynamicAnswers, Rcode};
 use crate::zone::rtype;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,8 +24,14 @@ pub enum Transport {
 const CLASSIC_UDP_LIMIT: usize = 512;
 const CLASS_IN: u16 = 1;
 
-/// Handles one packet; `false` means send nothing (the packet was not a query).
-pub fn handle(snapshot: &Snapshot, packet: &[u8], transport: Transport, out: &mut Vec<u8>) -> bool {
+/// Handles one packet from `peer`; `false` means send nothing (it was not a query).
+pub fn handle(
+    snapshot: &Snapshot,
+    packet: &[u8],
+    peer: IpAddr,
+    transport: Transport,
+    out: &mut Vec<u8>,
+) -> bool {
     let q = match request::parse(packet) {
         Parsed::Drop => return false,
         Parsed::HeaderOnly { id, flags, rcode } => {
@@ -29,7 +41,10 @@ pub fn handle(snapshot: &Snapshot, packet: &[u8], transport: Transport, out: &mu
         Parsed::Query(q) => q,
     };
     let our_size = snapshot.edns_udp_size;
-    let opt_out = q.edns.map(|_| OptOut { udp_size: our_size });
+    let mut opt_out = q.edns.map(|_| OptOut {
+        udp_size: our_size,
+        ecs: q.ecs.map(|e| (e, 0)),
+    });
     if let Some(e) = q.edns
         && e.version > 0
     {
@@ -42,32 +57,135 @@ pub fn handle(snapshot: &Snapshot, packet: &[u8], transport: Transport, out: &mu
         (Transport::Udp, None) => CLASSIC_UDP_LIMIT,
         (Transport::Udp, Some(e)) => usize::from(e.udp_size.clamp(512, our_size.max(512))),
     };
-    answer(snapshot, &q, limit, opt_out, out);
+    if q.qclass != CLASS_IN {
+        response::error(out, &q, Rcode::Refused as u16, opt_out);
+        return true;
+    }
+    match q.qtype {
+        // Zone transfers are not offered; the RFC 1035 mail meta-queries are obsolete.
+        rtype::AXFR | rtype::IXFR => response::error(out, &q, Rcode::Refused as u16, opt_out),
+        rtype::MAILA | rtype::MAILB => response::error(out, &q, Rcode::NotImp as u16, opt_out),
+        _ => {
+            // RFC 7871: the ECS address when given (source 0: no client information),
+            // else the address the query came from.
+            let client = match q.ecs {
+                Some(e) => e.client(),
+                None => Some(peer),
+            };
+            let mut policies = PolicyAnswers {
+                snapshot,
+                client,
+                scope: 0,
+            };
+            let ans = lookup::resolve(&snapshot.zones, q.qname, q.qtype, &mut policies);
+            if let Some(o) = opt_out.as_mut() {
+                o.ecs = q.ecs.map(|e| (e, policies.scope));
+            }
+            response::encode(out, &q, &ans, limit, opt_out);
+        }
+    }
     true
 }
 
-fn answer(
-    snapshot: &Snapshot,
-    q: &Query<'_>,
-    limit: usize,
-    opt_out: Option<OptOut>,
-    out: &mut Vec<u8>,
-) {
-    if q.qclass != CLASS_IN {
-        response::error(out, q, Rcode::Refused as u16, opt_out);
-        return;
+/// Answers policy names for one query and remembers the widest ECS scope used (0 when
+/// nothing in the answer depended on the client).
+pub struct PolicyAnswers<'s> {
+    pub snapshot: &'s Snapshot,
+    pub client: Option<IpAddr>,
+    pub scope: u8,
+}
+
+static LAST_ALL_DOWN_LOG: AtomicU64 = AtomicU64::new(0);
+
+/// At most one all-down log line every 10 s: an outage must not become a log flood.
+fn log_all_down(policy: &str, behaviour: &str) {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let last = LAST_ALL_DOWN_LOG.load(Ordering::Relaxed);
+    if now >= last + 10
+        && LAST_ALL_DOWN_LOG
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    {
+        tracing::warn!(
+            policy,
+            behaviour,
+            "no healthy region: applying the all-down behaviour"
+        );
     }
-    match q.qtype {
-        // Zone transfers are not offered; meta-queries of RFC 1035 are obsolete.
-        rtype::AXFR | rtype::IXFR => {
-            response::error(out, q, Rcode::Refused as u16, opt_out);
-        }
-        rtype::MAILA | rtype::MAILB => {
-            response::error(out, q, Rcode::NotImp as u16, opt_out);
-        }
-        _ => {
-            let ans = lookup::resolve(&snapshot.zones, q.qname, q.qtype);
-            response::encode(out, q, &ans, limit, opt_out);
+}
+
+impl DynamicAnswers for PolicyAnswers<'_> {
+    fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic {
+        let set = &self.snapshot.policies;
+        let Some(p) = set.policies.get(policy as usize) else {
+            return Dynamic::ServFail;
+        };
+        let d = decide::decide(set, &self.snapshot.health, p, qtype, self.client);
+        self.scope = self.scope.max(d.scope);
+        let regions = |cname: bool| -> Dynamic {
+            let chosen = d.chosen();
+            if cname {
+                return match chosen
+                    .first()
+                    .and_then(|&r| set.regions.get(usize::from(r)))
+                    .and_then(|r| r.cname.as_ref())
+                {
+                    Some(t) => Dynamic::Cname {
+                        ttl: p.ttl,
+                        target: t.to_vec(),
+                    },
+                    None => Dynamic::NoData,
+                };
+            }
+            let mut rdata = Vec::new();
+            for &r in chosen {
+                if let Some(region) = set.regions.get(usize::from(r)) {
+                    match qtype {
+                        rtype::A => rdata.extend(region.a.iter().map(|a| a.octets().to_vec())),
+                        _ => rdata.extend(region.aaaa.iter().map(|a| a.octets().to_vec())),
+                    }
+                }
+            }
+            if rdata.is_empty() {
+                Dynamic::NoData
+            } else {
+                Dynamic::Records {
+                    rtype: qtype,
+                    ttl: p.ttl,
+                    rdata,
+                }
+            }
+        };
+        match d.outcome {
+            Outcome::Addresses => regions(false),
+            Outcome::Cname => regions(true),
+            Outcome::NoData => Dynamic::NoData,
+            Outcome::AllDown => {
+                log_all_down(&p.display, p.all_down.name());
+                match &p.all_down {
+                    AllDown::FailOpen => regions(d.fail_open_cname),
+                    AllDown::NoData => Dynamic::NoData,
+                    AllDown::ServFail => Dynamic::ServFail,
+                    AllDown::Static { a, aaaa } => {
+                        let rdata: Vec<Vec<u8>> = match qtype {
+                            rtype::A => a.iter().map(|x| x.octets().to_vec()).collect(),
+                            _ => aaaa.iter().map(|x| x.octets().to_vec()).collect(),
+                        };
+                        if rdata.is_empty() {
+                            Dynamic::NoData
+                        } else {
+                            Dynamic::Records {
+                                rtype: qtype,
+                                ttl: p.ttl,
+                                rdata,
+                            }
+                        }
+                    }
+                }
+            }
         }
     }
 }

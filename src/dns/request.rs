@@ -6,6 +6,8 @@
 //! responses are dropped (never answer a response: that is how reflection loops start);
 //! anything else malformed gets FORMERR; opcodes other than QUERY get NOTIMP.
 
+use std::net::IpAddr;
+
 use crate::name;
 use crate::zone::rtype;
 
@@ -20,6 +22,81 @@ pub struct Edns<'a> {
     pub options: &'a [u8],
 }
 
+/// EDNS Client Subnet (RFC 7871 6), validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ecs<'a> {
+    pub family: u16,
+    pub source_prefix: u8,
+    /// The address octets as sent: exactly ceil(source / 8) of them.
+    pub address: &'a [u8],
+}
+
+impl Ecs<'_> {
+    /// The client network's address, or `None` for SOURCE PREFIX-LENGTH 0, which says
+    /// "no client information" (RFC 7871 7.1.2).
+    pub fn client(&self) -> Option<IpAddr> {
+        if self.source_prefix == 0 {
+            return None;
+        }
+        match self.family {
+            1 => {
+                let mut b = [0u8; 4];
+                b.iter_mut().zip(self.address).for_each(|(d, s)| *d = *s);
+                Some(IpAddr::from(b))
+            }
+            _ => {
+                let mut b = [0u8; 16];
+                b.iter_mut().zip(self.address).for_each(|(d, s)| *d = *s);
+                Some(IpAddr::from(b))
+            }
+        }
+    }
+}
+
+pub const OPTION_ECS: u16 = 8;
+
+/// Finds and checks the ECS option; `Err` means FORMERR (RFC 7871 7.1.1: unknown family,
+/// a prefix longer than the family, an address of the wrong length or with bits set
+/// beyond the source prefix, or the option twice).
+fn find_ecs(mut opts: &[u8]) -> Result<Option<Ecs<'_>>, ()> {
+    let mut found = None;
+    while let (Some(code), Some(len)) = (u16_at(opts, 0), u16_at(opts, 2)) {
+        let data = opts.get(4..4 + usize::from(len)).ok_or(())?;
+        opts = opts.get(4 + usize::from(len)..).unwrap_or_default();
+        if code != OPTION_ECS {
+            continue;
+        }
+        if found.is_some() {
+            return Err(());
+        }
+        let (Some(family), Some(&source), Some(address)) =
+            (u16_at(data, 0), data.get(2), data.get(4..))
+        else {
+            return Err(());
+        };
+        let max = match family {
+            1 => 32,
+            2 => 128,
+            _ => return Err(()),
+        };
+        if source > max || address.len() != usize::from(source).div_ceil(8) {
+            return Err(());
+        }
+        if source % 8 != 0 {
+            let last = address.last().copied().unwrap_or(0);
+            if last & (0xFFu8 >> (source % 8)) != 0 {
+                return Err(());
+            }
+        }
+        found = Some(Ecs {
+            family,
+            source_prefix: source,
+            address,
+        });
+    }
+    Ok(found)
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Query<'a> {
     pub id: u16,
@@ -31,6 +108,7 @@ pub struct Query<'a> {
     pub qtype: u16,
     pub qclass: u16,
     pub edns: Option<Edns<'a>>,
+    pub ecs: Option<Ecs<'a>>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -194,6 +272,11 @@ pub fn parse(p: &[u8]) -> Parsed<'_> {
         }
         pos = rdata_end;
     }
+    let ecs = match edns.map(|e| find_ecs(e.options)) {
+        Some(Err(())) => return formerr,
+        Some(Ok(e)) => e,
+        None => None,
+    };
     Parsed::Query(Query {
         id,
         flags,
@@ -202,6 +285,7 @@ pub fn parse(p: &[u8]) -> Parsed<'_> {
         qtype,
         qclass,
         edns,
+        ecs,
     })
 }
 
@@ -276,6 +360,47 @@ mod tests {
         bad_opt.extend_from_slice(&[0, 3, 0, 8, 0]);
         let p = query(WWW, 1, &bad_opt, 1);
         assert!(matches!(parse(&p), Parsed::HeaderOnly { rcode: 1, .. }));
+    }
+
+    fn with_ecs(option: &[u8]) -> Vec<u8> {
+        let mut opt = OPT[..9].to_vec();
+        opt.extend_from_slice(&(option.len() as u16 + 4).to_be_bytes());
+        opt.extend_from_slice(&OPTION_ECS.to_be_bytes());
+        opt.extend_from_slice(&(option.len() as u16).to_be_bytes());
+        opt.extend_from_slice(option);
+        query(WWW, 1, &opt, 1)
+    }
+
+    #[test]
+    fn client_subnet_is_read_and_malformed_ones_are_formerr() {
+        let p = with_ecs(&[0, 1, 24, 0, 198, 51, 100]);
+        let Parsed::Query(q) = parse(&p) else {
+            panic!()
+        };
+        let ecs = q.ecs.unwrap();
+        assert_eq!(ecs.source_prefix, 24);
+        assert_eq!(ecs.client(), Some("198.51.100.0".parse().unwrap()));
+        let p = with_ecs(&[0, 2, 0, 0]);
+        let Parsed::Query(q) = parse(&p) else {
+            panic!()
+        };
+        assert_eq!(
+            q.ecs.unwrap().client(),
+            None,
+            "source 0 means no client information"
+        );
+        for bad in [
+            &[0, 1, 24, 0, 198, 51, 100, 7][..], // too many address octets
+            &[0, 1, 23, 0, 198, 51, 101],        // bits set beyond /23
+            &[0, 3, 8, 0, 10],                   // unknown family
+            &[0, 1, 33, 0, 1, 2, 3, 4, 5],       // prefix longer than IPv4
+            &[0, 1],                             // truncated
+        ] {
+            assert!(
+                matches!(parse(&with_ecs(bad)), Parsed::HeaderOnly { rcode: 1, .. }),
+                "{bad:?}"
+            );
+        }
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! Hand-written for the hot path: it writes into a reused buffer, compresses by pointing
 //! back into the message itself (no per-name allocation) and copies zone RDATA verbatim.
 
-use super::request::{HEADER_LEN, Query};
+use super::request::{Ecs, HEADER_LEN, OPTION_ECS, Query};
 use crate::name;
 use crate::zone::lookup::{Answer, Rr};
 use crate::zone::rtype;
@@ -21,8 +21,16 @@ pub const RCODE_BADVERS: u16 = 16;
 
 /// EDNS parameters of the response's OPT record.
 #[derive(Debug, Clone, Copy)]
-pub struct OptOut {
+pub struct OptOut<'a> {
     pub udp_size: u16,
+    /// The query's ECS option, echoed with this SCOPE PREFIX-LENGTH (RFC 7871 7.2.1).
+    pub ecs: Option<(Ecs<'a>, u8)>,
+}
+
+impl OptOut<'_> {
+    fn len(&self) -> usize {
+        OPT_LEN + self.ecs.map(|(e, _)| 8 + e.address.len()).unwrap_or(0)
+    }
 }
 
 struct Writer<'b> {
@@ -186,13 +194,24 @@ fn header(buf: &mut Vec<u8>, id: u16, flags: u16) {
     buf.extend_from_slice(&[0; 8]);
 }
 
-fn opt(buf: &mut Vec<u8>, out: OptOut, extended_rcode: u16) {
+fn opt(buf: &mut Vec<u8>, out: OptOut<'_>, extended_rcode: u16) {
     buf.push(0);
     buf.extend_from_slice(&rtype::OPT.to_be_bytes());
     buf.extend_from_slice(&out.udp_size.to_be_bytes());
     // TTL field: extended rcode (upper 8 bits of 12), version 0, flags 0 (we do not sign).
     buf.extend_from_slice(&[(extended_rcode >> 4) as u8, 0, 0, 0]);
-    buf.extend_from_slice(&[0, 0]);
+    match out.ecs {
+        Some((ecs, scope)) => {
+            let len = 4 + ecs.address.len() as u16;
+            buf.extend_from_slice(&(len + 4).to_be_bytes());
+            buf.extend_from_slice(&OPTION_ECS.to_be_bytes());
+            buf.extend_from_slice(&len.to_be_bytes());
+            buf.extend_from_slice(&ecs.family.to_be_bytes());
+            buf.extend_from_slice(&[ecs.source_prefix, scope]);
+            buf.extend_from_slice(ecs.address);
+        }
+        None => buf.extend_from_slice(&[0, 0]),
+    }
 }
 
 /// A response of just a header with `rcode` (FORMERR for unparsable queries, NOTIMP).
@@ -206,7 +225,7 @@ pub fn header_only(buf: &mut Vec<u8>, id: u16, query_flags: u16, rcode: u8) {
 
 /// A response with the question and no records, carrying a possibly extended rcode
 /// (BADVERS = 16 needs the OPT record).
-pub fn error(buf: &mut Vec<u8>, q: &Query<'_>, rcode: u16, opt_out: Option<OptOut>) {
+pub fn error(buf: &mut Vec<u8>, q: &Query<'_>, rcode: u16, opt_out: Option<OptOut<'_>>) {
     header(
         buf,
         q.id,
@@ -236,7 +255,7 @@ pub fn encode(
     header(buf, q.id, flags);
     buf.extend_from_slice(q.question);
     set_u16(buf, 4, 1);
-    let reserve = if opt_out.is_some() { OPT_LEN } else { 0 };
+    let reserve = opt_out.map(|o| o.len()).unwrap_or(0);
     let mut w = Writer {
         buf,
         limit: limit

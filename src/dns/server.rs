@@ -134,7 +134,7 @@ async fn udp_loop(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiv
         };
         let snapshot = shared.load();
         let packet = buf.get(..len).unwrap_or_default();
-        if handler::handle(&snapshot, packet, Transport::Udp, &mut out)
+        if handler::handle(&snapshot, packet, peer.ip(), Transport::Udp, &mut out)
             && let Err(e) = socket.send_to(&out, peer).await
         {
             debug!(error = %e, %peer, "udp send error");
@@ -169,7 +169,7 @@ async fn tcp_accept(
         let shared = shared.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            tcp_conn(stream, shared, idle, shutdown).await;
+            tcp_conn(stream, peer.ip(), shared, idle, shutdown).await;
             drop(permit);
         });
     }
@@ -177,6 +177,7 @@ async fn tcp_accept(
 
 async fn tcp_conn(
     mut stream: TcpStream,
+    peer: std::net::IpAddr,
     shared: Shared,
     idle: Duration,
     shutdown: watch::Receiver<bool>,
@@ -199,7 +200,7 @@ async fn tcp_conn(
         }
         let answered = {
             let snapshot = shared.load();
-            handler::handle(&snapshot, &buf, Transport::Tcp, &mut out)
+            handler::handle(&snapshot, &buf, peer, Transport::Tcp, &mut out)
         };
         if !answered {
             return;

@@ -75,6 +75,37 @@ fn push_set<'a>(out: &mut Vec<Rr<'a>>, owner: &Cow<'a, [u8]>, set: &'a RRset) {
     }));
 }
 
+/// A policy's answer for one name, produced by the caller (the traffic-policy layer);
+/// the lookup places it like any other RRset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Dynamic {
+    Records {
+        rtype: u16,
+        ttl: u32,
+        rdata: Vec<Vec<u8>>,
+    },
+    Cname {
+        ttl: u32,
+        target: Vec<u8>,
+    },
+    NoData,
+    ServFail,
+}
+
+/// Answers A/AAAA at names bound to a traffic policy.
+pub trait DynamicAnswers {
+    fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic;
+}
+
+/// For callers without policies (tests, static-only use).
+pub struct NoPolicies;
+
+impl DynamicAnswers for NoPolicies {
+    fn answer(&mut self, _: u32, _: u16) -> Dynamic {
+        Dynamic::NoData
+    }
+}
+
 /// Where a name lands inside one zone.
 enum Step<'a> {
     /// The node that answers; `wildcard` when synthesised from `*.<closest encloser>`.
@@ -151,7 +182,12 @@ fn walk<'a>(zone: &'a Zone, lower: &[u8], qtype: u16) -> Step<'a> {
 
 /// Answers `qname`/`qtype` (class IN) from the served zones. `qname` is the name as
 /// received; its case is kept in the answer.
-pub fn resolve<'a>(zones: &'a ZoneSet, qname: &'a [u8], qtype: u16) -> Answer<'a> {
+pub fn resolve<'a>(
+    zones: &'a ZoneSet,
+    qname: &'a [u8],
+    qtype: u16,
+    dynamic: &mut impl DynamicAnswers,
+) -> Answer<'a> {
     let mut cur: Cow<'a, [u8]> = Cow::Borrowed(qname);
     let mut ans = Answer::new(Rcode::NoError, true);
     let mut visited: Vec<Vec<u8>> = Vec::new();
@@ -222,6 +258,59 @@ pub fn resolve<'a>(zones: &'a ZoneSet, qname: &'a [u8], qtype: u16) -> Answer<'a
                 } else {
                     Cow::Borrowed(&node.owner[..])
                 };
+                if let (Some(policy), false) = (node.policy, from_parent_side)
+                    && matches!(qtype, rtype::A | rtype::AAAA | rtype::CNAME | rtype::ANY)
+                {
+                    // CNAME and ANY ask what an A query would get.
+                    let asked = if matches!(qtype, rtype::AAAA) {
+                        qtype
+                    } else {
+                        rtype::A
+                    };
+                    match dynamic.answer(policy, asked) {
+                        Dynamic::Records {
+                            rtype: t,
+                            ttl,
+                            rdata,
+                        } if qtype != rtype::CNAME => {
+                            ans.answer.extend(rdata.into_iter().map(|d| Rr {
+                                owner: owner.clone(),
+                                rtype: t,
+                                ttl,
+                                rdata: Cow::Owned(d),
+                            }));
+                            break;
+                        }
+                        Dynamic::Cname { ttl, target } => {
+                            ans.answer.push(Rr {
+                                owner: owner.clone(),
+                                rtype: rtype::CNAME,
+                                ttl,
+                                rdata: Cow::Owned(target.clone()),
+                            });
+                            if qtype == rtype::CNAME {
+                                break;
+                            }
+                            visited.push(lower);
+                            cur = Cow::Owned(target);
+                            continue;
+                        }
+                        Dynamic::ServFail if qtype != rtype::CNAME => {
+                            ans.rcode = Rcode::ServFail;
+                            ans.answer.clear();
+                            break;
+                        }
+                        Dynamic::NoData if qtype != rtype::ANY => {
+                            push_negative(&mut ans, zone);
+                            break;
+                        }
+                        _ if qtype == rtype::CNAME => {
+                            push_negative(&mut ans, zone);
+                            break;
+                        }
+                        _ => {} // ANY with nothing dynamic: the zone's own RRsets
+                    }
+                }
                 if qtype == rtype::ANY {
                     // RFC 8482 4.1: one RRset is enough; the CNAME if there is one.
                     let pick = node

@@ -60,6 +60,8 @@ pub struct Node {
     pub owner: Box<[u8]>,
     /// Sorted by type; empty for an empty non-terminal.
     pub rrsets: Box<[RRset]>,
+    /// A traffic policy answers A/AAAA here (index into the snapshot's policies).
+    pub policy: Option<u32>,
 }
 
 impl Node {
@@ -92,6 +94,77 @@ impl Zone {
         self.nodes.get(&self.apex)
     }
 
+    /// Binds a traffic policy to `name` (lowercase wire, inside this zone), creating the
+    /// node and its empty non-terminals if the zone has no data there. The policy owns
+    /// the name's A, AAAA and CNAME answers, so the zone must not have those there, and
+    /// the name must not be hidden by a delegation or DNAME above it.
+    pub fn attach_policy(&mut self, name: &[u8], policy: u32) -> Result<(), String> {
+        let mut up = crate::name::parent(name);
+        while let Some(anc) = up {
+            if anc == &*self.apex || !crate::name::is_at_or_below(anc, &self.apex) {
+                break;
+            }
+            if let Some(n) = self.nodes.get(anc) {
+                if n.rrset(rtype::NS).is_some() {
+                    return Err(format!(
+                        "{} is below the delegation at {}",
+                        name::to_text(name),
+                        name::to_text(anc)
+                    ));
+                }
+                if n.rrset(rtype::DNAME).is_some() {
+                    return Err(format!(
+                        "{} is below the DNAME at {}",
+                        name::to_text(name),
+                        name::to_text(anc)
+                    ));
+                }
+            }
+            up = crate::name::parent(anc);
+        }
+        if let Some(node) = self.nodes.get_mut(name) {
+            for t in [rtype::A, rtype::AAAA, rtype::CNAME] {
+                if node.rrset(t).is_some() {
+                    return Err(format!(
+                        "zone {} already has {} records at {} ({}); the policy answers those: remove them",
+                        name::to_text(&self.apex),
+                        match t {
+                            rtype::A => "A",
+                            rtype::AAAA => "AAAA",
+                            _ => "CNAME",
+                        },
+                        name::to_text(name),
+                        self.file.display()
+                    ));
+                }
+            }
+            if *name != *self.apex && node.rrset(rtype::NS).is_some() {
+                return Err(format!("{} is a delegation point", name::to_text(name)));
+            }
+            node.policy = Some(policy);
+            return Ok(());
+        }
+        let mut up = Some(name);
+        while let Some(n) = up {
+            if n == &*self.apex || self.nodes.contains_key(n) {
+                break;
+            }
+            self.nodes.insert(
+                n.into(),
+                Node {
+                    owner: n.into(),
+                    rrsets: Box::new([]),
+                    policy: None,
+                },
+            );
+            up = crate::name::parent(n);
+        }
+        if let Some(node) = self.nodes.get_mut(name) {
+            node.policy = Some(policy);
+        }
+        Ok(())
+    }
+
     /// Loads and validates one zone file; every problem comes back as `FILE:LINE`.
     pub fn load(
         apex_text: &str,
@@ -99,6 +172,7 @@ impl Zone {
         zones_dir: &Path,
     ) -> Result<(Zone, Vec<ZoneError>), Vec<ZoneError>> {
         let file_err = |line: usize, message: String| ZoneError {
+            column: None,
             file: path.to_path_buf(),
             line,
             message,
@@ -151,6 +225,7 @@ fn build(
     for r in records {
         let lower = name::lowercase(&r.owner);
         let at = |message: String| ZoneError {
+            column: None,
             file: r.file.clone(),
             line: r.line,
             message,
@@ -220,6 +295,7 @@ fn build(
     // Per-node rules.
     for (lower, p) in &pending {
         let at = |line: usize, message: String| ZoneError {
+            column: None,
             file: p.file.clone(),
             line,
             message,
@@ -289,6 +365,7 @@ fn build(
     let soa = apex_sets.and_then(|p| p.sets.iter().find(|s| s.0 == rtype::SOA));
     let Some(soa) = soa else {
         errors.push(ZoneError {
+            column: None,
             file: path.to_path_buf(),
             line: 0,
             message: format!("zone {} has no SOA record at its apex", name::to_text(apex)),
@@ -297,6 +374,7 @@ fn build(
     };
     if apex_sets.is_some_and(|p| !p.sets.iter().any(|s| s.0 == rtype::NS)) {
         errors.push(ZoneError {
+            column: None,
             file: path.to_path_buf(),
             line: soa.3,
             message: format!("zone {} has no NS records at its apex", name::to_text(apex)),
@@ -338,6 +416,7 @@ fn build(
                     Node {
                         owner: owner_case,
                         rrsets: Box::new([]),
+                        policy: None,
                     },
                 );
             }
@@ -358,6 +437,7 @@ fn build(
             Node {
                 owner: p.owner.into_boxed_slice(),
                 rrsets: sets.into_boxed_slice(),
+                policy: None,
             },
         );
     }
@@ -395,6 +475,16 @@ impl ZoneSet {
             .filter_map(|o| lower_name.get(o..))
             .find_map(|s| self.zones.get(s))
             .map(|z| z.as_ref())
+    }
+
+    /// Among `zones`, the index of the closest encloser of `lower_name`.
+    pub fn find_in(zones: &[Zone], lower_name: &[u8]) -> Option<usize> {
+        zones
+            .iter()
+            .enumerate()
+            .filter(|(_, z)| name::is_at_or_below(lower_name, &z.apex))
+            .max_by_key(|(_, z)| z.apex.len())
+            .map(|(i, _)| i)
     }
 
     /// The closest enclosing zone strictly above `apex`, if we also serve it.
@@ -437,7 +527,7 @@ pub fn zone_name_for_file(path: &Path) -> Option<String> {
 
 /// Result of loading a zones folder: the zones, or every error; warnings either way.
 pub struct Loaded {
-    pub zones: ZoneSet,
+    pub zones: Vec<Zone>,
     pub warnings: Vec<ZoneError>,
 }
 
@@ -449,6 +539,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Vec<ZoneError>> {
         Ok(e) => e,
         Err(e) => {
             return Err(vec![ZoneError {
+                column: None,
                 file: dir.to_path_buf(),
                 line: 0,
                 message: format!("cannot read zones folder: {e}"),
@@ -476,6 +567,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Vec<ZoneError>> {
                 warnings.append(&mut w);
                 if let Some(first) = seen.get(zone.apex.as_ref()) {
                     errors.push(ZoneError {
+                        column: None,
                         file: path.clone(),
                         line: 0,
                         message: format!(
@@ -493,10 +585,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Vec<ZoneError>> {
         }
     }
     if errors.is_empty() {
-        Ok(Loaded {
-            zones: ZoneSet::new(zones),
-            warnings,
-        })
+        Ok(Loaded { zones, warnings })
     } else {
         Err(errors)
     }

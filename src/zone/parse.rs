@@ -32,18 +32,7 @@ pub struct ParsedRecord {
     pub rdata: Vec<u8>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ZoneError {
-    pub file: PathBuf,
-    pub line: usize,
-    pub message: String,
-}
-
-impl std::fmt::Display for ZoneError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}: {}", self.file.display(), self.line, self.message)
-    }
-}
+pub use crate::diag::Diagnostic as ZoneError;
 
 struct State {
     origin: Vec<u8>,
@@ -93,16 +82,17 @@ fn parse_into(
                     .filter(|&&b| b == b'\n')
                     .count()
                     + 1;
-                errors.push(ZoneError {
-                    file: path.to_path_buf(),
+                errors.push(ZoneError::new(
+                    path,
                     line,
-                    message: "file is not valid UTF-8 (use \\DDD escapes)".into(),
-                });
+                    "file is not valid UTF-8 (use \\DDD escapes)",
+                ));
                 return;
             }
         },
         Err(e) => {
             errors.push(ZoneError {
+                column: None,
                 file: path.to_path_buf(),
                 line: 0,
                 message: format!("cannot read file: {e}"),
@@ -117,6 +107,7 @@ fn parse_into(
             Ok(None) => break,
             Err(e) => {
                 errors.push(ZoneError {
+                    column: None,
                     file: path.to_path_buf(),
                     line: e.line,
                     message: e.message,
@@ -125,6 +116,7 @@ fn parse_into(
             }
         };
         let err = |message: String| ZoneError {
+            column: None,
             file: path.to_path_buf(),
             line: entry.line,
             message,

@@ -1,0 +1,53 @@
+//! Load-time diagnostics: every problem in a file, as `FILE:LINE[:COL]: message`.
+
+use std::path::PathBuf;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub file: PathBuf,
+    pub line: usize,
+    pub column: Option<usize>,
+    pub message: String,
+}
+
+impl Diagnostic {
+    pub fn new(file: impl Into<PathBuf>, line: usize, message: impl Into<String>) -> Self {
+        Diagnostic {
+            file: file.into(),
+            line,
+            column: None,
+            message: message.into(),
+        }
+    }
+
+    pub fn at(
+        file: impl Into<PathBuf>,
+        line: usize,
+        column: usize,
+        message: impl Into<String>,
+    ) -> Self {
+        Diagnostic {
+            file: file.into(),
+            line,
+            column: Some(column),
+            message: message.into(),
+        }
+    }
+}
+
+impl std::fmt::Display for Diagnostic {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.column {
+            _ if self.line == 0 => write!(f, "{}: {}", self.file.display(), self.message),
+            Some(c) => write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file.display(),
+                self.line,
+                c,
+                self.message
+            ),
+            None => write!(f, "{}:{}: {}", self.file.display(), self.line, self.message),
+        }
+    }
+}

@@ -1,0 +1,258 @@
+//! Load-time ranking: for every policy and every client class, the ordered region list
+//! the policy gives, with constraints applied. Lists are interned, and each distinct
+//! class → list mapping becomes one merged range table per address family, so the
+//! query path does one binary search and reads the ECS scope off the range it lands in
+//! (adjacent networks with the same list are merged, as gdnsd does).
+//!
+//! `rank` is also what `meridian query` prints, so the explanation and the server agree.
+
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+
+use super::{Method, Policy, PolicySet};
+use crate::geo::{self, Class, GeoTable, Location};
+
+/// Light in fibre covers about 200 km per millisecond.
+pub const FIBRE_KM_PER_MS: f64 = 200.0;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    pub region: u16,
+    pub distance_km: Option<f64>,
+    pub rtt_ms: Option<f64>,
+    /// `true` when `rtt_ms` comes from the latency table, `false` when estimated.
+    pub measured: bool,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Ranking {
+    pub order: Vec<u16>,
+    pub candidates: Vec<Candidate>,
+    /// What decided the order, in words (for `meridian query`).
+    pub notes: Vec<String>,
+}
+
+/// The most specific measured RTT from this client class to `region`.
+pub fn measured_rtt(
+    set: &PolicySet,
+    geo: &GeoTable,
+    class: &Class,
+    loc: Option<&Location>,
+    region: u16,
+) -> Option<f64> {
+    if let Some(overlay) = class.overlay.and_then(|o| geo.overlays.get(o as usize)) {
+        // CIDR keys nest: the longest one that contains the client's innermost overlay.
+        let best = set
+            .latency
+            .by_cidr
+            .iter()
+            .filter(|(net, rtts)| net.contains(overlay) && rtts.contains_key(&region))
+            .max_by_key(|(net, _)| net.prefix_len());
+        if let Some((_, rtts)) = best {
+            return rtts.get(&region).copied();
+        }
+    }
+    let loc = loc?;
+    loc.country
+        .and_then(|c| set.latency.by_country.get(&c))
+        .and_then(|m| m.get(&region))
+        .or_else(|| {
+            loc.continent
+                .and_then(|c| set.latency.by_continent.get(&c))
+                .and_then(|m| m.get(&region))
+        })
+        .copied()
+}
+
+fn geo_rule_list(
+    rules: &[super::GeoRule],
+    default: &[u16],
+    geo: &GeoTable,
+    class: &Class,
+    loc: Option<&Location>,
+) -> (Vec<u16>, String) {
+    if let Some(overlay) = class.overlay.and_then(|o| geo.overlays.get(o as usize)) {
+        let best = rules
+            .iter()
+            .flat_map(|r| r.cidrs.iter().map(move |c| (c, r)))
+            .filter(|(c, _)| c.contains(overlay))
+            .max_by_key(|(c, _)| c.prefix_len());
+        if let Some((c, r)) = best {
+            return (r.regions.clone(), format!("geo rule for {c}"));
+        }
+    }
+    if let Some(loc) = loc {
+        if let Some(sub) = &loc.subdivision
+            && let Some(r) = rules
+                .iter()
+                .find(|r| r.subdivisions.iter().any(|s| **s == **sub))
+        {
+            return (r.regions.clone(), format!("geo rule for subdivision {sub}"));
+        }
+        if let Some(cc) = loc.country
+            && let Some(r) = rules.iter().find(|r| r.countries.contains(&cc))
+        {
+            return (
+                r.regions.clone(),
+                format!("geo rule for country {}", String::from_utf8_lossy(&cc)),
+            );
+        }
+        if let Some(ct) = loc.continent
+            && let Some(r) = rules.iter().find(|r| r.continents.contains(&ct))
+        {
+            return (
+                r.regions.clone(),
+                format!("geo rule for continent {}", String::from_utf8_lossy(&ct)),
+            );
+        }
+    }
+    (default.to_vec(), "geo default".to_string())
+}
+
+/// Orders the policy's regions for one client class.
+pub fn rank(set: &PolicySet, geo: &GeoTable, policy: &Policy, class: &Class) -> Ranking {
+    let loc = geo.class_location(class);
+    let point = loc.and_then(|l| l.point);
+    let mut notes = Vec::new();
+    let mut candidates: Vec<Candidate> = policy
+        .candidates
+        .iter()
+        .filter_map(|&r| {
+            let region = set.regions.get(usize::from(r))?;
+            let distance_km = point.map(|p| geo::distance_km(p, region.point));
+            let measured = measured_rtt(set, geo, class, loc, r);
+            let rtt_ms = measured
+                .or(distance_km.map(|d| 2.0 * d / FIBRE_KM_PER_MS + set.latency.overhead_ms));
+            Some(Candidate {
+                region: r,
+                distance_km,
+                rtt_ms,
+                measured: measured.is_some(),
+            })
+        })
+        .collect();
+    let by = |key: fn(&Candidate) -> Option<f64>, cands: &mut Vec<Candidate>| {
+        // Stable: ties keep the operator's order.
+        cands.sort_by(|a, b| {
+            key(a)
+                .unwrap_or(f64::INFINITY)
+                .partial_cmp(&key(b).unwrap_or(f64::INFINITY))
+                .unwrap_or(std::cmp::Ordering::Equal)
+        });
+    };
+    let mut order: Vec<u16> = match &policy.method {
+        Method::Nearest => {
+            if point.is_some() {
+                by(|c| c.distance_km, &mut candidates);
+                notes.push("nearest by great-circle distance".into());
+            } else {
+                notes.push("client location unknown: policy order".into());
+            }
+            candidates.iter().map(|c| c.region).collect()
+        }
+        Method::Latency => {
+            if candidates.iter().any(|c| c.rtt_ms.is_some()) {
+                by(|c| c.rtt_ms, &mut candidates);
+                notes.push("lowest round-trip time (measured where the table has it, else estimated from distance)".into());
+            } else {
+                notes.push("no latency data or location: policy order".into());
+            }
+            candidates.iter().map(|c| c.region).collect()
+        }
+        Method::Geo { rules, default } => {
+            let (list, why) = geo_rule_list(rules, default, geo, class, loc);
+            notes.push(why);
+            list.into_iter()
+                .filter(|r| policy.candidates.contains(r))
+                .collect()
+        }
+        Method::Weighted => {
+            notes.push("weighted, stable per client subnet".into());
+            candidates.iter().map(|c| c.region).collect()
+        }
+        Method::Failover => {
+            notes.push("failover in policy order".into());
+            candidates.iter().map(|c| c.region).collect()
+        }
+    };
+    if let Some(loc) = loc {
+        for rule in &policy.residency {
+            let applies = loc.country.is_some_and(|c| rule.countries.contains(&c))
+                || loc.continent.is_some_and(|c| rule.continents.contains(&c));
+            if applies {
+                order.retain(|&r| {
+                    set.regions.get(usize::from(r)).is_some_and(|reg| {
+                        rule.labels
+                            .iter()
+                            .all(|(k, v)| reg.labels.get(k) == Some(v))
+                    })
+                });
+                let labels: Vec<String> = rule
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                notes.push(format!("residency: only regions with {}", labels.join(",")));
+            }
+        }
+    }
+    Ranking {
+        order,
+        candidates,
+        notes,
+    }
+}
+
+/// Ranks every policy for every class and builds the interned lists and tables.
+pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
+    let mut lists: HashMap<Vec<u16>, u32> = HashMap::new();
+    let mut list_store: Vec<Box<[u16]>> = Vec::new();
+    let mut mappings: HashMap<Vec<u32>, u32> = HashMap::new();
+    let mut tables = Vec::new();
+    let mut assigned = Vec::with_capacity(set.policies.len());
+    for policy in &set.policies {
+        let mapping: Vec<u32> = geo
+            .classes
+            .iter()
+            .map(|class| {
+                let order = rank(set, geo, policy, class).order;
+                *lists.entry(order.clone()).or_insert_with(|| {
+                    list_store.push(order.into_boxed_slice());
+                    (list_store.len() - 1) as u32
+                })
+            })
+            .collect();
+        let id = *mappings.entry(mapping.clone()).or_insert_with(|| {
+            let f = |c: u32| mapping.get(c as usize).copied().unwrap_or(0);
+            tables.push([geo.v4.remap(f), geo.v6.remap(f)]);
+            (tables.len() - 1) as u32
+        });
+        let unknown = rank(
+            set,
+            geo,
+            policy,
+            &Class {
+                location: None,
+                overlay: None,
+            },
+        )
+        .order;
+        let unknown = *lists.entry(unknown.clone()).or_insert_with(|| {
+            list_store.push(unknown.into_boxed_slice());
+            (list_store.len() - 1) as u32
+        });
+        assigned.push((id, unknown));
+    }
+    for (p, (id, unknown)) in set.policies.iter_mut().zip(assigned) {
+        p.table = id;
+        p.no_client_list = unknown;
+    }
+    set.lists = list_store;
+    set.tables = tables;
+}
+
+/// The overlay networks latency keys and geo rules need, for `GeoTable::compile`.
+pub fn overlays(set: &PolicySet) -> Vec<IpNet> {
+    set.overlays()
+}
