@@ -5,6 +5,7 @@
 pub mod config;
 pub mod diag;
 pub mod dns;
+pub mod explain;
 pub mod geo;
 pub mod name;
 pub mod policy;

@@ -50,6 +50,23 @@ enum Command {
     Serve,
     /// Validate the configuration and every zone without serving.
     Check,
+    /// Print the answer the configuration gives a client, and why.
+    Query {
+        /// The name to ask about.
+        name: String,
+        /// Query type (A, AAAA, CNAME, TXT, MX, ...).
+        #[arg(long = "type", default_value = "A")]
+        qtype: String,
+        /// The client, as an address or a prefix as ECS carries it (IP or IP/LEN).
+        #[arg(long)]
+        client: Option<String>,
+        /// Take this region out, as if it were down (repeatable).
+        #[arg(long)]
+        down: Vec<String>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -72,6 +89,13 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check => check(&cli, &overrides),
+        Command::Query {
+            ref name,
+            ref qtype,
+            ref client,
+            ref down,
+            json,
+        } => query(&cli, &overrides, name, qtype, client.as_deref(), down, json),
         Command::Serve => {
             init_logging(cli.log_format);
             match serve(&cli, &overrides) {
@@ -125,6 +149,64 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
             eprintln!("{} errors", errors.len());
             ExitCode::FAILURE
         }
+    }
+}
+
+fn query(
+    cli: &Cli,
+    overrides: &Overrides,
+    name: &str,
+    qtype: &str,
+    client: Option<&str>,
+    down: &[String],
+    json: bool,
+) -> ExitCode {
+    let fail = |msg: String| {
+        eprintln!("{msg}");
+        ExitCode::FAILURE
+    };
+    let Some(qtype) = meridian::explain::qtype_from_str(qtype) else {
+        return fail(format!("unknown query type {qtype}"));
+    };
+    let client = match client.map(|c| {
+        c.parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+    }) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return fail(format!(
+                "--client {}: not an IP or IP/LEN",
+                client.unwrap_or_default()
+            ));
+        }
+    };
+    let config = match Config::load(&cli.config, overrides) {
+        Ok(c) => c,
+        Err(e) => return fail(e.to_string()),
+    };
+    let built = match Snapshot::build(&config) {
+        Ok(b) => b,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    match meridian::explain::explain(&built.snapshot, name, qtype, client, down) {
+        Ok(e) if json => match serde_json::to_string_pretty(&e) {
+            Ok(text) => {
+                println!("{text}");
+                ExitCode::SUCCESS
+            }
+            Err(err) => fail(err.to_string()),
+        },
+        Ok(e) => {
+            print!("{}", meridian::explain::render_text(&e));
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 

@@ -319,16 +319,8 @@ fn sigterm_stops_the_server_cleanly() {
 
 #[test]
 fn dig_reads_the_shipped_example_deployment() {
-    // The README's quick start: the repository's own meridian.yaml and zones/.
-    let config = concat!(env!("CARGO_MANIFEST_DIR"), "/meridian.yaml");
-    let tmp = tempfile::tempdir().unwrap();
-    let copy = tmp.path().join("meridian.yaml");
-    let text = std::fs::read_to_string(config).unwrap().replace(
-        "zones: zones",
-        &format!("zones: {}/zones", env!("CARGO_MANIFEST_DIR")),
-    );
-    std::fs::write(&copy, text).unwrap();
-    let m = Meridian::start(&copy);
+    // The README's quick start: the repository's own meridian.yaml, zones/, policies/, geoip/.
+    let m = Meridian::start(&example_config());
     let dig = |args: &[&str]| {
         let out = Command::new("dig")
             .arg(format!("@{}", m.addr.ip()))
@@ -344,10 +336,21 @@ fn dig_reads_the_shipped_example_deployment() {
             .expect("dig (apt-get install dnsutils)");
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    assert_eq!(dig(&["www.example.com", "A"]), "192.0.2.80");
     assert_eq!(
-        dig(&["api.example.com", "A"]),
-        "www.example.com.\n192.0.2.80"
+        dig(&["www.example.com", "A", "+subnet=8.8.8.0/24"]),
+        "192.0.2.10"
+    );
+    assert_eq!(
+        dig(&["www.example.com", "A", "+subnet=81.2.69.0/24"]),
+        "198.51.100.10"
+    );
+    assert_eq!(
+        dig(&["www.example.com", "AAAA", "+subnet=1.1.1.0/24"]),
+        "2001:db8:3::10"
+    );
+    assert_eq!(
+        dig(&["api.example.com", "A", "+subnet=81.2.69.0/24"]),
+        "www.example.com.\n198.51.100.10"
     );
     assert_eq!(dig(&["example.com", "MX"]), "10 mail.example.com.");
     assert_eq!(dig(&["anything.apps.example.com", "A"]), "192.0.2.100");

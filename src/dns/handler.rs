@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::request::{self, Parsed};
 use super::response::{self, OptOut, RCODE_BADVERS};
 use crate::policy::AllDown;
-use crate::policy::decide::{self, Outcome};
+use crate::policy::decide::{self, HealthView, Outcome};
 use crate::snapshot::Snapshot;
 use crate::zone::lookup::{self, Dynamic, DynamicAnswers, Rcode};
 use crate::zone::rtype;
@@ -74,6 +74,7 @@ pub fn handle(
             };
             let mut policies = PolicyAnswers {
                 snapshot,
+                health: &snapshot.health,
                 client,
                 scope: 0,
             };
@@ -91,6 +92,7 @@ pub fn handle(
 /// nothing in the answer depended on the client).
 pub struct PolicyAnswers<'s> {
     pub snapshot: &'s Snapshot,
+    pub health: &'s HealthView,
     pub client: Option<IpAddr>,
     pub scope: u8,
 }
@@ -123,7 +125,7 @@ impl DynamicAnswers for PolicyAnswers<'_> {
         let Some(p) = set.policies.get(policy as usize) else {
             return Dynamic::ServFail;
         };
-        let d = decide::decide(set, &self.snapshot.health, p, qtype, self.client);
+        let d = decide::decide(set, self.health, p, qtype, self.client);
         self.scope = self.scope.max(d.scope);
         let regions = |cname: bool| -> Dynamic {
             let chosen = d.chosen();

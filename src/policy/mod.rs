@@ -759,3 +759,6 @@ fn load_latency(
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -49,7 +49,7 @@ impl Meridian {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let dir = config.parent().unwrap().to_path_buf();
-        let stderr_path = dir.join(format!("meridian-{port}.log"));
+        let stderr_path = std::env::temp_dir().join(format!("meridian-test-{port}.log"));
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
@@ -70,7 +70,8 @@ impl Meridian {
     }
 
     fn wait_ready(&self) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        // Loading the shipped GeoIP database takes a few seconds in a debug build.
+        let deadline = Instant::now() + Duration::from_secs(60);
         let probe = query_bytes("ready.invalid.", RecordType::A, None);
         while Instant::now() < deadline {
             if try_udp(self.addr, &probe, Duration::from_millis(200)).is_some() {
@@ -102,6 +103,11 @@ pub fn deployment(zones: &[(&str, &str)]) -> tempfile::TempDir {
     )
     .unwrap();
     dir
+}
+
+/// The repository's own example deployment (README quick start).
+pub fn example_config() -> PathBuf {
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/meridian.yaml"))
 }
 
 pub fn query_msg(name: &str, rtype: RecordType, edns: Option<u16>) -> Message {

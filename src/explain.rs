@@ -1,0 +1,384 @@
+//! `meridian query`: the answer a configuration gives a client, and why. It runs the
+//! server's own code (`zone::lookup::resolve` with `dns::handler::PolicyAnswers`, and
+//! `policy::compile::rank` for the reasons), so it cannot disagree with the server.
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::Serialize;
+
+use crate::dns::handler::PolicyAnswers;
+use crate::geo::{self, Class};
+use crate::name;
+use crate::policy::compile;
+use crate::policy::decide;
+use crate::snapshot::Snapshot;
+use crate::zone::lookup::{self, Rcode, Rr};
+use crate::zone::rtype;
+
+#[derive(Debug, Serialize)]
+pub struct LocationInfo {
+    pub country: Option<String>,
+    pub continent: Option<String>,
+    pub subdivision: Option<String>,
+    pub latitude: Option<f64>,
+    pub longitude: Option<f64>,
+    /// `database`, or `default location` when the address is unknown, private or loopback.
+    pub source: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct CandidateInfo {
+    pub region: String,
+    pub distance_km: Option<f64>,
+    pub rtt_ms: Option<f64>,
+    /// `measured` (latency table) or `estimated` (distance).
+    pub rtt_source: Option<String>,
+    pub healthy: bool,
+    /// Position in the ordered list after constraints, if the region is in it.
+    pub rank: Option<usize>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PolicyInfo {
+    pub name: String,
+    pub file: String,
+    pub line: usize,
+    pub method: String,
+    pub answers: usize,
+    pub ttl: u32,
+    pub all_down: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct Explanation {
+    pub name: String,
+    pub qtype: String,
+    pub client: Option<String>,
+    pub location: Option<LocationInfo>,
+    pub policy: Option<PolicyInfo>,
+    pub candidates: Vec<CandidateInfo>,
+    pub reasons: Vec<String>,
+    pub chosen: Vec<String>,
+    pub outcome: Option<String>,
+    pub ecs_scope: u8,
+    pub rcode: String,
+    pub authoritative: bool,
+    pub answer: Vec<String>,
+    pub authority: Vec<String>,
+}
+
+pub fn qtype_from_str(s: &str) -> Option<u16> {
+    match s.to_ascii_uppercase().as_str() {
+        "A" => Some(rtype::A),
+        "AAAA" => Some(rtype::AAAA),
+        "CNAME" => Some(rtype::CNAME),
+        "TXT" => Some(rtype::TXT),
+        "MX" => Some(rtype::MX),
+        "NS" => Some(rtype::NS),
+        "SOA" => Some(rtype::SOA),
+        "ANY" => Some(rtype::ANY),
+        other => other.strip_prefix("TYPE").and_then(|n| n.parse().ok()),
+    }
+}
+
+fn type_name(t: u16) -> String {
+    match t {
+        rtype::A => "A".into(),
+        rtype::AAAA => "AAAA".into(),
+        rtype::CNAME => "CNAME".into(),
+        rtype::NS => "NS".into(),
+        rtype::SOA => "SOA".into(),
+        rtype::MX => "MX".into(),
+        rtype::TXT => "TXT".into(),
+        rtype::ANY => "ANY".into(),
+        rtype::DNAME => "DNAME".into(),
+        other => format!("TYPE{other}"),
+    }
+}
+
+fn rr_text(rr: &Rr<'_>) -> String {
+    let data = match rr.rtype {
+        rtype::A => <[u8; 4]>::try_from(&rr.rdata[..])
+            .map(|b| std::net::Ipv4Addr::from(b).to_string())
+            .unwrap_or_default(),
+        rtype::AAAA => <[u8; 16]>::try_from(&rr.rdata[..])
+            .map(|b| std::net::Ipv6Addr::from(b).to_string())
+            .unwrap_or_default(),
+        rtype::CNAME | rtype::NS | rtype::DNAME | rtype::PTR => name::to_text(&rr.rdata),
+        _ => format!(
+            "\\# {} {}",
+            rr.rdata.len(),
+            rr.rdata
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect::<String>()
+        ),
+    };
+    format!(
+        "{} {} IN {} {}",
+        name::to_text(&rr.owner),
+        rr.ttl,
+        type_name(rr.rtype),
+        data
+    )
+}
+
+/// Explains `qname`/`qtype` for a client given as `IP` or `IP/LEN` (as ECS would carry
+/// it), with `down` regions taken out on top of the configured overrides.
+pub fn explain(
+    snapshot: &Snapshot,
+    qname: &str,
+    qtype: u16,
+    client: Option<IpNet>,
+    down: &[String],
+) -> Result<Explanation, String> {
+    let wire = name::from_text(&format!("{}.", qname.trim_end_matches('.')), name::ROOT)
+        .map_err(|e| e.to_string())?;
+    let lower = name::lowercase(&wire);
+    let mut health = snapshot.health.clone();
+    for r in down {
+        let i = snapshot
+            .policies
+            .region_index(r)
+            .ok_or_else(|| format!("--down {r}: no such region"))?;
+        if let Some(d) = health.down.get_mut(usize::from(i)) {
+            *d = true;
+        }
+    }
+    // ECS semantics: the network address of the given prefix; /0 means no client info.
+    let client_addr: Option<IpAddr> =
+        client.and_then(|n| (n.prefix_len() > 0).then(|| n.trunc().addr()));
+    // The answer, exactly as the server computes it, with the health view changed by `--down`.
+    let mut answers = PolicyAnswers {
+        snapshot,
+        health: &health,
+        client: client_addr,
+        scope: 0,
+    };
+    let ans = lookup::resolve(&snapshot.zones, &wire, qtype, &mut answers);
+
+    // The reasons: the policy bound at this name (or the wildcard that covers it).
+    let policy = find_policy(snapshot, &lower);
+    let (family_bits, class) = match client_addr.map(geo::addr_bits) {
+        Some((fam, bits)) => {
+            let class = snapshot
+                .geo
+                .classify(fam, bits)
+                .and_then(|(c, ..)| snapshot.geo.class(c).copied());
+            (Some((fam, bits)), class)
+        }
+        None => (None, None),
+    };
+    let class = class.unwrap_or(Class {
+        location: None,
+        overlay: None,
+    });
+    let location = if family_bits.is_some() || snapshot.geo.default_location.is_some() {
+        snapshot.geo.class_location(&class).map(|l| LocationInfo {
+            country: l.country_str().map(str::to_string),
+            continent: l.continent_str().map(str::to_string),
+            subdivision: l.subdivision.as_deref().map(str::to_string),
+            latitude: l.point.map(|p| p.0),
+            longitude: l.point.map(|p| p.1),
+            source: if class.location.is_some() {
+                "database".into()
+            } else {
+                "default location".into()
+            },
+        })
+    } else {
+        None
+    };
+    let mut explanation = Explanation {
+        name: name::to_text(&wire),
+        qtype: type_name(qtype),
+        client: client.map(|c| c.to_string()),
+        location,
+        policy: None,
+        candidates: Vec::new(),
+        reasons: Vec::new(),
+        chosen: Vec::new(),
+        outcome: None,
+        ecs_scope: answers.scope,
+        rcode: format!("{:?}", ans.rcode).to_uppercase(),
+        authoritative: ans.aa,
+        answer: ans.answer.iter().map(rr_text).collect(),
+        authority: ans.authority.iter().map(rr_text).collect(),
+    };
+    if ans.rcode == Rcode::Refused {
+        explanation
+            .reasons
+            .push("the name is outside every served zone".into());
+    }
+    if let Some(pi) = policy {
+        let set = &snapshot.policies;
+        if let Some(p) = set.policies.get(pi) {
+            let ranking = compile::rank(set, &snapshot.geo, p, &class);
+            let qt = if qtype == rtype::AAAA {
+                rtype::AAAA
+            } else {
+                rtype::A
+            };
+            let d = decide::decide(set, &health, p, qt, client_addr);
+            let list = set.list(d.list);
+            explanation.policy = Some(PolicyInfo {
+                name: p.display.clone(),
+                file: p.file.display().to_string(),
+                line: p.line,
+                method: p.method.name().into(),
+                answers: p.answers,
+                ttl: p.ttl,
+                all_down: p.all_down.name().into(),
+            });
+            explanation.candidates = ranking
+                .candidates
+                .iter()
+                .map(|c| CandidateInfo {
+                    region: set
+                        .regions
+                        .get(usize::from(c.region))
+                        .map(|r| r.name.clone())
+                        .unwrap_or_default(),
+                    distance_km: c.distance_km.map(|d| (d * 10.0).round() / 10.0),
+                    rtt_ms: c.rtt_ms.map(|d| (d * 10.0).round() / 10.0),
+                    rtt_source: c.rtt_ms.map(|_| {
+                        if c.measured {
+                            "measured".into()
+                        } else {
+                            "estimated".into()
+                        }
+                    }),
+                    healthy: health.is_up(c.region),
+                    rank: list.iter().position(|&r| r == c.region).map(|i| i + 1),
+                })
+                .collect();
+            explanation.reasons.extend(ranking.notes);
+            if client_addr.is_none() {
+                explanation.reasons.push(
+                    "no client information (no --client, or a /0 prefix): default order".into(),
+                );
+            }
+            explanation.chosen = d
+                .chosen()
+                .iter()
+                .filter_map(|&r| set.regions.get(usize::from(r)).map(|x| x.name.clone()))
+                .collect();
+            explanation.outcome = Some(format!("{:?}", d.outcome).to_lowercase());
+        }
+    }
+    Ok(explanation)
+}
+
+fn find_policy(snapshot: &Snapshot, lower: &[u8]) -> Option<usize> {
+    let by_name = |n: &[u8]| {
+        snapshot
+            .policies
+            .policies
+            .iter()
+            .position(|p| *p.name == *n)
+    };
+    by_name(lower).or_else(|| {
+        // The wildcard of the closest existing ancestor, as the lookup would use it.
+        let zone = snapshot.zones.find(lower)?;
+        let mut up = name::parent(lower);
+        while let Some(anc) = up {
+            if zone.node(anc).is_some() {
+                return by_name(&name::wildcard_child(anc));
+            }
+            up = name::parent(anc);
+        }
+        None
+    })
+}
+
+/// Human-readable form for the terminal.
+pub fn render_text(e: &Explanation) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let _ = writeln!(s, "query:     {} {}", e.name, e.qtype);
+    match (&e.client, &e.location) {
+        (Some(c), Some(l)) => {
+            let _ = writeln!(
+                s,
+                "client:    {c} -> {} (country {}, continent {}{}) from the {}",
+                l.latitude
+                    .zip(l.longitude)
+                    .map(|(a, b)| format!("{a:.2},{b:.2}"))
+                    .unwrap_or("no point".into()),
+                l.country.as_deref().unwrap_or("?"),
+                l.continent.as_deref().unwrap_or("?"),
+                l.subdivision
+                    .as_deref()
+                    .map(|x| format!(", {x}"))
+                    .unwrap_or_default(),
+                l.source
+            );
+        }
+        (Some(c), None) => {
+            let _ = writeln!(s, "client:    {c} -> location unknown");
+        }
+        (None, _) => {
+            let _ = writeln!(s, "client:    none given (no client information)");
+        }
+    }
+    if let Some(p) = &e.policy {
+        let _ = writeln!(
+            s,
+            "policy:    {} ({}:{}) method {}, answers {}, ttl {}, all-down {}",
+            p.name, p.file, p.line, p.method, p.answers, p.ttl, p.all_down
+        );
+        let _ = writeln!(s, "candidates:");
+        for c in &e.candidates {
+            let _ = writeln!(
+                s,
+                "  {:<4} {:<12} {:>9} {:>18}  {}",
+                c.rank.map(|r| format!("#{r}")).unwrap_or("-".into()),
+                c.region,
+                c.distance_km
+                    .map(|d| format!("{d:.0} km"))
+                    .unwrap_or("-".into()),
+                c.rtt_ms
+                    .map(|r| format!("{r:.1} ms {}", c.rtt_source.as_deref().unwrap_or("")))
+                    .unwrap_or("-".into()),
+                if c.healthy { "up" } else { "DOWN" }
+            );
+        }
+        for r in &e.reasons {
+            let _ = writeln!(s, "because:   {r}");
+        }
+        let _ = writeln!(
+            s,
+            "chosen:    {} ({})",
+            if e.chosen.is_empty() {
+                "none".into()
+            } else {
+                e.chosen.join(", ")
+            },
+            e.outcome.as_deref().unwrap_or("")
+        );
+    } else {
+        for r in &e.reasons {
+            let _ = writeln!(s, "because:   {r}");
+        }
+        let _ = writeln!(s, "policy:    none (static zone data)");
+    }
+    let _ = writeln!(
+        s,
+        "rcode:     {}{}",
+        e.rcode,
+        if e.authoritative {
+            " (authoritative)"
+        } else {
+            ""
+        }
+    );
+    for a in &e.answer {
+        let _ = writeln!(s, "answer:    {a}");
+    }
+    for a in &e.authority {
+        let _ = writeln!(s, "authority: {a}");
+    }
+    let _ = writeln!(s, "ecs scope: /{}", e.ecs_scope);
+    s
+}

@@ -1,0 +1,392 @@
+//! Table-driven specifications of the routing methods, constraints and all-down
+//! behaviours: client address → ordered regions → ECS scope, on a small synthetic GeoIP
+//! table (no database file needed).
+
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+
+use super::decide::{HealthView, Outcome, decide};
+use super::*;
+use crate::geo::{GeoTable, Location};
+
+const REGIONS: &str = r#"
+regions:
+  - name: us-east
+    location: { lat: 39.04, lon: -77.49 }
+    a: [192.0.2.10]
+    aaaa: ["2001:db8:1::10"]
+    weight: 50
+    labels: { jurisdiction: us }
+  - name: eu-west
+    location: { lat: 53.35, lon: -6.26 }
+    a: [198.51.100.10]
+    weight: 30
+    labels: { jurisdiction: eu }
+  - name: ap-south
+    location: { lat: 19.08, lon: 72.88 }
+    a: [203.0.113.10]
+    aaaa: ["2001:db8:3::10"]
+    weight: 20
+    labels: { jurisdiction: in }
+  - name: edge
+    location: { lat: 40.0, lon: -75.0 }
+    cname: edge.cdn.example.net.
+"#;
+
+fn loc(cc: &str) -> Location {
+    Location::from_country(cc).unwrap()
+}
+
+fn networks() -> Vec<(IpNet, Location)> {
+    let mut ca = loc("US");
+    ca.subdivision = Some("US-CA".into());
+    ca.point = Some((37.4, -122.1));
+    vec![
+        ("10.1.0.0/16".parse().unwrap(), loc("US")),
+        ("10.2.0.0/17".parse().unwrap(), loc("IE")),
+        ("10.2.128.0/17".parse().unwrap(), loc("IE")),
+        ("10.3.0.0/16".parse().unwrap(), loc("DE")),
+        ("10.4.0.0/16".parse().unwrap(), loc("IN")),
+        ("10.5.0.0/16".parse().unwrap(), loc("GB")),
+        ("10.6.0.0/16".parse().unwrap(), ca),
+        ("10.7.0.0/16".parse().unwrap(), loc("AE")),
+        ("10.8.0.0/16".parse().unwrap(), loc("FR")),
+        ("2001:db8:100::/40".parse().unwrap(), loc("JP")),
+    ]
+}
+
+struct World {
+    set: PolicySet,
+    _dir: tempfile::TempDir,
+}
+
+fn world(policies: &str, latency: Option<&str>) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!("version: 1\n{REGIONS}\npolicies:\n{policies}"),
+    )
+    .unwrap();
+    let lat = latency.map(|l| {
+        std::fs::create_dir(dir.path().join("geoip")).unwrap();
+        let p = dir.path().join("geoip/latency.yaml");
+        std::fs::write(&p, format!("version: 1\nmeasurements:\n{l}")).unwrap();
+        p
+    });
+    let mut set = load(dir.path(), lat.as_deref(), 5.0).unwrap_or_else(|e| panic!("{e:?}"));
+    let geo = GeoTable::compile(networks(), set.overlays(), None, "test".into());
+    compile::compile(&mut set, &geo);
+    World { set, _dir: dir }
+}
+
+fn names(set: &PolicySet, regions: &[u16]) -> Vec<String> {
+    regions
+        .iter()
+        .map(|&r| set.regions[usize::from(r)].name.clone())
+        .collect()
+}
+
+/// (ordered list walked, chosen regions, scope) for `client`.
+fn ask(
+    w: &World,
+    policy: usize,
+    client: &str,
+    qtype: u16,
+    down: &[&str],
+) -> (Vec<String>, Vec<String>, u8, Outcome) {
+    let mut health = HealthView::all_up(w.set.regions.len());
+    for d in down {
+        health.down[usize::from(w.set.region_index(d).unwrap())] = true;
+    }
+    let client: Option<IpAddr> = (!client.is_empty()).then(|| client.parse().unwrap());
+    let d = decide(&w.set, &health, &w.set.policies[policy], qtype, client);
+    (
+        names(&w.set, w.set.list(d.list)),
+        names(&w.set, d.chosen()),
+        d.scope,
+        d.outcome,
+    )
+}
+
+const A: u16 = crate::zone::rtype::A;
+const AAAA: u16 = crate::zone::rtype::AAAA;
+
+#[test]
+fn nearest_ranks_by_great_circle_distance_with_the_merged_network_as_scope() {
+    let w = world(
+        "  - { name: www.example.com, method: nearest, regions: [us-east, eu-west, ap-south] }\n",
+        None,
+    );
+    let table: &[(&str, &[&str], u8)] = &[
+        // The US order is also the policy order that unknown 10.0.0.0/16 gets: one /15.
+        ("10.1.2.3", &["us-east", "eu-west", "ap-south"], 15),
+        // Two adjacent IE /17s give the same order: merged into one /16.
+        ("10.2.200.1", &["eu-west", "us-east", "ap-south"], 16),
+        ("10.3.0.1", &["eu-west", "ap-south", "us-east"], 16),
+        ("10.4.9.9", &["ap-south", "eu-west", "us-east"], 16),
+        ("10.6.1.1", &["us-east", "eu-west", "ap-south"], 16),
+        // Japan: Mumbai, then Dublin (~9600 km) before Ashburn (~10900 km).
+        ("2001:db8:100:1::1", &["ap-south", "eu-west", "us-east"], 40),
+    ];
+    for (client, order, scope) in table {
+        let (list, chosen, s, _) = ask(&w, 0, client, A, &[]);
+        assert_eq!(list, *order, "{client}");
+        assert_eq!(chosen, [order[0]], "{client}");
+        assert_eq!(s, *scope, "{client}");
+    }
+}
+
+#[test]
+fn a_down_region_is_skipped_and_the_next_nearest_answers() {
+    let w = world(
+        "  - { name: www.example.com, method: nearest, regions: [us-east, eu-west, ap-south] }\n",
+        None,
+    );
+    let (_, chosen, ..) = ask(&w, 0, "10.2.0.1", A, &["eu-west"]);
+    assert_eq!(chosen, ["us-east"]);
+    let (_, chosen, ..) = ask(&w, 0, "10.2.0.1", A, &["eu-west", "us-east"]);
+    assert_eq!(chosen, ["ap-south"]);
+}
+
+#[test]
+fn answers_n_returns_the_n_best_healthy_regions_in_order() {
+    let w = world(
+        "  - { name: m.example.com, method: nearest, answers: 2, regions: [us-east, eu-west, ap-south] }\n",
+        None,
+    );
+    assert_eq!(ask(&w, 0, "10.3.0.1", A, &[]).1, ["eu-west", "ap-south"]);
+    assert_eq!(
+        ask(&w, 0, "10.3.0.1", A, &["ap-south"]).1,
+        ["eu-west", "us-east"]
+    );
+    // AAAA: eu-west has no IPv6 address, so it is not a candidate for AAAA.
+    assert_eq!(ask(&w, 0, "10.3.0.1", AAAA, &[]).1, ["ap-south", "us-east"]);
+}
+
+#[test]
+fn unknown_and_absent_clients_get_the_policy_order_and_scope_zero_when_absent() {
+    let w = world(
+        "  - { name: www.example.com, method: nearest, regions: [ap-south, us-east] }\n",
+        None,
+    );
+    let (list, _, scope, _) = ask(&w, 0, "", A, &[]);
+    assert_eq!(
+        (list, scope),
+        (vec!["ap-south".to_string(), "us-east".into()], 0)
+    );
+    // A private address is unknown: policy order, scoped to the gap it lies in.
+    let (list, ..) = ask(&w, 0, "192.168.1.1", A, &[]);
+    assert_eq!(list, ["ap-south", "us-east"]);
+}
+
+#[test]
+fn latency_uses_the_most_specific_measurement_else_a_distance_estimate() {
+    let latency = "  - { from: { continent: EU }, rtt_ms: { eu-west: 90, us-east: 20 } }\n  - { from: { country: FR }, rtt_ms: { eu-west: 10 } }\n  - { from: { cidr: 10.8.1.0/24 }, rtt_ms: { ap-south: 1 } }\n";
+    let w = world(
+        "  - { name: fast.example.com, method: latency, regions: [us-east, eu-west, ap-south] }\n",
+        Some(latency),
+    );
+    // Germany: continent EU measurements (us-east 20, eu-west 90); ap-south estimated
+    // from ~6300 km as 2 x 6300 / 200 + 5 = ~68 ms.
+    assert_eq!(
+        ask(&w, 0, "10.3.0.1", A, &[]).0,
+        ["us-east", "ap-south", "eu-west"]
+    );
+    // France: country beats continent for eu-west (10); us-east still from EU (20).
+    assert_eq!(
+        ask(&w, 0, "10.8.0.1", A, &[]).0,
+        ["eu-west", "us-east", "ap-south"]
+    );
+    // Inside the measured /24: the CIDR key wins for ap-south, and the scope is that /24.
+    let (list, _, scope, _) = ask(&w, 0, "10.8.1.7", A, &[]);
+    assert_eq!((list[0].as_str(), scope), ("ap-south", 24));
+    // India has no measurement: estimate from distance (nearest first).
+    assert_eq!(
+        ask(&w, 0, "10.4.0.1", A, &[]).0,
+        ["ap-south", "eu-west", "us-east"]
+    );
+    let p = &w.set.policies[0];
+    let geo = GeoTable::compile(networks(), w.set.overlays(), None, "t".into());
+    let (c, ..) = geo
+        .classify(
+            crate::geo::Family::V4,
+            u128::from(u32::from(std::net::Ipv4Addr::new(10, 4, 0, 1))),
+        )
+        .unwrap();
+    let r = compile::rank(&w.set, &geo, p, geo.class(c).unwrap());
+    let ap = r.candidates.iter().find(|c| c.region == 2).unwrap();
+    assert!(!ap.measured);
+    let expected = 2.0 * ap.distance_km.unwrap() / 200.0 + 5.0;
+    assert!((ap.rtt_ms.unwrap() - expected).abs() < 1e-9);
+}
+
+#[test]
+fn geo_rules_match_cidr_then_subdivision_then_country_then_continent_then_default() {
+    let w = world(
+        r#"  - name: g.example.com
+    method: geo
+    geo:
+      rules:
+        - { continents: [EU], regions: [eu-west, us-east] }
+        - { countries: [DE], regions: [ap-south] }
+        - { subdivisions: [US-CA], regions: [ap-south, us-east] }
+        - { cidrs: [10.3.7.0/24], regions: [us-east] }
+      default: [us-east, eu-west]
+"#,
+        None,
+    );
+    let table: &[(&str, &[&str], u8)] = &[
+        ("10.3.7.1", &["us-east"], 24),             // CIDR inside Germany
+        ("10.3.8.1", &["ap-south"], 21),            // Germany, beside the /24
+        ("10.2.0.1", &["eu-west", "us-east"], 16),  // Ireland: continent EU
+        ("10.6.0.1", &["ap-south", "us-east"], 16), // California
+        ("10.1.0.1", &["us-east", "eu-west"], 15),  // rest of the US: default, like 10.0/16
+    ];
+    for (client, order, scope) in table {
+        let (list, _, s, _) = ask(&w, 0, client, A, &[]);
+        assert_eq!(list, *order, "{client}");
+        assert_eq!(s, *scope, "{client}");
+    }
+}
+
+#[test]
+fn residency_keeps_eu_clients_in_eu_regions_even_when_those_are_down() {
+    let w = world(
+        r#"  - name: eu.example.com
+    method: nearest
+    regions: [us-east, eu-west, ap-south]
+    residency:
+      - { clients: { countries: [EU] }, regions: { jurisdiction: eu } }
+    all_down: nodata
+"#,
+        None,
+    );
+    // Germany is in the EU: only eu-west.
+    assert_eq!(ask(&w, 0, "10.3.0.1", A, &[]).0, ["eu-west"]);
+    // eu-west down: all-down behaviour, never us-east.
+    let (_, chosen, _, outcome) = ask(&w, 0, "10.3.0.1", A, &["eu-west"]);
+    assert_eq!(outcome, Outcome::AllDown);
+    assert!(!chosen.contains(&"us-east".to_string()));
+    // Great Britain is not in the EU: unconstrained.
+    assert_eq!(
+        ask(&w, 0, "10.5.0.1", A, &[]).0,
+        ["eu-west", "us-east", "ap-south"]
+    );
+}
+
+#[test]
+fn weighted_is_stable_per_subnet_and_spreads_by_weight() {
+    let w = world(
+        "  - { name: c.example.com, method: weighted, regions: [us-east, eu-west, ap-south] }\n",
+        None,
+    );
+    let (_, a, scope, _) = ask(&w, 0, "10.1.7.1", A, &[]);
+    let (_, b, ..) = ask(&w, 0, "10.1.7.250", A, &[]);
+    assert_eq!(a, b, "same /24, same answer");
+    assert_eq!(scope, 24);
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for i in 0..3000u32 {
+        let ip = std::net::Ipv4Addr::from(0x0A01_0000 + (i << 8));
+        let (_, c, ..) = ask(&w, 0, &ip.to_string(), A, &[]);
+        *counts.entry(c[0].clone()).or_default() += 1;
+    }
+    for (region, weight) in [("us-east", 0.5), ("eu-west", 0.3), ("ap-south", 0.2)] {
+        let share = counts[region] as f64 / 3000.0;
+        assert!((share - weight).abs() < 0.04, "{region}: {share}");
+    }
+}
+
+#[test]
+fn failover_walks_a_fixed_order_with_scope_zero() {
+    let w = world(
+        "  - { name: f.example.com, method: failover, regions: [eu-west, us-east] }\n",
+        None,
+    );
+    assert_eq!(ask(&w, 0, "10.4.0.1", A, &[]).1, ["eu-west"]);
+    assert_eq!(ask(&w, 0, "10.4.0.1", A, &[]).2, 0);
+    assert_eq!(ask(&w, 0, "10.4.0.1", A, &["eu-west"]).1, ["us-east"]);
+}
+
+#[test]
+fn all_down_fails_open_to_the_ranking_as_if_healthy() {
+    let w = world(
+        "  - { name: www.example.com, method: nearest, regions: [us-east, eu-west, ap-south] }\n",
+        None,
+    );
+    let (_, chosen, _, outcome) = ask(&w, 0, "10.4.0.1", A, &["us-east", "eu-west", "ap-south"]);
+    assert_eq!(
+        (outcome, chosen),
+        (Outcome::AllDown, vec!["ap-south".to_string()])
+    );
+}
+
+#[test]
+fn a_cname_region_answers_alone() {
+    let w = world(
+        "  - { name: e.example.com, method: failover, answers: 3, regions: [edge, us-east] }\n",
+        None,
+    );
+    let (_, chosen, _, outcome) = ask(&w, 0, "10.1.0.1", A, &[]);
+    assert_eq!(
+        (outcome, chosen),
+        (Outcome::Cname, vec!["edge".to_string()])
+    );
+    let (_, chosen, _, outcome) = ask(&w, 0, "10.1.0.1", A, &["edge"]);
+    assert_eq!(
+        (outcome, chosen),
+        (Outcome::Addresses, vec!["us-east".to_string()])
+    );
+}
+
+fn load_errors(policies: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        format!("version: 1\n{REGIONS}{policies}"),
+    )
+    .unwrap();
+    load(dir.path(), None, 5.0)
+        .unwrap_err()
+        .iter()
+        .map(|d| d.to_string())
+        .collect()
+}
+
+#[test]
+fn every_mistake_in_a_policy_file_is_reported_with_file_line_and_column() {
+    let errors = load_errors(
+        r#"  - name: bad-coords
+    location: { lat: 95.0, lon: 10 }
+    a: [192.0.2.1]
+policies:
+  - { name: a.example.com, method: nearest, regions: [us-east, nowhere] }
+  - { name: a.example.com, method: nearest }
+  - name: b.example.com
+    method: geo
+    geo:
+      rules: [ { countries: [XX], regions: [eu-west] } ]
+      default: [us-east]
+"#,
+    );
+    let joined = errors.join("\n");
+    for (line, col, what) in [
+        (25, 22, "latitude 95"),
+        (28, 64, "unknown region \"nowhere\""),
+        (29, 13, "already defined"),
+        (33, 30, "unknown country code \"XX\""),
+    ] {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains(&format!("bad.yaml:{line}:{col}: ")) && e.contains(what)),
+            "missing {line}:{col} {what} in:\n{joined}"
+        );
+    }
+    let unknown_key =
+        load_errors("policies:\n  - { name: c.example.com, method: nearest, tll: 30 }\n");
+    assert!(
+        unknown_key[0].contains("bad.yaml:25:") && unknown_key[0].contains("tll"),
+        "{unknown_key:?}"
+    );
+}
