@@ -259,12 +259,18 @@ pub fn explain(
                     "no client information (no --client, or a /0 prefix): default order".into(),
                 );
             }
-            explanation.chosen = d
-                .chosen()
-                .iter()
-                .filter_map(|&r| set.regions.get(usize::from(r)).map(|x| x.name.clone()))
-                .collect();
-            explanation.outcome = Some(format!("{:?}", d.outcome).to_lowercase());
+            let fails_open = p.all_down == crate::policy::AllDown::FailOpen;
+            if d.outcome != decide::Outcome::AllDown || fails_open {
+                explanation.chosen = d
+                    .chosen()
+                    .iter()
+                    .filter_map(|&r| set.regions.get(usize::from(r)).map(|x| x.name.clone()))
+                    .collect();
+            }
+            explanation.outcome = Some(match d.outcome {
+                decide::Outcome::AllDown => format!("all down: {}", p.all_down.name()),
+                o => format!("{o:?}").to_lowercase(),
+            });
         }
     }
     Ok(explanation)

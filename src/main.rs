@@ -134,10 +134,32 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
                 );
                 total += z.record_count;
             }
+            let snap = &built.snapshot;
+            for p in &snap.policies.policies {
+                println!(
+                    "policy {}: {} over {} regions, ttl {} ({}:{})",
+                    p.display,
+                    p.method.name(),
+                    p.candidates.len(),
+                    p.ttl,
+                    p.file.display(),
+                    p.line
+                );
+            }
+            if !snap.geo.database.is_empty() {
+                println!(
+                    "geoip {}: {} networks, {} client classes",
+                    snap.geo.database,
+                    snap.geo.networks,
+                    snap.geo.classes.len()
+                );
+            }
             println!(
-                "ok: {} zones, {} records, configuration {}",
+                "ok: {} zones, {} records, {} regions, {} policies, configuration {}",
                 zones.len(),
                 total,
+                snap.policies.regions.len(),
+                snap.policies.policies.len(),
                 config.file.display()
             );
             ExitCode::SUCCESS

@@ -359,3 +359,63 @@ fn dig_reads_the_shipped_example_deployment() {
         "\"first string\" \"second string\""
     );
 }
+
+#[test]
+fn check_reports_policy_mistakes_with_file_line_and_column_and_serve_refuses_them() {
+    let dir = deployment(&[("example.test", ZONE)]);
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/web.yaml"),
+        "version: 1
+regions:
+  - { name: one, location: { lat: 10, lon: 10 }, a: [192.0.2.1] }
+policies:
+  - { name: www.example.test, method: nearest }
+  - { name: other.example.org, method: nearest }
+  - { name: api.example.test, method: failover, regions: [one, two] }
+",
+    )
+    .unwrap();
+    // The shipped database, so that the policy layer loads for real.
+    std::fs::create_dir(dir.path().join("geoip")).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/geoip/geo-whois-asn-country.mmdb"
+        ),
+        dir.path().join("geoip/geo-whois-asn-country.mmdb"),
+    )
+    .unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("meridian.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    let file = dir.path().join("policies/web.yaml");
+    assert!(
+        err.contains(&format!("{}:7:64: unknown region \"two\"", file.display())),
+        "{err}"
+    );
+    // Fix the unknown region: the zone conflict and the out-of-zone name remain.
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace(", two]", "]");
+    std::fs::write(&file, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--dns-listen", "127.0.0.1:0", "--config"])
+        .arg(dir.path().join("meridian.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let log = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        log.contains("already has A records at www.example.test."),
+        "{log}"
+    );
+    assert!(
+        log.contains("other.example.org. is not inside any served zone"),
+        "{log}"
+    );
+}

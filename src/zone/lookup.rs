@@ -297,6 +297,7 @@ pub fn resolve<'a>(
                         }
                         Dynamic::ServFail if qtype != rtype::CNAME => {
                             ans.rcode = Rcode::ServFail;
+                            ans.aa = false;
                             ans.answer.clear();
                             break;
                         }
