@@ -28,6 +28,8 @@ struct Spec {
     geo: GeoSpec,
     #[serde(default)]
     overrides: Vec<OverrideSpec>,
+    #[serde(default)]
+    health: HealthSpec,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,6 +73,36 @@ struct OverrideSpec {
 pub enum OverrideState {
     Down,
     Up,
+    Drain,
+    ForceDown,
+    ForceUp,
+}
+
+impl OverrideState {
+    pub fn kind(self) -> crate::health::OverrideKind {
+        use crate::health::OverrideKind;
+        match self {
+            OverrideState::Down | OverrideState::ForceDown => OverrideKind::ForceDown,
+            OverrideState::Up | OverrideState::ForceUp => OverrideKind::ForceUp,
+            OverrideState::Drain => OverrideKind::Drain,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct HealthSpec {
+    state_file: Option<PathBuf>,
+    startup_wait: String,
+}
+
+impl Default for HealthSpec {
+    fn default() -> Self {
+        HealthSpec {
+            state_file: Some("meridian.state.json".into()),
+            startup_wait: "10s".into(),
+        }
+    }
 }
 
 /// An operator's override of a region's state, from the configuration.
@@ -153,6 +185,10 @@ pub struct Config {
     pub latency_overhead_ms: f64,
     pub default_location: Option<crate::geo::Location>,
     pub overrides: Vec<RegionOverride>,
+    /// Last known health states and operator overrides, restored on restart.
+    pub state_file: Option<PathBuf>,
+    /// Longest wait for the first full probe round before serving.
+    pub startup_wait: Duration,
 }
 
 /// Command-line overrides.
@@ -285,7 +321,15 @@ impl Config {
                 line: line_of(&text, "overrides"),
             })
             .collect();
+        let startup_wait = humantime::parse_duration(&spec.health.startup_wait).map_err(|e| {
+            err(
+                line_of(&text, "startup_wait"),
+                format!("health.startup_wait {:?}: {e}", spec.health.startup_wait),
+            )
+        })?;
         Ok(Config {
+            state_file: spec.health.state_file.as_ref().map(|p| base.join(p)),
+            startup_wait,
             geo_database: geoip_dir.join(&spec.geo.database),
             latency_table,
             latency_overhead_ms: spec.geo.latency_overhead_ms,

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use crate::dns::handler::PolicyAnswers;
 use crate::geo::{self, Class};
+use crate::health::{Effective, HealthView};
 use crate::name;
 use crate::policy::compile;
 use crate::policy::decide;
@@ -34,7 +35,7 @@ pub struct CandidateInfo {
     pub rtt_ms: Option<f64>,
     /// `measured` (latency table) or `estimated` (distance).
     pub rtt_source: Option<String>,
-    pub healthy: bool,
+    pub health: Effective,
     /// Position in the ordered list after constraints, if the region is in it.
     pub rank: Option<usize>,
 }
@@ -128,6 +129,7 @@ fn rr_text(rr: &Rr<'_>) -> String {
 /// it), with `down` regions taken out on top of the configured overrides.
 pub fn explain(
     snapshot: &Snapshot,
+    health: &HealthView,
     qname: &str,
     qtype: u16,
     client: Option<IpNet>,
@@ -136,14 +138,14 @@ pub fn explain(
     let wire = name::from_text(&format!("{}.", qname.trim_end_matches('.')), name::ROOT)
         .map_err(|e| e.to_string())?;
     let lower = name::lowercase(&wire);
-    let mut health = snapshot.health.clone();
+    let mut health = health.clone();
     for r in down {
         let i = snapshot
             .policies
             .region_index(r)
             .ok_or_else(|| format!("--down {r}: no such region"))?;
-        if let Some(d) = health.down.get_mut(usize::from(i)) {
-            *d = true;
+        if let Some(region) = snapshot.policies.regions.get(usize::from(i)) {
+            health.set(region.id, Effective::Down);
         }
     }
     // ECS semantics: the network address of the given prefix; /0 means no client info.
@@ -249,7 +251,11 @@ pub fn explain(
                             "estimated".into()
                         }
                     }),
-                    healthy: health.is_up(c.region),
+                    health: set
+                        .regions
+                        .get(usize::from(c.region))
+                        .map(|r| health.state(r.id))
+                        .unwrap_or(Effective::Up),
                     rank: list.iter().position(|&r| r == c.region).map(|i| i + 1),
                 })
                 .collect();
@@ -347,7 +353,11 @@ pub fn render_text(e: &Explanation) -> String {
                 c.rtt_ms
                     .map(|r| format!("{r:.1} ms {}", c.rtt_source.as_deref().unwrap_or("")))
                     .unwrap_or("-".into()),
-                if c.healthy { "up" } else { "DOWN" }
+                match c.health {
+                    Effective::Up => "up",
+                    Effective::Degraded => "degraded",
+                    Effective::Down => "DOWN",
+                }
             );
         }
         for r in &e.reasons {

@@ -7,6 +7,7 @@ pub mod diag;
 pub mod dns;
 pub mod explain;
 pub mod geo;
+pub mod health;
 pub mod name;
 pub mod policy;
 pub mod snapshot;

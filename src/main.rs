@@ -12,6 +12,8 @@ use tracing::{error, info, warn};
 
 use meridian::config::{Config, Overrides};
 use meridian::dns::server;
+use meridian::health::RegionIds;
+use meridian::health::checker::HealthHandle;
 use meridian::name;
 use meridian::snapshot::{Shared, Snapshot};
 
@@ -117,10 +119,10 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match Snapshot::build(&config) {
+    match Snapshot::build(&config, &mut RegionIds::default()) {
         Ok(built) => {
             for w in &built.warnings {
-                eprintln!("{}:{}: warning: {}", w.file.display(), w.line, w.message);
+                eprintln!("warning: {w}");
             }
             let mut zones: Vec<_> = built.snapshot.zones.iter().collect();
             zones.sort_by_key(|z| name::to_text(&z.apex));
@@ -207,7 +209,7 @@ fn query(
         Ok(c) => c,
         Err(e) => return fail(e.to_string()),
     };
-    let built = match Snapshot::build(&config) {
+    let built = match Snapshot::build(&config, &mut RegionIds::default()) {
         Ok(b) => b,
         Err(errors) => {
             for e in &errors {
@@ -216,7 +218,8 @@ fn query(
             return ExitCode::FAILURE;
         }
     };
-    match meridian::explain::explain(&built.snapshot, name, qtype, client, down) {
+    let health = meridian::health::last_known_view(&built.snapshot, config.state_file.as_deref());
+    match meridian::explain::explain(&built.snapshot, &health, name, qtype, client, down) {
         Ok(e) if json => match serde_json::to_string_pretty(&e) {
             Ok(text) => {
                 println!("{text}");
@@ -232,8 +235,8 @@ fn query(
     }
 }
 
-fn build_or_report(config: &Config) -> Result<Snapshot, anyhow::Error> {
-    match Snapshot::build(config) {
+fn build_or_report(config: &Config, ids: &mut RegionIds) -> Result<Snapshot, anyhow::Error> {
+    match Snapshot::build(config, ids) {
         Ok(built) => {
             for w in &built.warnings {
                 warn!("{}:{}: {}", w.file.display(), w.line, w.message);
@@ -254,18 +257,35 @@ fn build_or_report(config: &Config) -> Result<Snapshot, anyhow::Error> {
 
 fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
     let config = Config::load(&cli.config, overrides)?;
-    let snapshot = build_or_report(&config)?;
-    info!(zones = snapshot.zones.len(), "configuration loaded");
-    let shared: Shared = Arc::new(ArcSwap::from_pointee(snapshot));
+    let mut ids = RegionIds::default();
+    let snapshot = Arc::new(build_or_report(&config, &mut ids)?);
+    info!(
+        zones = snapshot.zones.len(),
+        policies = snapshot.policies.policies.len(),
+        regions = snapshot.policies.regions.len(),
+        "configuration loaded"
+    );
+    let shared: Shared = Arc::new(ArcSwap::new(snapshot.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Bind first: a port in use fails now, not after the probe round.
         let bound = server::bind(&config.dns)?;
+        let health = HealthHandle::start(snapshot, config.state_file.clone(), config.startup_wait);
+        // Serve only once every region has been probed (bounded): answering from
+        // guesses right after a restart is how a dead region gets traffic.
+        health.wait_ready().await;
         server::log_listening(&bound.local_addrs());
         let (tx, rx) = watch::channel(false);
-        let dns = tokio::spawn(server::run(bound, shared.clone(), config.dns.clone(), rx));
-        signals(&cli.config, overrides, shared).await?;
+        let dns = tokio::spawn(server::run(
+            bound,
+            shared.clone(),
+            health.view.clone(),
+            config.dns.clone(),
+            rx,
+        ));
+        signals(&cli.config, overrides, shared, &health, &mut ids).await?;
         info!("shutting down: finishing open exchanges");
         let _ = tx.send(true);
         let _ = dns.await;
@@ -280,6 +300,8 @@ async fn signals(
     file: &std::path::Path,
     overrides: &Overrides,
     shared: Shared,
+    health: &HealthHandle,
+    ids: &mut RegionIds,
 ) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
@@ -293,11 +315,13 @@ async fn signals(
                 info!("SIGHUP: reloading");
                 let rebuilt = Config::load(file, overrides)
                     .map_err(anyhow::Error::from)
-                    .and_then(|c| build_or_report(&c));
+                    .and_then(|c| build_or_report(&c, ids));
                 match rebuilt {
                     Ok(s) => {
-                        info!(zones = s.zones.len(), "reload succeeded");
-                        shared.store(Arc::new(s));
+                        info!(zones = s.zones.len(), policies = s.policies.policies.len(), "reload succeeded");
+                        let s = Arc::new(s);
+                        shared.store(s.clone());
+                        health.reconfigure(s);
                     }
                     Err(e) => error!("reload failed, still serving the previous configuration: {e:#}"),
                 }

@@ -6,11 +6,13 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use crate::config::{Config, OverrideState};
+use std::collections::BTreeMap;
+
+use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::geo::{GeoTable, db};
+use crate::health::{Effective, HealthView, Override, RegionIds};
 use crate::name;
-use crate::policy::decide::HealthView;
 use crate::policy::{self, PolicySet, compile};
 use crate::zone::{self, ZoneSet};
 
@@ -19,8 +21,9 @@ pub struct Snapshot {
     pub zones: ZoneSet,
     pub geo: GeoTable,
     pub policies: PolicySet,
-    /// Region states from the configuration's operator overrides.
-    pub health: HealthView,
+    /// Operator overrides written in the configuration (runtime ones live in the
+    /// health checker and its state file, and take precedence).
+    pub config_overrides: BTreeMap<String, Override>,
     /// Our EDNS UDP payload size, advertised in every OPT we send.
     pub edns_udp_size: u16,
 }
@@ -35,7 +38,7 @@ pub struct Built {
 impl Snapshot {
     /// Reads, validates and compiles everything the configuration names. Every error
     /// from every file comes back at once.
-    pub fn build(config: &Config) -> Result<Built, Vec<Diagnostic>> {
+    pub fn build(config: &Config, ids: &mut RegionIds) -> Result<Built, Vec<Diagnostic>> {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut zones = match zone::load_dir(&config.zones_dir) {
@@ -116,20 +119,27 @@ impl Snapshot {
                 }
             }
         }
-        let mut health = HealthView::all_up(policies.regions.len());
+        for r in policies.regions.iter_mut() {
+            r.id = ids.id(&r.name);
+        }
+        let mut config_overrides = BTreeMap::new();
         for o in &config.overrides {
-            match policies.region_index(&o.region) {
-                Some(i) => {
-                    if let Some(d) = health.down.get_mut(usize::from(i)) {
-                        *d = o.state == OverrideState::Down;
-                    }
-                }
-                None => errors.push(Diagnostic::new(
+            if policies.region_index(&o.region).is_none() {
+                errors.push(Diagnostic::new(
                     &config.file,
                     o.line as usize,
                     format!("override for unknown region {:?}", o.region),
-                )),
+                ));
+                continue;
             }
+            config_overrides.insert(
+                o.region.clone(),
+                Override {
+                    kind: o.state.kind(),
+                    reason: o.reason.clone(),
+                    since: 0,
+                },
+            );
         }
         if !errors.is_empty() {
             return Err(errors);
@@ -139,10 +149,26 @@ impl Snapshot {
                 zones: ZoneSet::new(zones),
                 geo,
                 policies,
-                health,
+                config_overrides,
                 edns_udp_size: config.dns.edns_udp_size,
             },
             warnings,
         })
+    }
+}
+
+impl Snapshot {
+    /// The health view before any probe has run: configured overrides only.
+    pub fn static_health(&self) -> HealthView {
+        let mut view = HealthView::default();
+        for r in &self.policies.regions {
+            let state = self
+                .config_overrides
+                .get(&r.name)
+                .map(|o| o.kind.effective())
+                .unwrap_or(Effective::Up);
+            view.set(r.id, state);
+        }
+        view
     }
 }

@@ -27,6 +27,7 @@ const CLASS_IN: u16 = 1;
 /// Handles one packet from `peer`; `false` means send nothing (it was not a query).
 pub fn handle(
     snapshot: &Snapshot,
+    health: &HealthView,
     packet: &[u8],
     peer: IpAddr,
     transport: Transport,
@@ -74,7 +75,7 @@ pub fn handle(
             };
             let mut policies = PolicyAnswers {
                 snapshot,
-                health: &snapshot.health,
+                health,
                 client,
                 scope: 0,
             };
@@ -127,6 +128,14 @@ impl DynamicAnswers for PolicyAnswers<'_> {
         };
         let d = decide::decide(set, self.health, p, qtype, self.client);
         self.scope = self.scope.max(d.scope);
+        // Health-aware TTL: never above the policy's, shorter while a chosen region is
+        // close to a state change, so resolvers come back when it may have changed.
+        let ttl = d
+            .chosen()
+            .iter()
+            .filter_map(|&r| set.regions.get(usize::from(r)))
+            .filter_map(|r| self.health.ttl_cap(r.id))
+            .fold(p.ttl, u32::min);
         let regions = |cname: bool| -> Dynamic {
             let chosen = d.chosen();
             if cname {
@@ -136,7 +145,7 @@ impl DynamicAnswers for PolicyAnswers<'_> {
                     .and_then(|r| r.cname.as_ref())
                 {
                     Some(t) => Dynamic::Cname {
-                        ttl: p.ttl,
+                        ttl,
                         target: t.to_vec(),
                     },
                     None => Dynamic::NoData,
@@ -156,7 +165,7 @@ impl DynamicAnswers for PolicyAnswers<'_> {
             } else {
                 Dynamic::Records {
                     rtype: qtype,
-                    ttl: p.ttl,
+                    ttl,
                     rdata,
                 }
             }

@@ -16,7 +16,10 @@ use tracing::{debug, info, warn};
 
 use super::handler::{self, Transport};
 use crate::config::DnsConfig;
+use crate::health::HealthView;
 use crate::snapshot::Shared;
+
+pub type SharedHealth = Arc<arc_swap::ArcSwap<HealthView>>;
 
 /// Largest datagram we accept; anything longer is cut by the kernel and fails to parse.
 const MAX_UDP_REQUEST: usize = 65_535;
@@ -92,18 +95,25 @@ impl Bound {
 pub async fn run(
     bound: Bound,
     shared: Shared,
+    health: SharedHealth,
     config: DnsConfig,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut tasks = JoinSet::new();
     for socket in bound.udp {
-        tasks.spawn(udp_loop(socket, shared.clone(), shutdown.clone()));
+        tasks.spawn(udp_loop(
+            socket,
+            shared.clone(),
+            health.clone(),
+            shutdown.clone(),
+        ));
     }
     let conns = Arc::new(Semaphore::new(config.tcp_max_connections));
     for listener in bound.tcp {
         tasks.spawn(tcp_accept(
             listener,
             shared.clone(),
+            health.clone(),
             conns.clone(),
             config.tcp_idle_timeout,
             shutdown.clone(),
@@ -116,7 +126,12 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), conns.acquire_many(all)).await;
 }
 
-async fn udp_loop(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiver<bool>) {
+async fn udp_loop(
+    socket: UdpSocket,
+    shared: Shared,
+    health: SharedHealth,
+    mut shutdown: watch::Receiver<bool>,
+) {
     let mut buf = vec![0u8; MAX_UDP_REQUEST];
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -133,9 +148,16 @@ async fn udp_loop(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiv
             }
         };
         let snapshot = shared.load();
+        let view = health.load();
         let packet = buf.get(..len).unwrap_or_default();
-        if handler::handle(&snapshot, packet, peer.ip(), Transport::Udp, &mut out)
-            && let Err(e) = socket.send_to(&out, peer).await
+        if handler::handle(
+            &snapshot,
+            &view,
+            packet,
+            peer.ip(),
+            Transport::Udp,
+            &mut out,
+        ) && let Err(e) = socket.send_to(&out, peer).await
         {
             debug!(error = %e, %peer, "udp send error");
         }
@@ -145,6 +167,7 @@ async fn udp_loop(socket: UdpSocket, shared: Shared, mut shutdown: watch::Receiv
 async fn tcp_accept(
     listener: TcpListener,
     shared: Shared,
+    health: SharedHealth,
     conns: Arc<Semaphore>,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -167,9 +190,10 @@ async fn tcp_accept(
             continue;
         };
         let shared = shared.clone();
+        let health = health.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            tcp_conn(stream, peer.ip(), shared, idle, shutdown).await;
+            tcp_conn(stream, peer.ip(), shared, health, idle, shutdown).await;
             drop(permit);
         });
     }
@@ -179,6 +203,7 @@ async fn tcp_conn(
     mut stream: TcpStream,
     peer: std::net::IpAddr,
     shared: Shared,
+    health: SharedHealth,
     idle: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -200,7 +225,8 @@ async fn tcp_conn(
         }
         let answered = {
             let snapshot = shared.load();
-            handler::handle(&snapshot, &buf, peer, Transport::Tcp, &mut out)
+            let view = health.load();
+            handler::handle(&snapshot, &view, &buf, peer, Transport::Tcp, &mut out)
         };
         if !answered {
             return;

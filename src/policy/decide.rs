@@ -6,29 +6,13 @@ use std::net::IpAddr;
 
 use super::{MAX_ANSWERS, Method, Policy, PolicySet};
 use crate::geo::{self, Family};
+use crate::health::Effective;
+pub use crate::health::HealthView;
 use crate::zone::rtype;
 
 /// Weighted answers are stable per client /24 (IPv4) or /56 (IPv6).
 pub const WEIGHTED_V4_PREFIX: u8 = 24;
 pub const WEIGHTED_V6_PREFIX: u8 = 56;
-
-/// Which regions an operator or the health checker has taken out (index = region).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct HealthView {
-    pub down: Vec<bool>,
-}
-
-impl HealthView {
-    pub fn all_up(regions: usize) -> Self {
-        HealthView {
-            down: vec![false; regions],
-        }
-    }
-
-    pub fn is_up(&self, region: u16) -> bool {
-        !self.down.get(usize::from(region)).copied().unwrap_or(false)
-    }
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
@@ -113,8 +97,9 @@ fn eligible(set: &PolicySet, region: u16, qtype: u16) -> Option<bool> {
     has.then_some(false)
 }
 
-/// Walks `order`, taking up to `answers` regions that can answer `qtype` (and are up,
-/// unless `ignore_health`). A CNAME region answers alone and only when it comes first.
+/// Walks `order`, taking up to `answers` regions that can answer `qtype`: healthy ones
+/// first, then degraded ones (slow but working), unless `ignore_health`. A CNAME region
+/// answers alone and only when it comes first.
 fn walk(
     set: &PolicySet,
     health: &HealthView,
@@ -125,25 +110,40 @@ fn walk(
 ) -> (usize, [u16; MAX_ANSWERS], bool) {
     let mut out = [0u16; MAX_ANSWERS];
     let mut n = 0;
-    for &r in order {
-        if !ignore_health && !health.is_up(r) {
-            continue;
-        }
-        match eligible(set, r, qtype) {
-            Some(true) if n == 0 => {
-                out[0] = r;
-                return (1, out, true);
+    let passes: &[Effective] = if ignore_health {
+        &[Effective::Down]
+    } else {
+        &[Effective::Up, Effective::Degraded]
+    };
+    for &pass in passes {
+        for &r in order {
+            let Some(region) = set.regions.get(usize::from(r)) else {
+                continue;
+            };
+            let state = health.state(region.id);
+            let admitted = match pass {
+                Effective::Down => true, // ignoring health: everything, in order
+                p => state == p,
+            };
+            if !admitted {
+                continue;
             }
-            Some(false) => {
-                if let Some(slot) = out.get_mut(n) {
-                    *slot = r;
-                    n += 1;
+            match eligible(set, r, qtype) {
+                Some(true) if n == 0 => {
+                    out[0] = r;
+                    return (1, out, true);
                 }
-                if n >= answers {
-                    break;
+                Some(false) => {
+                    if let Some(slot) = out.get_mut(n) {
+                        *slot = r;
+                        n += 1;
+                    }
+                    if n >= answers {
+                        return (n, out, false);
+                    }
                 }
+                _ => {}
             }
-            _ => {}
         }
     }
     (n, out, false)

@@ -34,14 +34,8 @@ pub const EU: &[&str] = &[
     "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
 ];
 
-#[derive(Debug, Clone)]
-pub struct Endpoint {
-    pub name: String,
-    pub probe: String,
-    pub address: std::net::SocketAddr,
-    pub path: Option<String>,
-    pub host: Option<String>,
-}
+pub use crate::health::probe::{Endpoint, Probe};
+pub use crate::health::{MinUp, Thresholds};
 
 #[derive(Debug, Clone)]
 pub struct Region {
@@ -54,6 +48,10 @@ pub struct Region {
     pub weight: u32,
     pub labels: BTreeMap<String, String>,
     pub endpoints: Vec<Endpoint>,
+    pub thresholds: Thresholds,
+    pub min_up: MinUp,
+    /// Stable across reloads for the same name: the health view is indexed by it.
+    pub id: u32,
     pub file: PathBuf,
     pub line: usize,
 }
@@ -317,6 +315,9 @@ pub fn load(
             }
         }
     }
+    for (i, r) in set.regions.iter_mut().enumerate() {
+        r.id = i as u32; // the snapshot renumbers with the process-wide registry
+    }
     if set.regions.len() > usize::from(u16::MAX) {
         errors.push(Diagnostic::new(dir, 0, "more than 65535 regions"));
     }
@@ -416,31 +417,31 @@ fn region(
             None
         }
     };
-    let mut endpoints = Vec::new();
+    let mut endpoints: Vec<Endpoint> = Vec::new();
     for e in &spec.endpoints {
-        let ev = &e.value;
-        if !matches!(ev.probe.value.as_str(), "http" | "https" | "tcp") {
-            errors.push(diag(
-                file,
-                &ev.probe,
-                format!("probe {:?} is not http, https or tcp", ev.probe.value),
-            ));
-        }
-        match ev.address.value.parse() {
-            Ok(address) => endpoints.push(Endpoint {
-                name: ev.name.value.clone(),
-                probe: ev.probe.value.clone(),
-                address,
-                path: ev.path.clone(),
-                host: ev.host.clone(),
-            }),
-            Err(_) => errors.push(diag(
-                file,
-                &ev.address,
-                format!("address {:?} is not IP:PORT", ev.address.value),
-            )),
+        match crate::health::probe::endpoint_from_spec(&e.value) {
+            Ok(ep) => {
+                if endpoints.iter().any(|x| x.name == ep.name) {
+                    errors.push(diag(
+                        file,
+                        &e.value.name,
+                        format!("endpoint {} is defined twice", ep.name),
+                    ));
+                }
+                endpoints.push(ep);
+            }
+            Err((at, msg)) => errors.push(Diagnostic::at(file, at.0, at.1, msg)),
         }
     }
+    let (thresholds, min_up) =
+        match crate::health::thresholds_from_spec(&spec.health, spec.endpoints.len()) {
+            Ok(t) => t,
+            Err((at, msg)) => {
+                let (l, c) = if at.0 == 0 { pos(r) } else { at };
+                errors.push(Diagnostic::at(file, l, c, msg));
+                (Thresholds::default_preset(), MinUp::Count(1))
+            }
+        };
     let (line, _) = pos(r);
     seen.insert(name.clone(), (file.to_path_buf(), line));
     (errors.len() == n).then(|| Region {
@@ -452,6 +453,9 @@ fn region(
         weight: spec.weight,
         labels: spec.labels.clone(),
         endpoints,
+        thresholds,
+        min_up,
+        id: 0,
         file: file.to_path_buf(),
         line,
     })

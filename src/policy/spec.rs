@@ -44,14 +44,15 @@ pub struct Region {
     pub labels: BTreeMap<String, String>,
     #[serde(default)]
     pub endpoints: Vec<S<Endpoint>>,
+    #[serde(default)]
+    pub health: Health,
 }
 
 fn default_weight() -> u32 {
     100
 }
 
-/// What the health checker probes (the checker itself is a later milestone; the
-/// endpoints are validated now so files written today keep working).
+/// One thing the health checker probes for a region.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
@@ -60,12 +61,46 @@ pub struct Endpoint {
     pub probe: S<String>,
     /// `IP:PORT` to connect to; may differ from the answered addresses.
     pub address: S<String>,
+    /// HTTP(S): request path (default `/`).
     pub path: Option<String>,
+    /// HTTP(S): method (default `GET`).
+    pub method: Option<String>,
+    /// HTTP(S): Host header (default: the address).
     pub host: Option<String>,
-    pub interval: Option<String>,
-    pub timeout: Option<String>,
+    /// HTTPS: server name sent in SNI and verified (default: `host`, else none).
+    pub sni: Option<String>,
+    /// HTTPS: verify the certificate (default true).
+    pub tls_verify: Option<bool>,
+    /// HTTP(S): statuses that count as success (default 200-399).
     #[serde(default)]
     pub expect_status: Vec<u16>,
+    /// HTTP(S): the body must contain this (the first 64 KiB are read).
+    pub expect_body: Option<String>,
+    /// How often to probe (default 2s) and how long one probe may take (default 1s).
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
+}
+
+/// Thresholds of a region's endpoints: a preset, any field overridden.
+#[derive(Debug, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// `default`, `aggressive` or `conservative`.
+    pub preset: Option<S<String>>,
+    pub window: Option<usize>,
+    pub fail_error_rate: Option<f64>,
+    pub fail_latency: Option<S<String>>,
+    pub fail_consecutive: Option<u32>,
+    pub recover_error_rate: Option<f64>,
+    pub recover_latency: Option<S<String>>,
+    pub recover_consecutive: Option<u32>,
+    pub cooldown: Option<S<String>>,
+    pub latency_percentile: Option<u8>,
+    pub degraded_latency: Option<S<String>>,
+    /// The region is up while at least this many endpoints are (default 1)...
+    pub min_up: Option<usize>,
+    /// ...or this fraction of them (0..1), if given.
+    pub min_up_fraction: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -95,9 +95,10 @@ fn ask(
     qtype: u16,
     down: &[&str],
 ) -> (Vec<String>, Vec<String>, u8, Outcome) {
-    let mut health = HealthView::all_up(w.set.regions.len());
+    let mut health = HealthView::default();
     for d in down {
-        health.down[usize::from(w.set.region_index(d).unwrap())] = true;
+        let r = &w.set.regions[usize::from(w.set.region_index(d).unwrap())];
+        health.set(r.id, crate::health::Effective::Down);
     }
     let client: Option<IpAddr> = (!client.is_empty()).then(|| client.parse().unwrap());
     let d = decide(&w.set, &health, &w.set.policies[policy], qtype, client);

@@ -1,0 +1,73 @@
+//! The state file: last measured endpoint states and operator overrides, so that a
+//! restart neither flaps (a down endpoint stays down and its cooldown continues) nor
+//! forgets a drain. Written atomically (temporary file + rename).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use super::Override;
+
+pub const STATE_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EndpointRecord {
+    /// `up`, `degraded` or `down`.
+    pub state: String,
+    /// Unix seconds when it entered that state.
+    pub since: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StateFile {
+    pub version: u32,
+    /// Keyed `region/endpoint`.
+    #[serde(default)]
+    pub endpoints: BTreeMap<String, EndpointRecord>,
+    #[serde(default)]
+    pub region_overrides: BTreeMap<String, Override>,
+    /// Keyed `region/endpoint`.
+    #[serde(default)]
+    pub endpoint_overrides: BTreeMap<String, Override>,
+}
+
+pub fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl StateFile {
+    /// A missing file is an empty state; an unreadable one is an error to log (and
+    /// the server starts from measurements alone rather than refusing to serve).
+    pub fn load(path: &Path) -> Result<StateFile, String> {
+        match std::fs::read(path) {
+            Ok(bytes) => {
+                let s: StateFile = serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                if s.version != STATE_VERSION {
+                    return Err(format!(
+                        "{}: state version {} is not {STATE_VERSION}",
+                        path.display(),
+                        s.version
+                    ));
+                }
+                Ok(s)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(StateFile {
+                version: STATE_VERSION,
+                ..Default::default()
+            }),
+            Err(e) => Err(format!("{}: {e}", path.display())),
+        }
+    }
+
+    pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        let tmp = path.with_extension("tmp");
+        let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
+        std::fs::write(&tmp, text)?;
+        std::fs::rename(&tmp, path)
+    }
+}
