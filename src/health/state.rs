@@ -567,3 +567,57 @@ mod tests {
         assert!((w.signals(90).error_rate - 0.1).abs() < 1e-9);
     }
 }
+
+#[cfg(test)]
+mod ttl_tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn ttls_shrink_near_a_state_change() {
+        let t = Thresholds::default_preset();
+        let now = Instant::now();
+        let interval = Duration::from_secs(2);
+        let mut w = Window::default();
+        w.push(
+            Sample {
+                ok: true,
+                latency: Duration::from_millis(5),
+            },
+            t.window,
+        );
+        assert_eq!(
+            time_to_change(State::Up, &w.signals(90), &t, interval, now),
+            None,
+            "steady: no cap"
+        );
+        w.push(
+            Sample {
+                ok: false,
+                latency: Duration::from_secs(1),
+            },
+            t.window,
+        );
+        // One failure of three: two more probes could take it down.
+        assert_eq!(
+            time_to_change(State::Up, &w.signals(90), &t, interval, now),
+            Some(Duration::from_secs(4))
+        );
+        let down = State::Down {
+            since: now,
+            held_logged: false,
+        };
+        w.push(
+            Sample {
+                ok: true,
+                latency: Duration::from_millis(5),
+            },
+            t.window,
+        );
+        let later = now + Duration::from_secs(290);
+        // Passing probes while down: back when the cooldown ends (10 s left).
+        assert_eq!(
+            time_to_change(down, &w.signals(90), &t, interval, later),
+            Some(Duration::from_secs(10))
+        );
+    }
+}

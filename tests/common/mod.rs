@@ -7,6 +7,8 @@
     clippy::indexing_slicing
 )]
 
+pub mod httpd;
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};

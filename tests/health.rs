@@ -1,0 +1,234 @@
+//! Failover in real time: the real binary probes real local HTTP servers that fail in
+//! real ways (503, refused, hang, slow, reset, flapping), and the DNS answers move.
+//! Thresholds are small so that the whole file runs in well under a minute; the same
+//! rules are specified deterministically (paused time) in `src/health/state.rs`.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::httpd::{Httpd, Mode};
+use common::*;
+use hickory_proto::rr::RecordType;
+
+const ZONE: &str = "$TTL 300
+@    SOA ns1 hostmaster 1 7200 3600 1209600 60
+@    NS  ns1
+ns1  A   192.0.2.53
+";
+
+struct Deployment {
+    dir: tempfile::TempDir,
+    eu: Httpd,
+    us: Httpd,
+}
+
+fn deployment(cooldown: &str) -> Deployment {
+    let eu = Httpd::start();
+    let us = Httpd::start();
+    let dir = common::deployment(&[("example.test", ZONE)]);
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::create_dir(dir.path().join("geoip")).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/geoip/geo-whois-asn-country.mmdb"
+        ),
+        dir.path().join("geoip/geo-whois-asn-country.mmdb"),
+    )
+    .unwrap();
+    let health = format!(
+        "{{ window: 6, fail_error_rate: 0.5, fail_consecutive: 2, fail_latency: 300ms, recover_error_rate: 0.0, recover_latency: 200ms, recover_consecutive: 3, cooldown: {cooldown} }}"
+    );
+    std::fs::write(
+        dir.path().join("policies/web.yaml"),
+        format!(
+            "version: 1
+regions:
+  - name: eu-west
+    location: {{ lat: 53.35, lon: -6.26 }}
+    a: [198.51.100.10]
+    endpoints:
+      - {{ name: web, probe: http, address: \"{eu}\", path: /healthz, interval: 150ms, timeout: 120ms }}
+    health: {health}
+  - name: us-east
+    location: {{ lat: 39.04, lon: -77.49 }}
+    a: [192.0.2.10]
+    endpoints:
+      - {{ name: web, probe: http, address: \"{us}\", path: /healthz, interval: 150ms, timeout: 120ms }}
+    health: {health}
+policies:
+  - {{ name: www.example.test, method: nearest, ttl: 30 }}
+",
+            eu = eu.addr,
+            us = us.addr
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("meridian.yaml"),
+        "version: 1\ndns:\n  udp_sockets_per_address: 1\nhealth:\n  state_file: state.json\n  startup_wait: 5s\n",
+    )
+    .unwrap();
+    Deployment { dir, eu, us }
+}
+
+/// The A answer for a client in the UK (nearest: eu-west, then us-east).
+fn answer(m: &Meridian) -> String {
+    let mut q = query_msg("www.example.test.", RecordType::A, None);
+    let mut e = hickory_proto::op::Edns::new();
+    e.options_mut()
+        .insert(hickory_proto::rr::rdata::opt::EdnsOption::Subnet(
+            hickory_proto::rr::rdata::opt::ClientSubnet::new("81.2.69.0".parse().unwrap(), 24, 0),
+        ));
+    q.set_edns(e);
+    let r = udp(m.addr, &q.to_vec().unwrap());
+    r.answers
+        .first()
+        .map(|a| a.data.to_string())
+        .unwrap_or_default()
+}
+
+const EU: &str = "198.51.100.10";
+const US: &str = "192.0.2.10";
+
+fn wait_for(m: &Meridian, want: &str, limit: Duration) -> Duration {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if answer(m) == want {
+            return start.elapsed();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    panic!("no answer {want} within {limit:?}; log:\n{}", m.log());
+}
+
+fn stays(m: &Meridian, want: &str, for_: Duration) {
+    let start = Instant::now();
+    while start.elapsed() < for_ {
+        let got = answer(m);
+        assert_eq!(
+            got,
+            want,
+            "answer changed after {:?}; log:\n{}",
+            start.elapsed(),
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn a_503_region_leaves_within_seconds_and_returns_only_after_its_cooldown() {
+    let d = deployment("3s");
+    let m = Meridian::start(&d.dir.path().join("meridian.yaml"));
+    assert_eq!(
+        answer(&m),
+        EU,
+        "serving starts after the first probe round, healthy"
+    );
+    d.eu.set(Mode::Unavailable);
+    let took = wait_for(&m, US, Duration::from_secs(3));
+    // Two failed probes 150 ms apart, plus up to one interval of phase.
+    assert!(took < Duration::from_millis(1500), "failover took {took:?}");
+    d.eu.set(Mode::Ok);
+    let well_again = Instant::now();
+    // Well again, but the 3 s cooldown (from when it went down) holds it out.
+    stays(&m, US, Duration::from_millis(2000).saturating_sub(took));
+    let back = wait_for(&m, EU, Duration::from_secs(4)) + well_again.elapsed();
+    assert!(
+        back >= Duration::from_millis(2000),
+        "came back after {back:?}"
+    );
+    let log = m.log();
+    assert!(
+        log.contains("eu-west/web") && log.contains("cooldown holds it down"),
+        "{log}"
+    );
+    assert!(
+        log.contains("from=\"up\"") || log.contains("from=up"),
+        "{log}"
+    );
+    assert!(
+        d.us.requests.load(std::sync::atomic::Ordering::SeqCst) > 5,
+        "us-east was probed too"
+    );
+}
+
+#[test]
+fn refused_hanging_reset_and_slow_endpoints_each_take_the_region_out() {
+    let d = deployment("500ms");
+    let m = Meridian::start(&d.dir.path().join("meridian.yaml"));
+    assert_eq!(answer(&m), EU);
+    for mode in [Mode::Refuse, Mode::Hang, Mode::Reset, Mode::Slow] {
+        d.eu.set(mode);
+        wait_for(&m, US, Duration::from_secs(4));
+        d.eu.set(Mode::Ok);
+        wait_for(&m, EU, Duration::from_secs(6));
+    }
+}
+
+#[test]
+fn an_endpoint_failing_every_other_probe_is_kept_out() {
+    let d = deployment("500ms");
+    let m = Meridian::start(&d.dir.path().join("meridian.yaml"));
+    assert_eq!(answer(&m), EU);
+    d.eu.set(Mode::Flap);
+    wait_for(&m, US, Duration::from_secs(4));
+    // Half its probes fail: it never meets the recovery thresholds, so no bouncing.
+    stays(&m, US, Duration::from_secs(3));
+}
+
+fn stop(m: &mut Meridian) {
+    Command::new("kill")
+        .args(["-TERM", &m.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while m.child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_restart_keeps_a_down_region_down_and_a_drain_drained() {
+    let d = deployment("30s");
+    let config = d.dir.path().join("meridian.yaml");
+    let mut m = Meridian::start(&config);
+    d.eu.set(Mode::Unavailable);
+    wait_for(&m, US, Duration::from_secs(3));
+    stop(&mut m);
+    let state = std::fs::read_to_string(d.dir.path().join("state.json")).unwrap();
+    assert!(
+        state.contains("\"eu-west/web\"") && state.contains("\"down\""),
+        "{state}"
+    );
+    // Healthy again, but the restored state keeps it down until its cooldown ends.
+    d.eu.set(Mode::Ok);
+    let m = Meridian::start(&config);
+    stays(&m, US, Duration::from_secs(2));
+    drop(m);
+
+    // An operator drain in the state file survives restarts and wins over probes:
+    // eu-west is healthy (and has no recorded state now), but drained.
+    let path = d.dir.path().join("state.json");
+    write_drain(&path, "eu-west");
+    let m = Meridian::start(&config);
+    stays(&m, US, Duration::from_secs(1));
+    let after = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        after.is_empty() || after.contains("game day"),
+        "the drain is kept: {after}"
+    );
+}
+
+fn write_drain(path: &Path, region: &str) {
+    let text = format!(
+        "{{\"version\":1,\"endpoints\":{{}},\"region_overrides\":{{\"{region}\":{{\"kind\":\"drain\",\"reason\":\"game day\",\"since\":0}}}},\"endpoint_overrides\":{{}}}}"
+    );
+    std::fs::write(path, text).unwrap();
+}
