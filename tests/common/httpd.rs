@@ -49,7 +49,7 @@ fn serve(mut s: TcpStream, mode: Mode, n: u64) {
             let _ = s.write_all(bad.as_bytes());
         }
         Mode::Flap => {
-            let _ = s.write_all(if n % 2 == 0 { ok } else { bad }.as_bytes());
+            let _ = s.write_all(if n.is_multiple_of(2) { ok } else { bad }.as_bytes());
         }
         Mode::Slow => {
             std::thread::sleep(Duration::from_millis(400));
