@@ -29,6 +29,17 @@ struct Deployment {
 fn deployment(cooldown: &str) -> Deployment {
     let eu = Httpd::start();
     let us = Httpd::start();
+    let endpoint = |addr: std::net::SocketAddr| {
+        format!(
+            "{{ name: web, probe: http, address: \"{addr}\", path: /healthz, interval: 150ms, timeout: 120ms }}"
+        )
+    };
+    let dir = write_deployment(&endpoint(eu.addr), &endpoint(us.addr), cooldown);
+    Deployment { dir, eu, us }
+}
+
+/// A deployment whose two regions have the given endpoint specs (YAML flow maps).
+fn write_deployment(eu_endpoint: &str, us_endpoint: &str, cooldown: &str) -> tempfile::TempDir {
     let dir = common::deployment(&[("example.test", ZONE)]);
     std::fs::create_dir(dir.path().join("policies")).unwrap();
     std::fs::create_dir(dir.path().join("geoip")).unwrap();
@@ -52,19 +63,17 @@ regions:
     location: {{ lat: 53.35, lon: -6.26 }}
     a: [198.51.100.10]
     endpoints:
-      - {{ name: web, probe: http, address: \"{eu}\", path: /healthz, interval: 150ms, timeout: 120ms }}
+      - {eu_endpoint}
     health: {health}
   - name: us-east
     location: {{ lat: 39.04, lon: -77.49 }}
     a: [192.0.2.10]
     endpoints:
-      - {{ name: web, probe: http, address: \"{us}\", path: /healthz, interval: 150ms, timeout: 120ms }}
+      - {us_endpoint}
     health: {health}
 policies:
   - {{ name: www.example.test, method: nearest, ttl: 30 }}
 ",
-            eu = eu.addr,
-            us = us.addr
         ),
     )
     .unwrap();
@@ -73,7 +82,7 @@ policies:
         "version: 1\ndns:\n  udp_sockets_per_address: 1\nhealth:\n  state_file: state.json\n  startup_wait: 5s\n",
     )
     .unwrap();
-    Deployment { dir, eu, us }
+    dir
 }
 
 /// The A answer for a client in the UK (nearest: eu-west, then us-east).
@@ -132,8 +141,9 @@ fn a_503_region_leaves_within_seconds_and_returns_only_after_its_cooldown() {
     );
     d.eu.set(Mode::Unavailable);
     let took = wait_for(&m, US, Duration::from_secs(3));
-    // Two failed probes 150 ms apart, plus up to one interval of phase.
-    assert!(took < Duration::from_millis(1500), "failover took {took:?}");
+    // The bound the configuration implies: consecutive × interval + timeout + 1 s.
+    let bound = Duration::from_millis(2 * 150 + 120 + 1000);
+    assert!(took < bound, "failover took {took:?}, bound {bound:?}");
     d.eu.set(Mode::Ok);
     let well_again = Instant::now();
     // Well again, but the 3 s cooldown (from when it went down) holds it out.
@@ -231,4 +241,86 @@ fn write_drain(path: &Path, region: &str) {
         "{{\"version\":1,\"endpoints\":{{}},\"region_overrides\":{{\"{region}\":{{\"kind\":\"drain\",\"reason\":\"game day\",\"since\":0}}}},\"endpoint_overrides\":{{}}}}"
     );
     std::fs::write(path, text).unwrap();
+}
+
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn https_probes_reject_an_untrusted_certificate_unless_verification_is_off() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (cert, key) = (tmp.path().join("cert.pem"), tmp.path().join("key.pem"));
+    let made = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=health.example.test",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl");
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let port = free_port();
+    // openssl's own TLS server answers GET with 200 and a status page (-www).
+    let _server = Child(
+        Command::new("openssl")
+            .args([
+                "s_server",
+                "-quiet",
+                "-www",
+                "-accept",
+                &format!("127.0.0.1:{port}"),
+                "-cert",
+            ])
+            .arg(&cert)
+            .arg("-key")
+            .arg(&key)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "s_server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let https = |verify: bool| {
+        format!(
+            "{{ name: tls, probe: https, address: \"127.0.0.1:{port}\", sni: health.example.test, tls_verify: {verify}, interval: 300ms, timeout: 250ms }}"
+        )
+    };
+    // eu-west verifies the self-signed certificate (and fails); us-east does not.
+    let dir = write_deployment(&https(true), &https(false), "1s");
+    let m = Meridian::start(&dir.path().join("meridian.yaml"));
+    wait_for(&m, US, Duration::from_secs(3));
+    stays(&m, US, Duration::from_millis(1500));
+    let log = m.log();
+    assert!(
+        log.contains("key=\"eu-west/tls\""),
+        "eu-west's failure is logged: {log}"
+    );
+    assert!(
+        !log.contains("key=\"us-east/tls\""),
+        "us-east never changes state: {log}"
+    );
 }

@@ -187,6 +187,9 @@ struct EndpointRt {
     since: Instant,
     since_unix: u64,
     probed: bool,
+    /// When the probe task last reported; a task that stops reporting (it panicked or
+    /// hangs) is replaced and its silence counted as a failure.
+    last_report: Instant,
     generation: u64,
     task: JoinHandle<()>,
 }
@@ -266,6 +269,8 @@ impl Core {
         mut samples: mpsc::UnboundedReceiver<(String, u64, Sample)>,
         deadline: Instant,
     ) {
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut waiting = true;
         if self.endpoints.is_empty() {
             let _ = self.ready_tx.send(true);
@@ -301,6 +306,12 @@ impl Core {
                         info!("first probe round complete");
                         let _ = self.ready_tx.send(true);
                         waiting = false;
+                    }
+                }
+                _ = watchdog.tick() => {
+                    if self.revive_silent_probes() {
+                        self.publish(true);
+                        self.persist();
                     }
                 }
                 _ = tokio::time::sleep_until(deadline), if waiting => {
@@ -376,6 +387,7 @@ impl Core {
                                 since,
                                 since_unix,
                                 probed: false,
+                                last_report: now,
                                 generation: self.generation,
                                 task: spawn_probe(
                                     key,
@@ -419,6 +431,7 @@ impl Core {
             return false; // from a probe task that was replaced
         }
         rt.probed = true;
+        rt.last_report = now;
         rt.window.push(sample, rt.thresholds.window);
         let signals = rt.window.signals(rt.thresholds.latency_percentile);
         let (next, tr) = state::observe(rt.state, &signals, &rt.thresholds, now);
@@ -440,6 +453,47 @@ impl Core {
                 reason: tr.reason,
                 cooldown_held: tr.cooldown_held,
             });
+        }
+        changed
+    }
+
+    /// Replaces probe tasks that have not reported for two intervals plus a timeout
+    /// plus a second, counting the silence as a failed probe. Returns whether a
+    /// persisted state changed.
+    fn revive_silent_probes(&mut self) -> bool {
+        let now = Instant::now();
+        let silent: Vec<(String, Duration)> = self
+            .endpoints
+            .iter()
+            .filter(|(_, e)| {
+                now.saturating_duration_since(e.last_report)
+                    > e.ep.interval * 2 + e.ep.timeout + Duration::from_secs(1)
+            })
+            .map(|(k, e)| (k.clone(), e.ep.timeout))
+            .collect();
+        let mut changed = false;
+        for (key, timeout) in silent {
+            warn!(key, "probe task stopped reporting: restarting it");
+            self.generation += 1;
+            let generation = self.generation;
+            if let Some(rt) = self.endpoints.get_mut(&key) {
+                rt.task.abort();
+                rt.task = spawn_probe(
+                    key.clone(),
+                    rt.ep.clone(),
+                    generation,
+                    self.sample_tx.clone(),
+                );
+                rt.generation = generation;
+            }
+            changed |= self.observe(
+                &key,
+                generation,
+                Sample {
+                    ok: false,
+                    latency: timeout,
+                },
+            );
         }
         changed
     }
