@@ -151,12 +151,15 @@ impl Default for DnsSpec {
 #[serde(deny_unknown_fields, default)]
 struct HttpSpec {
     listen: SocketAddr,
+    /// Bearer token for the admin API's writes; MERIDIAN_ADMIN_TOKEN overrides it.
+    admin_token: Option<String>,
 }
 
 impl Default for HttpSpec {
     fn default() -> Self {
         HttpSpec {
             listen: SocketAddr::from(([127, 0, 0, 1], 9153)),
+            admin_token: None,
         }
     }
 }
@@ -176,6 +179,8 @@ pub struct Config {
     pub file: PathBuf,
     pub dns: DnsConfig,
     pub http_listen: SocketAddr,
+    /// `None`: admin writes are disabled.
+    pub admin_token: Option<String>,
     pub zones_dir: PathBuf,
     pub policies_dir: PathBuf,
     pub geoip_dir: PathBuf,
@@ -344,6 +349,10 @@ impl Config {
                 udp_sockets_per_address: spec.dns.udp_sockets_per_address,
             },
             http_listen: overrides.http_listen.unwrap_or(spec.http.listen),
+            admin_token: std::env::var("MERIDIAN_ADMIN_TOKEN")
+                .ok()
+                .or(spec.http.admin_token)
+                .filter(|t| !t.is_empty()),
             zones_dir: base.join(spec.zones),
             policies_dir: base.join(spec.policies),
             geoip_dir,

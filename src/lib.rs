@@ -2,13 +2,16 @@
 //!
 //! See `ARCHITECTURE.md` for how data flows from files to the query path.
 
+pub mod admin;
 pub mod config;
 pub mod diag;
 pub mod dns;
 pub mod explain;
 pub mod geo;
 pub mod health;
+pub mod metrics;
 pub mod name;
 pub mod policy;
+pub mod reload;
 pub mod snapshot;
 pub mod zone;

@@ -10,11 +10,14 @@ use clap::{Parser, Subcommand, ValueEnum};
 use tokio::sync::watch;
 use tracing::{error, info, warn};
 
+use meridian::admin::AdminState;
 use meridian::config::{Config, Overrides};
 use meridian::dns::server;
 use meridian::health::RegionIds;
 use meridian::health::checker::HealthHandle;
+use meridian::metrics::Metrics;
 use meridian::name;
+use meridian::reload::Reloader;
 use meridian::snapshot::{Shared, Snapshot};
 
 #[derive(Parser)]
@@ -47,11 +50,44 @@ enum LogFormat {
 }
 
 #[derive(Subcommand)]
+enum AdminAction {
+    /// Take a region (or one endpoint) out of answers, e.g. for a game day.
+    Drain(Target),
+    /// Clear a region's (or endpoint's) override.
+    Undrain(Target),
+    /// Keep a region (or endpoint) in answers whatever the probes say.
+    ForceUp(Target),
+    /// Keep a region (or endpoint) out of answers whatever the probes say.
+    ForceDown(Target),
+    /// Reload the configuration, zones, policies and GeoIP data.
+    Reload,
+    /// Print the health status as JSON.
+    Status,
+}
+
+#[derive(clap::Args)]
+struct Target {
+    region: String,
+    #[arg(long)]
+    endpoint: Option<String>,
+    #[arg(long)]
+    reason: Option<String>,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Serve DNS in the foreground until SIGTERM or SIGINT; SIGHUP reloads.
     Serve,
     /// Validate the configuration and every zone without serving.
     Check,
+    /// Drive a running server's admin API (drains, forced states, reload, status).
+    Admin {
+        #[command(subcommand)]
+        action: AdminAction,
+        /// Bearer token (default: MERIDIAN_ADMIN_TOKEN).
+        #[arg(long, global = true)]
+        token: Option<String>,
+    },
     /// Print the answer the configuration gives a client, and why.
     Query {
         /// The name to ask about.
@@ -93,6 +129,10 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check => check(&cli, &overrides),
+        Command::Admin {
+            ref action,
+            ref token,
+        } => admin(&cli, &overrides, action, token.clone()),
         Command::Query {
             ref name,
             ref qtype,
@@ -173,6 +213,90 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
                 eprintln!("{e}");
             }
             eprintln!("{} errors", errors.len());
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn admin(
+    cli: &Cli,
+    overrides: &Overrides,
+    action: &AdminAction,
+    token: Option<String>,
+) -> ExitCode {
+    let config = match Config::load(&cli.config, overrides) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let base = format!("http://{}", config.http_listen);
+    let token = token.or_else(|| config.admin_token.clone());
+    let (method_post, path, body) = match action {
+        AdminAction::Reload => (true, "/api/v1/reload".to_string(), None),
+        AdminAction::Status => (false, "/api/v1/status".to_string(), None),
+        AdminAction::Drain(t)
+        | AdminAction::Undrain(t)
+        | AdminAction::ForceUp(t)
+        | AdminAction::ForceDown(t) => {
+            let verb = match action {
+                AdminAction::Drain(_) => "drain",
+                AdminAction::Undrain(_) => "undrain",
+                AdminAction::ForceUp(_) => "force-up",
+                _ => "force-down",
+            };
+            let path = match &t.endpoint {
+                Some(e) => format!("/api/v1/regions/{}/endpoints/{e}/{verb}", t.region),
+                None => format!("/api/v1/regions/{}/{verb}", t.region),
+            };
+            (true, path, Some(serde_json::json!({ "reason": t.reason })))
+        }
+    };
+    let run = async move {
+        let client = reqwest::Client::builder()
+            .no_proxy()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let mut req = if method_post {
+            client.post(format!("{base}{path}"))
+        } else {
+            client.get(format!("{base}{path}"))
+        };
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header("content-type", "application/json")
+                .body(b.to_string());
+        }
+        let resp = req.send().await.map_err(|e| format!("{base}: {e}"))?;
+        let ok = resp.status().is_success();
+        let text = resp.text().await.map_err(|e| e.to_string())?;
+        Ok::<_, String>((ok, text))
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(run) {
+        Ok((true, text)) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Ok((false, text)) => {
+            eprintln!("{}", text.trim_end());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("{e}");
             ExitCode::FAILURE
         }
     }
@@ -267,6 +391,14 @@ fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
         regions = snapshot.policies.regions.len(),
         "configuration loaded"
     );
+    let metrics = Arc::new(Metrics::new());
+    metrics.reloads.with_label_values(&["success"]).inc();
+    metrics
+        .last_reload_success
+        .set(meridian::reload::now_secs());
+    metrics
+        .geoip_build_epoch
+        .set(snapshot.geo.build_epoch as i64);
     let shared: Shared = Arc::new(ArcSwap::new(snapshot.clone()));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -274,37 +406,56 @@ fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
     runtime.block_on(async move {
         // Bind first: a port in use fails now, not after the probe round.
         let bound = server::bind(&config.dns)?;
-        let health = HealthHandle::start(snapshot, config.state_file.clone(), config.startup_wait);
-        // Serve only once every region has been probed (bounded): answering from
+        let http = tokio::net::TcpListener::bind(config.http_listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on HTTP {}: {e}", config.http_listen))?;
+        let health = HealthHandle::start(
+            snapshot,
+            config.state_file.clone(),
+            config.startup_wait,
+            metrics.clone(),
+        );
+        let reloader = Arc::new(Reloader::new(
+            cli.config.clone(),
+            overrides.clone(),
+            ids,
+            shared.clone(),
+            health.clone(),
+            metrics.clone(),
+        ));
+        let (tx, rx) = watch::channel(false);
+        if config.admin_token.is_none() {
+            info!("no admin token configured: admin API writes are disabled");
+        }
+        let admin_state = Arc::new(AdminState {
+            reloader: reloader.clone(),
+            token: config.admin_token.clone(),
+            shares: Default::default(),
+        });
+        info!(listen = %http.local_addr()?, "serving HTTP: /metrics /status /api/v1");
+        let admin = tokio::spawn(meridian::admin::serve(http, admin_state, rx.clone()));
+        // Serve DNS only once every region has been probed (bounded): answering from
         // guesses right after a restart is how a dead region gets traffic.
         health.wait_ready().await;
         server::log_listening(&bound.local_addrs());
-        let (tx, rx) = watch::channel(false);
-        let dns = tokio::spawn(server::run(
-            bound,
-            shared.clone(),
-            health.view.clone(),
-            config.dns.clone(),
-            rx,
-        ));
-        signals(&cli.config, overrides, shared, &health, &mut ids).await?;
+        let ctx = server::Ctx {
+            shared,
+            health: health.view.clone(),
+            metrics,
+        };
+        let dns = tokio::spawn(server::run(bound, ctx, config.dns.clone(), rx));
+        signals(&reloader).await?;
         info!("shutting down: finishing open exchanges");
         let _ = tx.send(true);
         let _ = dns.await;
+        let _ = admin.await;
         info!("stopped");
         Ok(())
     })
 }
 
-/// Waits for SIGTERM/SIGINT; SIGHUP re-reads everything and swaps the snapshot only if
-/// all of it is valid.
-async fn signals(
-    file: &std::path::Path,
-    overrides: &Overrides,
-    shared: Shared,
-    health: &HealthHandle,
-    ids: &mut RegionIds,
-) -> anyhow::Result<()> {
+/// Waits for SIGTERM/SIGINT; SIGHUP reloads (everything or nothing).
+async fn signals(reloader: &Arc<Reloader>) -> anyhow::Result<()> {
     use tokio::signal::unix::{SignalKind, signal};
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
@@ -315,18 +466,7 @@ async fn signals(
             _ = int.recv() => return Ok(()),
             _ = hup.recv() => {
                 info!("SIGHUP: reloading");
-                let rebuilt = Config::load(file, overrides)
-                    .map_err(anyhow::Error::from)
-                    .and_then(|c| build_or_report(&c, ids));
-                match rebuilt {
-                    Ok(s) => {
-                        info!(zones = s.zones.len(), policies = s.policies.policies.len(), "reload succeeded");
-                        let s = Arc::new(s);
-                        shared.store(s.clone());
-                        health.reconfigure(s);
-                    }
-                    Err(e) => error!("reload failed, still serving the previous configuration: {e:#}"),
-                }
+                reloader.reload().await;
             }
         }
     }

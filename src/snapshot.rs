@@ -83,12 +83,14 @@ impl Snapshot {
                             ),
                         ));
                     }
-                    GeoTable::compile(
+                    let mut table = GeoTable::compile(
                         c.networks,
                         policies.overlays(),
                         config.default_location.clone(),
                         format!("{} ({})", config.geo_database.display(), c.database_type),
-                    )
+                    );
+                    table.build_epoch = c.build_epoch;
+                    table
                 }
                 Err(e) => {
                     errors.push(Diagnostic::new(&config.geo_database, 0, e.to_string()));

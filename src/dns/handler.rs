@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::request::{self, Parsed};
 use super::response::{self, OptOut, RCODE_BADVERS};
+use crate::metrics::Metrics;
 use crate::policy::AllDown;
 use crate::policy::decide::{self, HealthView, Outcome};
 use crate::snapshot::Snapshot;
@@ -24,22 +25,43 @@ pub enum Transport {
 const CLASSIC_UDP_LIMIT: usize = 512;
 const CLASS_IN: u16 = 1;
 
-/// Handles one packet from `peer`; `false` means send nothing (it was not a query).
-pub fn handle(
-    snapshot: &Snapshot,
+/// What was answered, for metrics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Handled<'s> {
+    pub zone: Option<&'s str>,
+    pub qtype: u16,
+    pub rcode: u8,
+}
+
+/// Handles one packet from `peer`; `None` means send nothing (it was not a query).
+pub fn handle<'s>(
+    snapshot: &'s Snapshot,
     health: &HealthView,
-    packet: &[u8],
+    packet: &'s [u8],
     peer: IpAddr,
     transport: Transport,
+    metrics: Option<&Metrics>,
     out: &mut Vec<u8>,
-) -> bool {
+) -> Option<Handled<'s>> {
     let q = match request::parse(packet) {
-        Parsed::Drop => return false,
+        Parsed::Drop => return None,
         Parsed::HeaderOnly { id, flags, rcode } => {
             response::header_only(out, id, flags, rcode);
-            return true;
+            return Some(Handled {
+                zone: None,
+                qtype: 0,
+                rcode,
+            });
         }
         Parsed::Query(q) => q,
+    };
+    let qtype = q.qtype;
+    let handled = move |rcode: u16, zone: Option<&'s str>| {
+        Some(Handled {
+            zone,
+            qtype,
+            rcode: (rcode & 0xFF) as u8,
+        })
     };
     let our_size = snapshot.edns_udp_size;
     let mut opt_out = q.edns.map(|_| OptOut {
@@ -51,7 +73,7 @@ pub fn handle(
     {
         // RFC 6891 6.1.3: we speak version 0 only.
         response::error(out, &q, RCODE_BADVERS, opt_out);
-        return true;
+        return handled(RCODE_BADVERS, None);
     }
     let limit = match (transport, q.edns) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
@@ -60,12 +82,18 @@ pub fn handle(
     };
     if q.qclass != CLASS_IN {
         response::error(out, &q, Rcode::Refused as u16, opt_out);
-        return true;
+        return handled(Rcode::Refused as u16, None);
     }
     match q.qtype {
         // Zone transfers are not offered; the RFC 1035 mail meta-queries are obsolete.
-        rtype::AXFR | rtype::IXFR => response::error(out, &q, Rcode::Refused as u16, opt_out),
-        rtype::MAILA | rtype::MAILB => response::error(out, &q, Rcode::NotImp as u16, opt_out),
+        rtype::AXFR | rtype::IXFR => {
+            response::error(out, &q, Rcode::Refused as u16, opt_out);
+            handled(Rcode::Refused as u16, None)
+        }
+        rtype::MAILA | rtype::MAILB => {
+            response::error(out, &q, Rcode::NotImp as u16, opt_out);
+            handled(Rcode::NotImp as u16, None)
+        }
         _ => {
             // RFC 7871: the ECS address when given (source 0: no client information),
             // else the address the query came from.
@@ -78,15 +106,16 @@ pub fn handle(
                 health,
                 client,
                 scope: 0,
+                metrics,
             };
             let ans = lookup::resolve(&snapshot.zones, q.qname, q.qtype, &mut policies);
             if let Some(o) = opt_out.as_mut() {
                 o.ecs = q.ecs.map(|e| (e, policies.scope));
             }
             response::encode(out, &q, &ans, limit, opt_out);
+            handled(ans.rcode as u16, ans.zone)
         }
     }
-    true
 }
 
 /// Answers policy names for one query and remembers the widest ECS scope used (0 when
@@ -96,6 +125,8 @@ pub struct PolicyAnswers<'s> {
     pub health: &'s HealthView,
     pub client: Option<IpAddr>,
     pub scope: u8,
+    /// Counts answers per policy and region when given.
+    pub metrics: Option<&'s Metrics>,
 }
 
 static LAST_ALL_DOWN_LOG: AtomicU64 = AtomicU64::new(0);
@@ -130,6 +161,20 @@ impl DynamicAnswers for PolicyAnswers<'_> {
         self.scope = self.scope.max(d.scope);
         // Health-aware TTL: never above the policy's, shorter while a chosen region is
         // close to a state change, so resolvers come back when it may have changed.
+        if let Some(m) = self.metrics {
+            for &r in d.chosen() {
+                if let Some(region) = set.regions.get(usize::from(r)) {
+                    m.policy_answers
+                        .with_label_values(&[&*p.display, region.name.as_str()])
+                        .inc();
+                }
+            }
+            if d.outcome == Outcome::AllDown {
+                m.policy_all_down
+                    .with_label_values(&[&*p.display, p.all_down.name()])
+                    .inc();
+            }
+        }
         let ttl = d
             .chosen()
             .iter()

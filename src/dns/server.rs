@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 use super::handler::{self, Transport};
 use crate::config::DnsConfig;
 use crate::health::HealthView;
+use crate::metrics::{Metrics, qtype_label, rcode_label};
 use crate::snapshot::Shared;
 
 pub type SharedHealth = Arc<arc_swap::ArcSwap<HealthView>>;
@@ -91,29 +92,67 @@ impl Bound {
     }
 }
 
+/// What every socket task needs: the published snapshot and health view, and metrics.
+#[derive(Clone)]
+pub struct Ctx {
+    pub shared: Shared,
+    pub health: SharedHealth,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Ctx {
+    /// One query: one load of each published value, the handler, the query counter.
+    fn answer(
+        &self,
+        packet: &[u8],
+        peer: std::net::IpAddr,
+        transport: Transport,
+        out: &mut Vec<u8>,
+    ) -> bool {
+        let snapshot = self.shared.load();
+        let view = self.health.load();
+        match handler::handle(
+            &snapshot,
+            &view,
+            packet,
+            peer,
+            transport,
+            Some(&self.metrics),
+            out,
+        ) {
+            Some(h) => {
+                let t = if transport == Transport::Udp {
+                    "udp"
+                } else {
+                    "tcp"
+                };
+                self.metrics
+                    .dns_queries
+                    .with_label_values(&[
+                        h.zone.unwrap_or("none"),
+                        qtype_label(h.qtype),
+                        rcode_label(h.rcode),
+                        t,
+                    ])
+                    .inc();
+                true
+            }
+            None => false,
+        }
+    }
+}
+
 /// Serves until `shutdown` turns true, then lets open TCP exchanges finish (bounded).
-pub async fn run(
-    bound: Bound,
-    shared: Shared,
-    health: SharedHealth,
-    config: DnsConfig,
-    mut shutdown: watch::Receiver<bool>,
-) {
+pub async fn run(bound: Bound, ctx: Ctx, config: DnsConfig, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
     for socket in bound.udp {
-        tasks.spawn(udp_loop(
-            socket,
-            shared.clone(),
-            health.clone(),
-            shutdown.clone(),
-        ));
+        tasks.spawn(udp_loop(socket, ctx.clone(), shutdown.clone()));
     }
     let conns = Arc::new(Semaphore::new(config.tcp_max_connections));
     for listener in bound.tcp {
         tasks.spawn(tcp_accept(
             listener,
-            shared.clone(),
-            health.clone(),
+            ctx.clone(),
             conns.clone(),
             config.tcp_idle_timeout,
             shutdown.clone(),
@@ -126,12 +165,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(2), conns.acquire_many(all)).await;
 }
 
-async fn udp_loop(
-    socket: UdpSocket,
-    shared: Shared,
-    health: SharedHealth,
-    mut shutdown: watch::Receiver<bool>,
-) {
+async fn udp_loop(socket: UdpSocket, ctx: Ctx, mut shutdown: watch::Receiver<bool>) {
     let mut buf = vec![0u8; MAX_UDP_REQUEST];
     let mut out = Vec::with_capacity(4096);
     loop {
@@ -147,17 +181,9 @@ async fn udp_loop(
                 continue;
             }
         };
-        let snapshot = shared.load();
-        let view = health.load();
         let packet = buf.get(..len).unwrap_or_default();
-        if handler::handle(
-            &snapshot,
-            &view,
-            packet,
-            peer.ip(),
-            Transport::Udp,
-            &mut out,
-        ) && let Err(e) = socket.send_to(&out, peer).await
+        if ctx.answer(packet, peer.ip(), Transport::Udp, &mut out)
+            && let Err(e) = socket.send_to(&out, peer).await
         {
             debug!(error = %e, %peer, "udp send error");
         }
@@ -166,8 +192,7 @@ async fn udp_loop(
 
 async fn tcp_accept(
     listener: TcpListener,
-    shared: Shared,
-    health: SharedHealth,
+    ctx: Ctx,
     conns: Arc<Semaphore>,
     idle: Duration,
     mut shutdown: watch::Receiver<bool>,
@@ -189,11 +214,10 @@ async fn tcp_accept(
             debug!(%peer, "tcp connection limit reached; closing");
             continue;
         };
-        let shared = shared.clone();
-        let health = health.clone();
+        let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            tcp_conn(stream, peer.ip(), shared, health, idle, shutdown).await;
+            tcp_conn(stream, peer.ip(), ctx, idle, shutdown).await;
             drop(permit);
         });
     }
@@ -202,8 +226,7 @@ async fn tcp_accept(
 async fn tcp_conn(
     mut stream: TcpStream,
     peer: std::net::IpAddr,
-    shared: Shared,
-    health: SharedHealth,
+    ctx: Ctx,
     idle: Duration,
     shutdown: watch::Receiver<bool>,
 ) {
@@ -223,12 +246,7 @@ async fn tcp_conn(
             Ok(Ok(_)) => {}
             _ => return,
         }
-        let answered = {
-            let snapshot = shared.load();
-            let view = health.load();
-            handler::handle(&snapshot, &view, &buf, peer, Transport::Tcp, &mut out)
-        };
-        if !answered {
+        if !ctx.answer(&buf, peer, Transport::Tcp, &mut out) {
             return;
         }
         let Ok(frame_len) = u16::try_from(out.len()) else {

@@ -244,6 +244,8 @@ pub struct GeoTable {
     /// Networks read from the database (for `check`'s summary).
     pub networks: usize,
     pub database: String,
+    /// The database's own build time (Unix seconds), 0 without a database.
+    pub build_epoch: u64,
 }
 
 impl GeoTable {
@@ -408,6 +410,7 @@ impl GeoTable {
             default_location,
             networks: count,
             database,
+            build_epoch: 0,
         }
     }
 }

@@ -18,6 +18,7 @@ use super::probe::{self, Endpoint};
 use super::state::{self, Sample, State, Thresholds, Window};
 use super::store::{self, EndpointRecord, StateFile};
 use super::{Effective, HealthView, MinUp, Override, OverrideKind, RegionHealth};
+use crate::metrics::{Metrics, reason_label};
 use crate::snapshot::Snapshot;
 
 /// Transitions kept for the status page.
@@ -105,6 +106,7 @@ impl HealthHandle {
         snapshot: Arc<Snapshot>,
         state_file: Option<PathBuf>,
         startup_wait: Duration,
+        metrics: Arc<Metrics>,
     ) -> HealthHandle {
         let view = Arc::new(ArcSwap::from_pointee(HealthView::default()));
         let (tx, rx) = mpsc::unbounded_channel();
@@ -129,6 +131,7 @@ impl HealthHandle {
             history: VecDeque::new(),
             ready_tx,
             generation: 0,
+            metrics,
         };
         core.reconfigure(snapshot, Some(&persisted));
         core.publish(false);
@@ -212,6 +215,7 @@ struct Core {
     history: VecDeque<TransitionRecord>,
     ready_tx: watch::Sender<bool>,
     generation: u64,
+    metrics: Arc<Metrics>,
 }
 
 fn jitter(key: &str, interval: Duration) -> Duration {
@@ -406,6 +410,17 @@ impl Core {
     }
 
     fn record(&mut self, rec: TransitionRecord) {
+        let (region, endpoint) = rec.key.split_once('/').unwrap_or((rec.key.as_str(), ""));
+        self.metrics
+            .transitions
+            .with_label_values(&[
+                region,
+                endpoint,
+                rec.from.as_str(),
+                rec.to.as_str(),
+                reason_label(&rec.reason),
+            ])
+            .inc();
         info!(
             key = rec.key,
             policies = rec.policies,
@@ -432,6 +447,10 @@ impl Core {
         }
         rt.probed = true;
         rt.last_report = now;
+        self.metrics
+            .probe_duration
+            .with_label_values(&[rt.region.as_str(), rt.ep.name.as_str()])
+            .observe(sample.latency.as_secs_f64());
         rt.window.push(sample, rt.thresholds.window);
         let signals = rt.window.signals(rt.thresholds.latency_percentile);
         let (next, tr) = state::observe(rt.state, &signals, &rt.thresholds, now);
@@ -630,6 +649,7 @@ impl Core {
                         o.kind.name(),
                         o.reason.unwrap_or_default()
                     ),
+                    None if total == 0 => "no endpoints: up unless overridden".to_string(),
                     None => format!("{up} of {total} endpoints serving, {needed} needed"),
                 };
                 changes.push((region.name.clone(), prev, effective, why));
@@ -648,6 +668,58 @@ impl Core {
             });
         }
         self.view.store(Arc::new(view));
+        self.export_gauges(now);
+    }
+
+    fn export_gauges(&self, now: Instant) {
+        let m = &self.metrics;
+        m.region_healthy.reset();
+        m.endpoint_state.reset();
+        m.endpoint_error_rate.reset();
+        m.cooldown_remaining.reset();
+        m.overrides.reset();
+        for r in &self.snapshot.policies.regions {
+            let up = self
+                .last_region
+                .get(&r.name)
+                .is_none_or(|s| *s != Effective::Down);
+            m.region_healthy
+                .with_label_values(&[r.name.as_str()])
+                .set(i64::from(up));
+            if let Some(o) = self.region_override(&r.name) {
+                m.overrides
+                    .with_label_values(&[r.name.as_str(), "", o.kind.name()])
+                    .set(1);
+            }
+        }
+        for (key, e) in &self.endpoints {
+            let (region, ep) = (e.region.as_str(), e.ep.name.as_str());
+            for st in ["up", "degraded", "down"] {
+                m.endpoint_state
+                    .with_label_values(&[region, ep, st])
+                    .set(i64::from(e.state.name() == st));
+            }
+            let s = e.window.signals(e.thresholds.latency_percentile);
+            m.endpoint_error_rate
+                .with_label_values(&[region, ep])
+                .set(s.error_rate);
+            let cool = match e.state {
+                State::Down { since, .. } => e
+                    .thresholds
+                    .cooldown
+                    .saturating_sub(now.saturating_duration_since(since))
+                    .as_secs_f64(),
+                _ => 0.0,
+            };
+            m.cooldown_remaining
+                .with_label_values(&[region, ep])
+                .set(cool);
+            if let Some(o) = self.endpoint_overrides.get(key) {
+                m.overrides
+                    .with_label_values(&[region, ep, o.kind.name()])
+                    .set(1);
+            }
+        }
     }
 
     fn persist(&self) {

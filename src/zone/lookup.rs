@@ -46,6 +46,8 @@ pub struct Answer<'a> {
     /// Referral glue for name servers inside the delegated zone: without it the referral
     /// is useless, so a response that cannot carry it must be truncated (RFC 9471).
     pub glue_required: bool,
+    /// The zone the query name fell in (its apex, for metrics), `None` when refused.
+    pub zone: Option<&'a str>,
 }
 
 impl<'a> Answer<'a> {
@@ -57,6 +59,7 @@ impl<'a> Answer<'a> {
             authority: Vec::new(),
             additional: Vec::new(),
             glue_required: false,
+            zone: None,
         }
     }
 
@@ -205,6 +208,9 @@ pub fn resolve<'a>(
             None if hop == 0 => return Answer::refused(),
             None => break, // the chain leaves our zones: the resolver follows it.
         };
+        if hop == 0 {
+            ans.zone = Some(&zone.display);
+        }
         match walk(zone, &lower, qtype) {
             Step::NxDomain => {
                 ans.rcode = Rcode::NxDomain;

@@ -77,6 +77,8 @@ impl Node {
 pub struct Zone {
     /// Lowercase wire form.
     pub apex: Box<[u8]>,
+    /// The apex in presentation form (a metric label, computed once).
+    pub display: Box<str>,
     pub file: PathBuf,
     pub nodes: HashMap<Box<[u8]>, Node>,
     /// The SOA RRset as served in negative answers: TTL = min(SOA TTL, MINIMUM)
@@ -443,6 +445,7 @@ fn build(
     }
     Ok((
         Zone {
+            display: name::to_text(&apex_lower).into_boxed_str(),
             apex: apex_lower.into_boxed_slice(),
             file: path.to_path_buf(),
             nodes,

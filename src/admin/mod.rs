@@ -1,0 +1,381 @@
+//! The HTTP surface: `/metrics`, `/live`, `/ready`, `/status` (HTML), and the JSON API
+//! under `/api/v1`. Reads are open (bind it to loopback or a management network);
+//! writes need `Authorization: Bearer TOKEN` and are disabled when no token is set.
+//! Nothing here is on the DNS query path.
+
+mod page;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
+
+use crate::health::OverrideKind;
+use crate::health::checker::{Status, Target};
+use crate::reload::Reloader;
+
+/// Per-policy answer counts sampled every 10 s, five minutes kept, for answer shares.
+/// (policy, region) → answers so far, at one moment.
+type Counts = BTreeMap<(String, String), u64>;
+
+#[derive(Default)]
+pub struct Shares {
+    samples: Mutex<VecDeque<(u64, Counts)>>,
+}
+
+const SHARE_SAMPLES: usize = 31;
+
+impl Shares {
+    fn sample(&self, reloader: &Reloader) {
+        let snap = reloader.shared.load();
+        let mut counts = BTreeMap::new();
+        for p in &snap.policies.policies {
+            for &r in &p.candidates {
+                if let Some(region) = snap.policies.regions.get(usize::from(r)) {
+                    let v = reloader
+                        .metrics
+                        .policy_answers
+                        .with_label_values(&[&*p.display, region.name.as_str()])
+                        .get();
+                    counts.insert((p.display.to_string(), region.name.clone()), v);
+                }
+            }
+        }
+        let mut s = match self.samples.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        s.push_back((crate::health::store::now_unix(), counts));
+        while s.len() > SHARE_SAMPLES {
+            s.pop_front();
+        }
+    }
+
+    /// policy → region → share of that policy's answers over the kept window.
+    pub fn shares(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
+        let s = match self.samples.lock() {
+            Ok(g) => g,
+            Err(p) => p.into_inner(),
+        };
+        let (Some(first), Some(last)) = (s.front(), s.back()) else {
+            return BTreeMap::new();
+        };
+        let mut per: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
+        for ((p, r), v) in &last.1 {
+            let before = first.1.get(&(p.clone(), r.clone())).copied().unwrap_or(0);
+            *per.entry(p.clone())
+                .or_default()
+                .entry(r.clone())
+                .or_default() += v.saturating_sub(before);
+        }
+        per.into_iter()
+            .map(|(p, m)| {
+                let total: u64 = m.values().sum();
+                let shares = m
+                    .into_iter()
+                    .map(|(r, n)| {
+                        (
+                            r,
+                            if total == 0 {
+                                0.0
+                            } else {
+                                n as f64 / total as f64
+                            },
+                        )
+                    })
+                    .collect();
+                (p, shares)
+            })
+            .collect()
+    }
+}
+
+pub struct AdminState {
+    pub reloader: Arc<Reloader>,
+    pub token: Option<String>,
+    pub shares: Shares,
+}
+
+#[derive(Serialize)]
+struct FullStatus {
+    version: &'static str,
+    #[serde(flatten)]
+    health: Status,
+    answer_shares: BTreeMap<String, BTreeMap<String, f64>>,
+    zones: Vec<String>,
+    policies: Vec<String>,
+}
+
+pub fn router(state: Arc<AdminState>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/live", get(|| async { "ok\n" }))
+        .route("/ready", get(ready))
+        .route("/status", get(status_page))
+        .route("/", get(status_page))
+        .route("/api/v1/status", get(status_json))
+        .route("/api/v1/explain", get(explain))
+        .route("/api/v1/reload", post(reload))
+        .route("/api/v1/regions/{region}/{action}", post(region_action))
+        .route(
+            "/api/v1/regions/{region}/endpoints/{endpoint}/{action}",
+            post(endpoint_action),
+        )
+        .with_state(state)
+}
+
+/// Serves the HTTP surface and samples answer shares until `shutdown`.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: Arc<AdminState>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
+    let sampler_state = state.clone();
+    let sampler = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            sampler_state.shares.sample(&sampler_state.reloader);
+        }
+    });
+    let app = router(state);
+    let _ = axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|s| *s).await;
+        })
+        .await;
+    sampler.abort();
+}
+
+async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        s.reloader.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn ready(State(s): State<Arc<AdminState>>) -> Response {
+    if s.reloader.health.is_ready() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "waiting for the first probe round\n",
+        )
+            .into_response()
+    }
+}
+
+async fn full_status(s: &AdminState) -> Option<FullStatus> {
+    let health = s.reloader.health.status().await?;
+    let snap = s.reloader.shared.load();
+    let mut zones: Vec<String> = snap.zones.iter().map(|z| z.display.to_string()).collect();
+    zones.sort();
+    Some(FullStatus {
+        version: env!("CARGO_PKG_VERSION"),
+        health,
+        answer_shares: s.shares.shares(),
+        zones,
+        policies: snap
+            .policies
+            .policies
+            .iter()
+            .map(|p| p.display.to_string())
+            .collect(),
+    })
+}
+
+async fn status_json(State(s): State<Arc<AdminState>>) -> Response {
+    match full_status(&s).await {
+        Some(st) => Json(st).into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "health checker unavailable\n",
+        )
+            .into_response(),
+    }
+}
+
+async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
+    match full_status(&s).await {
+        Some(st) => Html(page::render(
+            &st.health,
+            &st.answer_shares,
+            &st.zones,
+            st.version,
+        ))
+        .into_response(),
+        None => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "health checker unavailable\n",
+        )
+            .into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct ExplainQuery {
+    name: String,
+    #[serde(default)]
+    r#type: Option<String>,
+    client: Option<String>,
+}
+
+async fn explain(State(s): State<Arc<AdminState>>, Query(q): Query<ExplainQuery>) -> Response {
+    let qtype = match crate::explain::qtype_from_str(q.r#type.as_deref().unwrap_or("A")) {
+        Some(t) => t,
+        None => return (StatusCode::BAD_REQUEST, "unknown type\n").into_response(),
+    };
+    let client = match q.client.as_deref().map(|c| {
+        c.parse::<ipnet::IpNet>()
+            .or_else(|_| c.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+    }) {
+        None => None,
+        Some(Ok(n)) => Some(n),
+        Some(Err(_)) => {
+            return (StatusCode::BAD_REQUEST, "client must be IP or IP/LEN\n").into_response();
+        }
+    };
+    let snap = s.reloader.shared.load();
+    let view = s.reloader.health.view.load();
+    match crate::explain::explain(&snap, &view, &q.name, qtype, client, &[]) {
+        Ok(e) => Json(e).into_response(),
+        Err(e) => (StatusCode::BAD_REQUEST, format!("{e}\n")).into_response(),
+    }
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    error: String,
+}
+
+fn api_error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(ApiError { error: msg.into() })).into_response()
+}
+
+/// Writes need the configured token, compared in constant time.
+#[allow(clippy::result_large_err)] // the error is the HTTP response itself
+fn authorize(s: &AdminState, headers: &HeaderMap) -> Result<(), Response> {
+    let Some(token) = &s.token else {
+        return Err(api_error(
+            StatusCode::FORBIDDEN,
+            "writes are disabled: no admin token configured (MERIDIAN_ADMIN_TOKEN or http.admin_token)",
+        ));
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(token.as_bytes())) {
+        Ok(())
+    } else {
+        Err(api_error(
+            StatusCode::UNAUTHORIZED,
+            "missing or wrong bearer token",
+        ))
+    }
+}
+
+async fn reload(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let report = s.reloader.reload().await;
+    let code = if report.ok {
+        StatusCode::OK
+    } else {
+        StatusCode::UNPROCESSABLE_ENTITY
+    };
+    (code, Json(report)).into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct ActionBody {
+    reason: Option<String>,
+}
+
+#[allow(clippy::result_large_err)] // the error is the HTTP response itself
+fn action_kind(action: &str) -> Result<Option<OverrideKind>, Response> {
+    match action {
+        "drain" => Ok(Some(OverrideKind::Drain)),
+        "force-up" => Ok(Some(OverrideKind::ForceUp)),
+        "force-down" => Ok(Some(OverrideKind::ForceDown)),
+        "undrain" | "clear" => Ok(None),
+        other => Err(api_error(
+            StatusCode::NOT_FOUND,
+            format!("unknown action {other:?} (drain, undrain, force-up, force-down, clear)"),
+        )),
+    }
+}
+
+async fn apply(
+    s: &AdminState,
+    headers: &HeaderMap,
+    target: Target,
+    action: &str,
+    body: Option<Json<ActionBody>>,
+) -> Response {
+    if let Err(r) = authorize(s, headers) {
+        return r;
+    }
+    let kind = match action_kind(action) {
+        Ok(k) => k,
+        Err(r) => return r,
+    };
+    let reason = body.and_then(|b| b.0.reason);
+    match s
+        .reloader
+        .health
+        .set_override(target.clone(), kind, reason.clone())
+        .await
+    {
+        Ok(()) => Json(serde_json::json!({
+            "ok": true,
+            "target": match &target {
+                Target::Region(r) => r.clone(),
+                Target::Endpoint { region, endpoint } => format!("{region}/{endpoint}"),
+            },
+            "override": kind.map(|k| k.name()),
+            "reason": reason,
+        }))
+        .into_response(),
+        Err(e) => api_error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn region_action(
+    State(s): State<Arc<AdminState>>,
+    Path((region, action)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<ActionBody>>,
+) -> Response {
+    apply(&s, &headers, Target::Region(region), &action, body).await
+}
+
+async fn endpoint_action(
+    State(s): State<Arc<AdminState>>,
+    Path((region, endpoint, action)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Option<Json<ActionBody>>,
+) -> Response {
+    apply(
+        &s,
+        &headers,
+        Target::Endpoint { region, endpoint },
+        &action,
+        body,
+    )
+    .await
+}

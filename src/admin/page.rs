@@ -1,0 +1,270 @@
+//! `/status`: one server-rendered HTML page, no JavaScript. Regions and endpoints with
+//! measured and effective state, the recent transitions as an inline SVG timeline, and
+//! each region's share of answers over the last minutes.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+use crate::health::Effective;
+use crate::health::checker::Status;
+use crate::health::store::now_unix;
+
+fn esc(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+fn color(state: &str) -> &'static str {
+    match state {
+        "up" => "#2e9d4b",
+        "degraded" => "#e0a100",
+        "down" => "#d2352b",
+        _ => "#888",
+    }
+}
+
+fn eff(e: Effective) -> &'static str {
+    match e {
+        Effective::Up => "up",
+        Effective::Degraded => "degraded",
+        Effective::Down => "down",
+    }
+}
+
+fn ago(secs: u64) -> String {
+    match secs {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+    }
+}
+
+/// The timeline: one row per key, coloured by state over the last 30 minutes.
+fn timeline(st: &Status) -> String {
+    const WINDOW: u64 = 1800;
+    const W: f64 = 900.0;
+    const LABEL: f64 = 170.0;
+    let now = now_unix();
+    let start = now.saturating_sub(WINDOW);
+    let mut keys: Vec<String> = st.regions.iter().map(|r| r.region.clone()).collect();
+    keys.extend(
+        st.endpoints
+            .iter()
+            .map(|e| format!("{}/{}", e.region, e.endpoint)),
+    );
+    let current: BTreeMap<String, String> = st
+        .regions
+        .iter()
+        .map(|r| (r.region.clone(), eff(r.effective).to_string()))
+        .chain(
+            st.endpoints
+                .iter()
+                .map(|e| (format!("{}/{}", e.region, e.endpoint), e.measured.clone())),
+        )
+        .collect();
+    let row_h = 18.0;
+    let height = 30.0 + row_h * keys.len() as f64;
+    let x = |t: u64| LABEL + (t.saturating_sub(start) as f64 / WINDOW as f64) * (W - LABEL);
+    let mut svg = format!(
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{height}" role="img" aria-label="state timeline, last 30 minutes">"##
+    );
+    for (i, key) in keys.iter().enumerate() {
+        let y = 20.0 + row_h * i as f64;
+        let _ = write!(
+            svg,
+            r##"<text x="0" y="{}" font-size="11" font-family="monospace">{}</text>"##,
+            y + 12.0,
+            esc(key)
+        );
+        // Walk this key's transitions backwards from its current state.
+        let mut changes: Vec<(u64, &str, &str)> = st
+            .transitions
+            .iter()
+            .filter(|t| &t.key == key && t.from != t.to)
+            .map(|t| (t.at, t.from.as_str(), t.to.as_str()))
+            .collect();
+        changes.sort_by_key(|c| c.0);
+        let mut segs: Vec<(u64, u64, String)> = Vec::new();
+        let mut seg_end = now;
+        let mut state = current.get(key).cloned().unwrap_or_else(|| "up".into());
+        for (at, from, to) in changes.iter().rev() {
+            let at = (*at).max(start);
+            segs.push((at, seg_end, to.to_string()));
+            seg_end = at;
+            state = from.to_string();
+        }
+        segs.push((start, seg_end, state));
+        for (a, b, s) in segs {
+            if b <= a {
+                continue;
+            }
+            let _ = write!(
+                svg,
+                r##"<rect x="{:.1}" y="{y}" width="{:.1}" height="{}" fill="{}"><title>{} {}</title></rect>"##,
+                x(a),
+                (x(b) - x(a)).max(1.0),
+                row_h - 4.0,
+                color(&s),
+                esc(key),
+                s
+            );
+        }
+    }
+    let _ = write!(
+        svg,
+        r##"<text x="{LABEL}" y="12" font-size="10" font-family="sans-serif">-30 min</text><text x="{}" y="12" font-size="10" font-family="sans-serif" text-anchor="end">now</text></svg>"##,
+        W
+    );
+    svg
+}
+
+pub fn render(
+    st: &Status,
+    shares: &BTreeMap<String, BTreeMap<String, f64>>,
+    zones: &[String],
+    version: &str,
+) -> String {
+    let mut h = String::with_capacity(16 * 1024);
+    let _ = write!(
+        h,
+        r##"<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Meridian status</title>
+<meta http-equiv="refresh" content="10">
+<style>
+body{{font-family:system-ui,sans-serif;margin:1.5em;color:#222}} h1{{font-size:1.4em}} h2{{font-size:1.1em;margin-top:1.6em}}
+table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid #ddd;padding:.3em .7em;text-align:left}}
+.st{{display:inline-block;padding:0 .5em;border-radius:.6em;color:#fff;font-weight:600}}
+.bar{{display:inline-block;height:.8em;background:#3b6fd4;vertical-align:middle}} .muted{{color:#777}}
+</style></head><body>
+<h1>Meridian {version}</h1>
+<p>{} &middot; zones: {} &middot; page refreshes every 10 s</p>"##,
+        if st.ready {
+            "ready"
+        } else {
+            "<b>waiting for the first probe round</b>"
+        },
+        esc(&zones.join(", "))
+    );
+    let badge = |s: &str| {
+        format!(
+            r##"<span class="st" style="background:{}">{}</span>"##,
+            color(s),
+            esc(s)
+        )
+    };
+    h.push_str("<h2>Regions</h2><table><tr><th>region</th><th>effective</th><th>measured</th><th>endpoints serving</th><th>override</th></tr>");
+    for r in &st.regions {
+        let o = r
+            .r#override
+            .as_ref()
+            .map(|o| {
+                format!(
+                    "{} ({})",
+                    o.kind.name(),
+                    esc(o.reason.as_deref().unwrap_or(""))
+                )
+            })
+            .unwrap_or_else(|| "&ndash;".into());
+        let serving = if r.endpoints == 0 {
+            "no endpoints (always up)".to_string()
+        } else {
+            format!("{} of {} (needs {})", r.endpoints_up, r.endpoints, r.needed)
+        };
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{serving}</td><td>{o}</td></tr>",
+            esc(&r.region),
+            badge(eff(r.effective)),
+            badge(eff(r.measured))
+        );
+    }
+    h.push_str("</table>");
+    h.push_str("<h2>Endpoints</h2><table><tr><th>endpoint</th><th>probe</th><th>measured</th><th>effective</th><th>error rate</th><th>p50 / p90 / p99 ms</th><th>in state</th><th>cooldown left</th><th>override</th></tr>");
+    let ms = |v: Option<f64>| {
+        v.map(|x| format!("{x:.1}"))
+            .unwrap_or_else(|| "&ndash;".into())
+    };
+    for e in &st.endpoints {
+        let o = e
+            .r#override
+            .as_ref()
+            .map(|o| {
+                format!(
+                    "{} ({})",
+                    o.kind.name(),
+                    esc(o.reason.as_deref().unwrap_or(""))
+                )
+            })
+            .unwrap_or_else(|| "&ndash;".into());
+        let _ = write!(
+            h,
+            "<tr><td>{}/{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{:.0}% of {}</td><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{o}</td></tr>",
+            esc(&e.region),
+            esc(&e.endpoint),
+            esc(&e.probe),
+            esc(&e.address),
+            badge(&e.measured),
+            badge(eff(e.effective)),
+            e.error_rate * 100.0,
+            e.samples,
+            ms(e.latency_p50_ms),
+            ms(e.latency_p90_ms),
+            ms(e.latency_p99_ms),
+            ago(e.in_state_seconds),
+            if e.cooldown_remaining_seconds > 0 {
+                ago(e.cooldown_remaining_seconds)
+            } else {
+                "&ndash;".into()
+            }
+        );
+    }
+    if st.endpoints.is_empty() {
+        h.push_str(
+            r#"<tr><td colspan="9" class="muted">no health-checked endpoints configured</td></tr>"#,
+        );
+    }
+    h.push_str("</table><h2>Timeline (last 30 minutes)</h2>");
+    h.push_str(&timeline(st));
+    h.push_str("<h2>Answer shares (last 5 minutes)</h2><table><tr><th>policy</th><th>region</th><th>share</th></tr>");
+    let answered: Vec<_> = shares
+        .iter()
+        .filter(|(_, m)| m.values().any(|v| *v > 0.0))
+        .collect();
+    for (p, regions) in &answered {
+        for (r, share) in regions.iter() {
+            let _ = write!(
+                h,
+                r#"<tr><td>{}</td><td>{}</td><td><span class="bar" style="width:{:.0}px"></span> {:.1}%</td></tr>"#,
+                esc(p),
+                esc(r),
+                share * 200.0,
+                share * 100.0
+            );
+        }
+    }
+    if answered.is_empty() {
+        h.push_str(
+            r#"<tr><td colspan="3" class="muted">no policy answers in the last minutes</td></tr>"#,
+        );
+    }
+    h.push_str("</table><h2>Recent transitions</h2><table><tr><th>when</th><th>what</th><th>change</th><th>why</th></tr>");
+    let now = now_unix();
+    for t in st.transitions.iter().rev().take(30) {
+        let _ = write!(
+            h,
+            "<tr><td>{} ago</td><td>{}</td><td>{} &rarr; {}{}</td><td>{}</td></tr>",
+            ago(now.saturating_sub(t.at)),
+            esc(&t.key),
+            esc(&t.from),
+            esc(&t.to),
+            if t.cooldown_held { " (cooldown)" } else { "" },
+            esc(&t.reason)
+        );
+    }
+    if st.transitions.is_empty() {
+        h.push_str(r#"<tr><td colspan="4" class="muted">none since start</td></tr>"#);
+    }
+    h.push_str("</table></body></html>\n");
+    h
+}
