@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The test command: installs the reference servers and clients the black-box tests use
-# (NSD for the differential test, dig), then runs the whole suite.
+# (NSD for the differential test, dig, dnsperf, Prometheus and promtool, Chromium for
+# the status page screenshot, openssl for a TLS health endpoint), then runs the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nsd dnsutils)
+packages=(nsd dnsutils dnsperf prometheus chromium openssl)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -34,6 +34,8 @@ pub fn free_port() -> u16 {
 pub struct Meridian {
     pub child: Child,
     pub addr: SocketAddr,
+    /// The HTTP surface (/metrics, /status, /api/v1).
+    pub http: SocketAddr,
     pub dir: PathBuf,
     pub stderr_path: PathBuf,
 }
@@ -48,15 +50,24 @@ impl Drop for Meridian {
 impl Meridian {
     /// Starts `meridian serve` with `config` (a meridian.yaml) and waits until it answers.
     pub fn start(config: &Path) -> Meridian {
+        Self::start_with(config, &[], &[])
+    }
+
+    /// Starts with extra arguments and environment variables.
+    pub fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Meridian {
         let port = free_port();
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
         let dir = config.parent().unwrap().to_path_buf();
         let stderr_path = std::env::temp_dir().join(format!("meridian-test-{port}.log"));
         let child = Command::new(BIN)
             .args(["serve", "--config"])
             .arg(config)
             .args(["--dns-listen", &addr.to_string()])
-            .args(["--http-listen", "127.0.0.1:0"])
+            .args(["--http-listen", &http.to_string()])
+            .args(args)
+            .env_remove("MERIDIAN_ADMIN_TOKEN")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr_path).unwrap())
             .spawn()
@@ -64,6 +75,7 @@ impl Meridian {
         let m = Meridian {
             child,
             addr,
+            http,
             dir,
             stderr_path,
         };
@@ -165,4 +177,58 @@ pub fn tcp(addr: SocketAddr, packet: &[u8]) -> Message {
     let mut s = TcpStream::connect(addr).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     Message::from_vec(&tcp_exchange(&mut s, packet)).unwrap()
+}
+
+/// A plain HTTP/1.0 request to the server's HTTP surface: (status, body).
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!(
+        "{method} {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.push_str(body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    let status = resp
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = resp
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// A copy of the shipped example deployment in a temporary folder, to edit freely.
+pub fn example_copy() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for sub in ["zones", "policies", "geoip"] {
+        std::fs::create_dir(dir.path().join(sub)).unwrap();
+        for e in std::fs::read_dir(root.join(sub)).unwrap() {
+            let e = e.unwrap();
+            if e.file_type().unwrap().is_file() {
+                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::copy(root.join("meridian.yaml"), dir.path().join("meridian.yaml")).unwrap();
+    dir
 }
