@@ -42,15 +42,7 @@ fn deployment(cooldown: &str) -> Deployment {
 fn write_deployment(eu_endpoint: &str, us_endpoint: &str, cooldown: &str) -> tempfile::TempDir {
     let dir = common::deployment(&[("example.test", ZONE)]);
     std::fs::create_dir(dir.path().join("policies")).unwrap();
-    std::fs::create_dir(dir.path().join("geoip")).unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/geoip/geo-whois-asn-country.mmdb"
-        ),
-        dir.path().join("geoip/geo-whois-asn-country.mmdb"),
-    )
-    .unwrap();
+    with_shipped_geoip(dir.path());
     let health = format!(
         "{{ window: 6, fail_error_rate: 0.5, fail_consecutive: 2, fail_latency: 300ms, recover_error_rate: 0.0, recover_latency: 200ms, recover_consecutive: 3, cooldown: {cooldown} }}"
     );
@@ -243,15 +235,6 @@ fn write_drain(path: &Path, region: &str) {
     std::fs::write(path, text).unwrap();
 }
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[test]
 fn https_probes_reject_an_untrusted_certificate_unless_verification_is_off() {
     let tmp = tempfile::tempdir().unwrap();
@@ -281,7 +264,7 @@ fn https_probes_reject_an_untrusted_certificate_unless_verification_is_off() {
     );
     let port = free_port();
     // openssl's own TLS server answers GET with 200 and a status page (-www).
-    let _server = Child(
+    let _server = Process(
         Command::new("openssl")
             .args([
                 "s_server",

@@ -16,15 +16,6 @@ use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 
 const TOKEN: &str = "s3cret-token";
 
-struct Child(std::process::Child);
-
-impl Drop for Child {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 fn uk_answer(m: &Meridian, name: &str) -> String {
     let mut q = query_msg(name, RecordType::A, None);
     let mut e = Edns::new();
@@ -100,7 +91,7 @@ fn metrics_pass_promtool_and_a_real_prometheus_reads_them_back() {
         ),
     )
     .unwrap();
-    let _prom = Child(
+    let _prom = Process(
         Command::new("prometheus")
             .arg(format!(
                 "--config.file={}",

@@ -377,15 +377,7 @@ policies:
     )
     .unwrap();
     // The shipped database, so that the policy layer loads for real.
-    std::fs::create_dir(dir.path().join("geoip")).unwrap();
-    std::fs::copy(
-        concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/geoip/geo-whois-asn-country.mmdb"
-        ),
-        dir.path().join("geoip/geo-whois-asn-country.mmdb"),
-    )
-    .unwrap();
+    with_shipped_geoip(dir.path());
     let out = Command::new(BIN)
         .args(["check", "--config"])
         .arg(dir.path().join("meridian.yaml"))

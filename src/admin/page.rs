@@ -33,6 +33,17 @@ fn eff(e: Effective) -> &'static str {
     }
 }
 
+fn override_cell(o: Option<&crate::health::Override>) -> String {
+    o.map(|o| {
+        format!(
+            "{} ({})",
+            o.kind.name(),
+            esc(o.reason.as_deref().unwrap_or(""))
+        )
+    })
+    .unwrap_or_else(|| "&ndash;".into())
+}
+
 fn ago(secs: u64) -> String {
     match secs {
         s if s < 120 => format!("{s}s"),
@@ -155,17 +166,7 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
     };
     h.push_str("<h2>Regions</h2><table><tr><th>region</th><th>effective</th><th>measured</th><th>endpoints serving</th><th>override</th></tr>");
     for r in &st.regions {
-        let o = r
-            .r#override
-            .as_ref()
-            .map(|o| {
-                format!(
-                    "{} ({})",
-                    o.kind.name(),
-                    esc(o.reason.as_deref().unwrap_or(""))
-                )
-            })
-            .unwrap_or_else(|| "&ndash;".into());
+        let o = override_cell(r.r#override.as_ref());
         let serving = if r.endpoints == 0 {
             "no endpoints (always up)".to_string()
         } else {
@@ -186,17 +187,7 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
             .unwrap_or_else(|| "&ndash;".into())
     };
     for e in &st.endpoints {
-        let o = e
-            .r#override
-            .as_ref()
-            .map(|o| {
-                format!(
-                    "{} ({})",
-                    o.kind.name(),
-                    esc(o.reason.as_deref().unwrap_or(""))
-                )
-            })
-            .unwrap_or_else(|| "&ndash;".into());
+        let o = override_cell(e.r#override.as_ref());
         let _ = write!(
             h,
             "<tr><td>{}/{}</td><td>{} {}</td><td>{}</td><td>{}</td><td>{:.0}% of {}</td><td>{} / {} / {}</td><td>{}</td><td>{}</td><td>{o}</td></tr>",

@@ -232,3 +232,26 @@ pub fn example_copy() -> tempfile::TempDir {
     std::fs::copy(root.join("meridian.yaml"), dir.path().join("meridian.yaml")).unwrap();
     dir
 }
+
+/// Puts the shipped GeoIP database in `dir/geoip/`, so a test deployment's policies load.
+pub fn with_shipped_geoip(dir: &Path) {
+    std::fs::create_dir_all(dir.join("geoip")).unwrap();
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/geoip/geo-whois-asn-country.mmdb"
+        ),
+        dir.join("geoip/geo-whois-asn-country.mmdb"),
+    )
+    .unwrap();
+}
+
+/// A helper process (Prometheus, openssl s_server) killed when the test ends.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
