@@ -384,14 +384,16 @@ fn build_or_report(config: &Config, ids: &mut RegionIds) -> Result<Snapshot, any
 fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
     let config = Config::load(&cli.config, overrides)?;
     let mut ids = RegionIds::default();
-    let snapshot = Arc::new(build_or_report(&config, &mut ids)?);
+    let metrics = Arc::new(Metrics::new());
+    let mut snapshot = build_or_report(&config, &mut ids)?;
+    snapshot.attach_metrics(&metrics);
+    let snapshot = Arc::new(snapshot);
     info!(
         zones = snapshot.zones.len(),
         policies = snapshot.policies.policies.len(),
         regions = snapshot.policies.regions.len(),
         "configuration loaded"
     );
-    let metrics = Arc::new(Metrics::new());
     metrics.reloads.with_label_values(&["success"]).inc();
     metrics
         .last_reload_success

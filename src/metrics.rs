@@ -155,30 +155,77 @@ impl Default for Metrics {
     }
 }
 
+const QTYPES: &[(u16, &str)] = &[
+    (1, "A"),
+    (2, "NS"),
+    (5, "CNAME"),
+    (6, "SOA"),
+    (12, "PTR"),
+    (15, "MX"),
+    (16, "TXT"),
+    (28, "AAAA"),
+    (33, "SRV"),
+    (35, "NAPTR"),
+    (39, "DNAME"),
+    (43, "DS"),
+    (44, "SSHFP"),
+    (52, "TLSA"),
+    (64, "SVCB"),
+    (65, "HTTPS"),
+    (255, "ANY"),
+    (257, "CAA"),
+    (251, "IXFR"),
+    (252, "AXFR"),
+];
+
+fn qtype_index(t: u16) -> usize {
+    QTYPES
+        .iter()
+        .position(|(v, _)| *v == t)
+        .unwrap_or(QTYPES.len())
+}
+
 /// A bounded label for a query type.
 pub fn qtype_label(t: u16) -> &'static str {
-    match t {
-        1 => "A",
-        2 => "NS",
-        5 => "CNAME",
-        6 => "SOA",
-        12 => "PTR",
-        15 => "MX",
-        16 => "TXT",
-        28 => "AAAA",
-        33 => "SRV",
-        35 => "NAPTR",
-        39 => "DNAME",
-        43 => "DS",
-        44 => "SSHFP",
-        52 => "TLSA",
-        64 => "SVCB",
-        65 => "HTTPS",
-        255 => "ANY",
-        257 => "CAA",
-        251 => "IXFR",
-        252 => "AXFR",
-        _ => "other",
+    QTYPES
+        .get(qtype_index(t))
+        .map(|(_, l)| *l)
+        .unwrap_or("other")
+}
+
+const RCODES: usize = 8;
+
+/// Query counter handles cached per socket thread: a label lookup (`with_label_values`)
+/// hashes four strings; this hashes one short one, once per query, with no lock.
+#[derive(Default)]
+pub struct QueryCounters {
+    by_zone: std::collections::HashMap<Box<str>, Box<[Option<prometheus::IntCounter>]>>,
+}
+
+impl QueryCounters {
+    pub fn inc(&mut self, m: &Metrics, zone: &str, qtype: u16, rcode: u8, transport: &'static str) {
+        let t = usize::from(transport == "tcp");
+        let q = qtype_index(qtype);
+        let r = usize::from(rcode).min(RCODES - 1);
+        let slot_index = (q * RCODES + r) * 2 + t;
+        if !self.by_zone.contains_key(zone) {
+            let slots = vec![None; (QTYPES.len() + 1) * RCODES * 2];
+            self.by_zone.insert(zone.into(), slots.into_boxed_slice());
+        }
+        let Some(slots) = self.by_zone.get_mut(zone) else {
+            return;
+        };
+        if let Some(slot) = slots.get_mut(slot_index) {
+            slot.get_or_insert_with(|| {
+                m.dns_queries.with_label_values(&[
+                    zone,
+                    qtype_label(qtype),
+                    rcode_label(rcode),
+                    transport,
+                ])
+            })
+            .inc();
+        }
     }
 }
 

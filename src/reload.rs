@@ -153,7 +153,9 @@ impl Reloader {
                     .filter(|k| !new.contains_key(*k))
                     .cloned()
                     .collect();
-                let snapshot = Arc::new(built.snapshot);
+                let mut snapshot = built.snapshot;
+                snapshot.attach_metrics(&self.metrics);
+                let snapshot = Arc::new(snapshot);
                 self.metrics
                     .geoip_build_epoch
                     .set(snapshot.geo.build_epoch as i64);

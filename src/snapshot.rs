@@ -83,8 +83,9 @@ impl Snapshot {
                             ),
                         ));
                     }
-                    let mut table = GeoTable::compile(
+                    let mut table = GeoTable::compile_indexed(
                         c.networks,
+                        c.locations,
                         policies.overlays(),
                         config.default_location.clone(),
                         format!("{} ({})", config.geo_database.display(), c.database_type),
@@ -160,6 +161,26 @@ impl Snapshot {
 }
 
 impl Snapshot {
+    /// Resolves the per-policy metric handles the query path increments.
+    pub fn attach_metrics(&mut self, m: &crate::metrics::Metrics) {
+        let regions = &self.policies.regions;
+        for p in &mut self.policies.policies {
+            p.counters.answers = p
+                .candidates
+                .iter()
+                .filter_map(|&r| regions.get(usize::from(r)))
+                .map(|r| {
+                    m.policy_answers
+                        .with_label_values(&[&*p.display, r.name.as_str()])
+                })
+                .collect();
+            p.counters.all_down = Some(
+                m.policy_all_down
+                    .with_label_values(&[&*p.display, p.all_down.name()]),
+            );
+        }
+    }
+
     /// The health view before any probe has run: configured overrides only.
     pub fn static_health(&self) -> HealthView {
         let mut view = HealthView::default();

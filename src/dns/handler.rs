@@ -8,7 +8,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::request::{self, Parsed};
 use super::response::{self, OptOut, RCODE_BADVERS};
-use crate::metrics::Metrics;
 use crate::policy::AllDown;
 use crate::policy::decide::{self, HealthView, Outcome};
 use crate::snapshot::Snapshot;
@@ -40,7 +39,7 @@ pub fn handle<'s>(
     packet: &'s [u8],
     peer: IpAddr,
     transport: Transport,
-    metrics: Option<&Metrics>,
+    count: bool,
     out: &mut Vec<u8>,
 ) -> Option<Handled<'s>> {
     let q = match request::parse(packet) {
@@ -106,7 +105,7 @@ pub fn handle<'s>(
                 health,
                 client,
                 scope: 0,
-                metrics,
+                count,
             };
             let ans = lookup::resolve(&snapshot.zones, q.qname, q.qtype, &mut policies);
             if let Some(o) = opt_out.as_mut() {
@@ -125,8 +124,8 @@ pub struct PolicyAnswers<'s> {
     pub health: &'s HealthView,
     pub client: Option<IpAddr>,
     pub scope: u8,
-    /// Counts answers per policy and region when given.
-    pub metrics: Option<&'s Metrics>,
+    /// Count answers per policy and region (the policy's own counter handles).
+    pub count: bool,
 }
 
 static LAST_ALL_DOWN_LOG: AtomicU64 = AtomicU64::new(0);
@@ -159,22 +158,25 @@ impl DynamicAnswers for PolicyAnswers<'_> {
         };
         let d = decide::decide(set, self.health, p, qtype, self.client);
         self.scope = self.scope.max(d.scope);
-        // Health-aware TTL: never above the policy's, shorter while a chosen region is
-        // close to a state change, so resolvers come back when it may have changed.
-        if let Some(m) = self.metrics {
+        if self.count {
             for &r in d.chosen() {
-                if let Some(region) = set.regions.get(usize::from(r)) {
-                    m.policy_answers
-                        .with_label_values(&[&*p.display, region.name.as_str()])
-                        .inc();
+                if let Some(c) = p
+                    .candidates
+                    .iter()
+                    .position(|&x| x == r)
+                    .and_then(|i| p.counters.answers.get(i))
+                {
+                    c.inc();
                 }
             }
-            if d.outcome == Outcome::AllDown {
-                m.policy_all_down
-                    .with_label_values(&[&*p.display, p.all_down.name()])
-                    .inc();
+            if d.outcome == Outcome::AllDown
+                && let Some(c) = &p.counters.all_down
+            {
+                c.inc();
             }
         }
+        // Health-aware TTL: never above the policy's, shorter while a chosen region is
+        // close to a state change, so resolvers come back when it may have changed.
         let ttl = d
             .chosen()
             .iter()

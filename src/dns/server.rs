@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
@@ -17,7 +17,7 @@ use tracing::{debug, info, warn};
 use super::handler::{self, Transport};
 use crate::config::DnsConfig;
 use crate::health::HealthView;
-use crate::metrics::{Metrics, qtype_label, rcode_label};
+use crate::metrics::{Metrics, QueryCounters};
 use crate::snapshot::Shared;
 
 pub type SharedHealth = Arc<arc_swap::ArcSwap<HealthView>>;
@@ -25,17 +25,18 @@ pub type SharedHealth = Arc<arc_swap::ArcSwap<HealthView>>;
 /// Largest datagram we accept; anything longer is cut by the kernel and fails to parse.
 const MAX_UDP_REQUEST: usize = 65_535;
 
-fn udp_socket(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_port(true)?;
-    socket.set_nonblocking(true)?;
     // Bursts queue in the kernel rather than being dropped while a core is busy.
     let _ = socket.set_recv_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
-    UdpSocket::from_std(socket.into())
+    // Blocking, served by a thread of its own; the timeout lets it notice shutdown.
+    socket.set_read_timeout(Some(Duration::from_millis(200)))?;
+    Ok(socket.into())
 }
 
 fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -51,7 +52,7 @@ fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 pub struct Bound {
-    udp: Vec<UdpSocket>,
+    udp: Vec<std::net::UdpSocket>,
     tcp: Vec<TcpListener>,
 }
 
@@ -107,34 +108,19 @@ impl Ctx {
         packet: &[u8],
         peer: std::net::IpAddr,
         transport: Transport,
+        counters: &mut QueryCounters,
         out: &mut Vec<u8>,
     ) -> bool {
         let snapshot = self.shared.load();
         let view = self.health.load();
-        match handler::handle(
-            &snapshot,
-            &view,
-            packet,
-            peer,
-            transport,
-            Some(&self.metrics),
-            out,
-        ) {
+        match handler::handle(&snapshot, &view, packet, peer, transport, true, out) {
             Some(h) => {
                 let t = if transport == Transport::Udp {
                     "udp"
                 } else {
                     "tcp"
                 };
-                self.metrics
-                    .dns_queries
-                    .with_label_values(&[
-                        h.zone.unwrap_or("none"),
-                        qtype_label(h.qtype),
-                        rcode_label(h.rcode),
-                        t,
-                    ])
-                    .inc();
+                counters.inc(&self.metrics, h.zone.unwrap_or("none"), h.qtype, h.rcode, t);
                 true
             }
             None => false,
@@ -145,8 +131,19 @@ impl Ctx {
 /// Serves until `shutdown` turns true, then lets open TCP exchanges finish (bounded).
 pub async fn run(bound: Bound, ctx: Ctx, config: DnsConfig, mut shutdown: watch::Receiver<bool>) {
     let mut tasks = JoinSet::new();
-    for socket in bound.udp {
-        tasks.spawn(udp_loop(socket, ctx.clone(), shutdown.clone()));
+    // UDP: one OS thread per SO_REUSEPORT socket, blocking receive and send. The common
+    // case (one datagram in, one out) then costs two system calls and no task wake-ups.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut threads = Vec::new();
+    for (i, socket) in bound.udp.into_iter().enumerate() {
+        let (ctx, stop) = (ctx.clone(), stop.clone());
+        let spawned = std::thread::Builder::new()
+            .name(format!("dns-udp-{i}"))
+            .spawn(move || udp_loop(socket, ctx, stop));
+        match spawned {
+            Ok(t) => threads.push(t),
+            Err(e) => warn!(error = %e, "cannot start a UDP thread"),
+        }
     }
     let conns = Arc::new(Semaphore::new(config.tcp_max_connections));
     for listener in bound.tcp {
@@ -159,22 +156,34 @@ pub async fn run(bound: Bound, ctx: Ctx, config: DnsConfig, mut shutdown: watch:
         ));
     }
     let _ = shutdown.wait_for(|s| *s).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     while tasks.join_next().await.is_some() {}
+    let _ = tokio::task::spawn_blocking(move || {
+        for t in threads {
+            let _ = t.join();
+        }
+    })
+    .await;
     // Give in-flight TCP exchanges a moment to complete before the runtime goes away.
     let all = u32::try_from(config.tcp_max_connections).unwrap_or(u32::MAX);
     let _ = tokio::time::timeout(Duration::from_secs(2), conns.acquire_many(all)).await;
 }
 
-async fn udp_loop(socket: UdpSocket, ctx: Ctx, mut shutdown: watch::Receiver<bool>) {
+fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::AtomicBool>) {
     let mut buf = vec![0u8; MAX_UDP_REQUEST];
     let mut out = Vec::with_capacity(4096);
-    loop {
-        let received = tokio::select! {
-            r = socket.recv_from(&mut buf) => r,
-            _ = shutdown.wait_for(|s| *s) => return,
-        };
-        let (len, peer) = match received {
+    let mut counters = QueryCounters::default();
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let (len, peer) = match socket.recv_from(&mut buf) {
             Ok(x) => x,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                continue;
+            }
             Err(e) => {
                 // ICMP errors from earlier sends surface here on some systems; keep serving.
                 debug!(error = %e, "udp receive error");
@@ -182,8 +191,8 @@ async fn udp_loop(socket: UdpSocket, ctx: Ctx, mut shutdown: watch::Receiver<boo
             }
         };
         let packet = buf.get(..len).unwrap_or_default();
-        if ctx.answer(packet, peer.ip(), Transport::Udp, &mut out)
-            && let Err(e) = socket.send_to(&out, peer).await
+        if ctx.answer(packet, peer.ip(), Transport::Udp, &mut counters, &mut out)
+            && let Err(e) = socket.send_to(&out, peer)
         {
             debug!(error = %e, %peer, "udp send error");
         }
@@ -233,6 +242,7 @@ async fn tcp_conn(
     let _ = stream.set_nodelay(true);
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
+    let mut counters = QueryCounters::default();
     loop {
         if *shutdown.borrow() {
             return;
@@ -246,7 +256,7 @@ async fn tcp_conn(
             Ok(Ok(_)) => {}
             _ => return,
         }
-        if !ctx.answer(&buf, peer, Transport::Tcp, &mut out) {
+        if !ctx.answer(&buf, peer, Transport::Tcp, &mut counters, &mut out) {
             return;
         }
         let Ok(frame_len) = u16::try_from(out.len()) else {

@@ -67,7 +67,9 @@ pub enum DbError {
 }
 
 pub struct Contents {
-    pub networks: Vec<(IpNet, Location)>,
+    /// Networks with an index into `locations` (many networks share a location).
+    pub networks: Vec<(IpNet, u32)>,
+    pub locations: Vec<Location>,
     pub database_type: String,
     pub build_epoch: u64,
     /// Country codes in the file that the built-in table does not know (kept, without a point).
@@ -152,7 +154,10 @@ pub fn read(path: &Path) -> Result<Contents, DbError> {
     let reader = Reader::from_source(bytes).map_err(|e| DbError::Format(e.to_string()))?;
     let database_type = reader.metadata().database_type.clone();
     let build_epoch = reader.metadata().build_epoch;
-    let mut cache: HashMap<usize, Option<Location>> = HashMap::new();
+    // Data offset → location id; identical locations from different records share an id.
+    let mut cache: HashMap<usize, Option<u32>> = HashMap::new();
+    let mut ids: HashMap<String, u32> = HashMap::new();
+    let mut locations: Vec<Location> = Vec::new();
     let mut networks = Vec::new();
     let mut unknown = Vec::new();
     let mut decoded_any = false;
@@ -163,17 +168,23 @@ pub fn read(path: &Path) -> Result<Contents, DbError> {
         let item = item.map_err(|e| DbError::Format(e.to_string()))?;
         let net = item.network().map_err(|e| DbError::Format(e.to_string()))?;
         let location = match item.offset() {
-            Some(off) if cache.contains_key(&off) => cache.get(&off).cloned().flatten(),
+            Some(off) if cache.contains_key(&off) => cache.get(&off).copied().flatten(),
             off => {
                 let rec: Record<'_> = item
                     .decode()
                     .map_err(|e| DbError::Format(e.to_string()))?
                     .unwrap_or_default();
-                let loc = to_location(&rec, &mut unknown);
+                let id = to_location(&rec, &mut unknown).map(|loc| {
+                    let key = format!("{loc:?}");
+                    *ids.entry(key).or_insert_with(|| {
+                        locations.push(loc);
+                        (locations.len() - 1) as u32
+                    })
+                });
                 if let Some(o) = off {
-                    cache.insert(o, loc.clone());
+                    cache.insert(o, id);
                 }
-                loc
+                id
             }
         };
         if let (Some(loc), Some(net)) = (location, to_ipnet(net)) {
@@ -184,8 +195,10 @@ pub fn read(path: &Path) -> Result<Contents, DbError> {
     if !decoded_any {
         return Err(DbError::Schema(database_type));
     }
+    networks.shrink_to_fit();
     Ok(Contents {
         networks,
+        locations,
         database_type,
         build_epoch,
         unknown_countries: unknown,
@@ -206,7 +219,13 @@ mod tests {
             "{}",
             contents.networks.len()
         );
-        let table = GeoTable::compile(contents.networks, vec![], None, "shipped".into());
+        let table = GeoTable::compile_indexed(
+            contents.networks,
+            contents.locations,
+            vec![],
+            None,
+            "shipped".into(),
+        );
         let country_of = |ip: &str| {
             let (fam, bits) = addr_bits(ip.parse().unwrap());
             let (c, ..) = table.classify(fam, bits).unwrap();

@@ -286,25 +286,42 @@ impl GeoTable {
         database: String,
     ) -> GeoTable {
         let mut locations: Vec<Location> = Vec::new();
-        let mut loc_ids: HashMap<_, u32> = HashMap::new();
-        let mut intern_loc = |l: Location, locations: &mut Vec<Location>| -> u32 {
-            *loc_ids.entry(l.key()).or_insert_with(|| {
-                locations.push(l);
-                (locations.len() - 1) as u32
+        let mut ids: HashMap<LocationKey, u32> = HashMap::new();
+        let indexed = networks
+            .into_iter()
+            .map(|(net, loc)| {
+                let id = *ids.entry(loc.key()).or_insert_with(|| {
+                    locations.push(loc);
+                    (locations.len() - 1) as u32
+                });
+                (net, id)
             })
-        };
+            .collect();
+        Self::compile_indexed(indexed, locations, overlays, default_location, database)
+    }
+
+    /// As `compile`, with networks already pointing into `locations`.
+    pub fn compile_indexed(
+        networks: Vec<(IpNet, u32)>,
+        mut locations: Vec<Location>,
+        overlays: Vec<IpNet>,
+        default_location: Option<Location>,
+        database: String,
+    ) -> GeoTable {
         let count = networks.len();
         let mut per_family: HashMap<Family, Vec<(u128, u128, Option<u32>)>> = HashMap::new();
-        for (net, loc) in networks {
+        for (net, id) in networks {
             let (fam, start, prefix) = net_bits(&net);
-            let id = intern_loc(loc, &mut locations);
             per_family.entry(fam).or_default().push((
                 start,
                 last_of(fam.width(), start, prefix),
                 Some(id),
             ));
         }
-        let default_location = default_location.map(|l| intern_loc(l, &mut locations));
+        let default_location = default_location.map(|l| {
+            locations.push(l);
+            (locations.len() - 1) as u32
+        });
         let mut overlays = overlays;
         overlays.sort_by_key(|n| (n.prefix_len(), n.network()));
         overlays.dedup();

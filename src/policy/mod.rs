@@ -134,8 +134,18 @@ pub struct Policy {
     pub table: u32,
     /// The list for a query that carries no client information (ECS source prefix 0).
     pub no_client_list: u32,
+    /// Metric handles, filled by `Snapshot::attach_metrics` on a serving snapshot.
+    pub counters: PolicyCounters,
     pub file: PathBuf,
     pub line: usize,
+}
+
+/// `meridian_policy_answers_total` handles aligned with `candidates`, and the all-down
+/// counter for the policy's behaviour: resolved once per snapshot, not per query.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyCounters {
+    pub answers: Vec<prometheus::IntCounter>,
+    pub all_down: Option<prometheus::IntCounter>,
 }
 
 /// Measured RTTs, by the most specific client key; see `geoip/latency.yaml`.
@@ -679,6 +689,7 @@ fn policy(
         all_down,
         table: 0,
         no_client_list: 0,
+        counters: PolicyCounters::default(),
         file: file.to_path_buf(),
         line,
     })

@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""Writes dnsperf binary query files (-B: 2-byte big-endian length, then the message).
+
+  gen_queries.py geo DB OUT N NAME   N queries for NAME/A, each with an EDNS Client Subnet
+                                     option for a different real client /24 sampled from
+                                     the IPv4 networks of the GeoIP database DB
+  gen_queries.py static OUT N NAME.. N queries cycling over NAMEs (A), no EDNS
+"""
+import random
+import struct
+import sys
+
+
+def name_wire(name):
+    out = b""
+    for label in name.rstrip(".").split("."):
+        out += bytes([len(label)]) + label.encode()
+    return out + b"\x00"
+
+
+def query(qid, name, ecs=None):
+    flags = 0x0000  # no RD: we ask an authority
+    arcount = 1 if ecs else 0
+    msg = struct.pack(">HHHHHH", qid, flags, 1, 0, 0, arcount) + name_wire(name) + struct.pack(">HH", 1, 1)
+    if ecs:
+        addr, prefix = ecs
+        octets = bytes(addr[: (prefix + 7) // 8])
+        opt = struct.pack(">HHBB", 1, prefix, 0, 0)[:0] + struct.pack(">HBB", 1, prefix, 0) + octets
+        option = struct.pack(">HH", 8, len(opt)) + opt
+        msg += b"\x00" + struct.pack(">HHIH", 41, 1232, 0, len(option)) + option
+    return struct.pack(">H", len(msg)) + msg
+
+
+def sample_24s(db_path, n, seed=1):
+    import maxminddb  # pip install maxminddb
+
+    nets = []
+    with maxminddb.open_database(db_path) as r:
+        for net, _rec in r:
+            if net.version == 4 and not net.is_private and net.prefixlen <= 24:
+                nets.append(net)
+    rnd = random.Random(seed)
+    out = []
+    for _ in range(n):
+        net = rnd.choice(nets)
+        size = 1 << (24 - net.prefixlen)
+        base = int(net.network_address) + (rnd.randrange(size) << 8)
+        out.append(base.to_bytes(4, "big"))
+    return out
+
+
+def main():
+    kind = sys.argv[1]
+    if kind == "geo":
+        db, out, n, name = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
+        with open(out, "wb") as f:
+            for i, addr in enumerate(sample_24s(db, n)):
+                f.write(query(i & 0xFFFF, name, (addr, 24)))
+    elif kind == "static":
+        out, n, names = sys.argv[2], int(sys.argv[3]), sys.argv[4:]
+        with open(out, "wb") as f:
+            for i in range(n):
+                f.write(query(i & 0xFFFF, names[i % len(names)]))
+    else:
+        sys.exit(__doc__)
+
+
+if __name__ == "__main__":
+    main()
