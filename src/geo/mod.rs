@@ -180,16 +180,52 @@ pub struct RangeTable {
     pub starts: Vec<u128>,
     pub values: Vec<u32>,
     pub width: u8,
+    /// `buckets[b]` is the first range starting in the block whose top 16 address bits
+    /// are `b` (65 537 entries). A lookup binary-searches only its block: a few cache
+    /// lines instead of ~20 misses over a table of a million networks.
+    buckets: Vec<u32>,
 }
+
+const BUCKET_BITS: u8 = 16;
 
 impl RangeTable {
     fn max(&self) -> u128 {
         last_of(self.width, 0, 0)
     }
 
+    fn bucket(&self, addr: u128) -> usize {
+        match self.width.checked_sub(BUCKET_BITS) {
+            Some(shift) => (addr >> shift) as usize,
+            None => 0, // an empty default table
+        }
+    }
+
+    /// Builds the block index; call once the ranges are complete.
+    fn index(mut self) -> Self {
+        let n = 1usize << BUCKET_BITS;
+        let mut buckets = Vec::with_capacity(n + 1);
+        let mut i = 0usize;
+        for b in 0..=n {
+            while self.starts.get(i).is_some_and(|&s| self.bucket(s) < b) {
+                i += 1;
+            }
+            buckets.push(i as u32);
+        }
+        self.buckets = buckets;
+        self
+    }
+
     /// The value for `addr` and the range it lies in.
     pub fn lookup(&self, addr: u128) -> Option<(u32, u128, u128)> {
-        let i = self.starts.partition_point(|&s| s <= addr).checked_sub(1)?;
+        let b = self.bucket(addr);
+        let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.starts.len()),
+        };
+        // The containing range is the last one starting at or before `addr`: inside this
+        // block, or the one that began in an earlier block.
+        let within = self.starts.get(lo..hi)?.partition_point(|&s| s <= addr);
+        let i = (lo + within).checked_sub(1)?;
         let lo = *self.starts.get(i)?;
         let hi = self
             .starts
@@ -205,6 +241,7 @@ impl RangeTable {
             starts: Vec::new(),
             values: Vec::new(),
             width: self.width,
+            buckets: Vec::new(),
         };
         for (&s, &v) in self.starts.iter().zip(&self.values) {
             let nv = f(v);
@@ -213,7 +250,9 @@ impl RangeTable {
                 out.values.push(nv);
             }
         }
-        out
+        out.starts.shrink_to_fit();
+        out.values.shrink_to_fit();
+        out.index()
     }
 
     pub fn len(&self) -> usize {
@@ -400,6 +439,7 @@ impl GeoTable {
                 starts: Vec::with_capacity(split.len()),
                 values: Vec::with_capacity(split.len()),
                 width,
+                buckets: Vec::new(),
             };
             for (s, l, o) in split {
                 let class = Class {
@@ -415,7 +455,7 @@ impl GeoTable {
                     table.values.push(id);
                 }
             }
-            table
+            table.index()
         });
         let [v4, v6] = std::mem::take(&mut tables);
         GeoTable {
