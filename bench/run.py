@@ -85,6 +85,9 @@ def start_health_servers():
         class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+
+            def handle_error(self, request, client_address):
+                pass  # a checker hanging up early is not our concern
         s = S((addr, HEALTH_PORT), Health)
         threading.Thread(target=s.serve_forever, daemon=True).start()
         servers.append(s)
