@@ -307,3 +307,76 @@ fn https_probes_reject_an_untrusted_certificate_unless_verification_is_off() {
         "us-east never changes state: {log}"
     );
 }
+
+/// A stand-in for Prometheus's HTTP API: every instant query returns `value`.
+struct FakePrometheus {
+    addr: std::net::SocketAddr,
+    value: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+impl FakePrometheus {
+    fn start() -> FakePrometheus {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let value = std::sync::Arc::new(std::sync::Mutex::new("0".to_string()));
+        let v = value.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = format!(
+                    "{{\"status\":\"success\",\"data\":{{\"resultType\":\"vector\",\"result\":[{{\"metric\":{{}},\"value\":[1795000000,\"{}\"]}}]}}}}",
+                    v.lock().unwrap()
+                );
+                let _ = s.write_all(
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                        .as_bytes(),
+                );
+            }
+        });
+        FakePrometheus { addr, value }
+    }
+
+    fn set(&self, v: &str) {
+        *self.value.lock().unwrap() = v.to_string();
+    }
+}
+
+#[test]
+fn a_real_traffic_error_ratio_from_prometheus_takes_a_healthy_region_out() {
+    let eu = Httpd::start();
+    let us = Httpd::start();
+    let prom = FakePrometheus::start();
+    let endpoint = |addr: std::net::SocketAddr| {
+        format!(
+            "{{ name: web, probe: http, address: \"{addr}\", path: /healthz, interval: 150ms, timeout: 120ms }}"
+        )
+    };
+    let dir = write_deployment(&endpoint(eu.addr), &endpoint(us.addr), "500ms");
+    let policies = dir.path().join("policies/web.yaml");
+    let text = std::fs::read_to_string(&policies).unwrap().replacen(
+        "    health:",
+        &format!(
+            "    metric: {{ prometheus: \"http://{}\", query: \"sum(rate(http_errors{{region='eu-west'}}[1m])) / sum(rate(http_requests{{region='eu-west'}}[1m]))\", fail_above: 0.05, recover_below: 0.01, interval: 150ms, timeout: 120ms }}\n    health:",
+            prom.addr
+        ),
+        1,
+    );
+    std::fs::write(&policies, text).unwrap();
+    let m = Meridian::start(&dir.path().join("meridian.yaml"));
+    assert_eq!(answer(&m), EU, "probes and the error ratio are fine");
+    prom.set("0.2");
+    wait_for(&m, US, Duration::from_secs(3));
+    // Inside the hysteresis band (above recover_below, below fail_above): stays out.
+    prom.set("0.03");
+    stays(&m, US, Duration::from_millis(1500));
+    prom.set("0.001");
+    wait_for(&m, EU, Duration::from_secs(4));
+    assert!(m.log().contains("eu-west/metric"), "{}", m.log());
+    assert!(
+        eu.requests.load(std::sync::atomic::Ordering::SeqCst) > 5,
+        "the probes kept running"
+    );
+}

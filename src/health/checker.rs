@@ -237,8 +237,10 @@ fn spawn_probe(
         let client = probe::client(&ep);
         tokio::time::sleep(jitter(&key, ep.interval).min(ep.interval / 4)).await;
         let mut next = Instant::now();
+        let mut last_ok = true;
         loop {
-            let sample = probe::run(&ep, client.as_ref()).await;
+            let sample = probe::run_with(&ep, client.as_ref(), last_ok).await;
+            last_ok = sample.ok;
             if tx.send((key.clone(), generation, sample)).is_err() {
                 return;
             }
@@ -577,13 +579,22 @@ impl Core {
 
     /// Measured region state, endpoints up, endpoints needed.
     fn region_measured(&self, name: &str, min_up: MinUp) -> (Effective, usize, usize, usize) {
+        // A failing metric takes the region out whatever its probes say.
+        let metric_down = self.endpoints.iter().any(|(k, e)| {
+            e.region == name && e.ep.is_metric() && self.endpoint_effective(k, e) == Effective::Down
+        });
         let eps: Vec<(&String, &EndpointRt)> = self
             .endpoints
             .iter()
-            .filter(|(_, e)| e.region == name)
+            .filter(|(_, e)| e.region == name && !e.ep.is_metric())
             .collect();
         if eps.is_empty() {
-            return (Effective::Up, 0, 0, 0);
+            let state = if metric_down {
+                Effective::Down
+            } else {
+                Effective::Up
+            };
+            return (state, 0, 0, 0);
         }
         let needed = min_up.needed(eps.len());
         let states: Vec<Effective> = eps
@@ -592,7 +603,9 @@ impl Core {
             .collect();
         let up = states.iter().filter(|s| **s == Effective::Up).count();
         let serving = states.iter().filter(|s| **s != Effective::Down).count();
-        let state = if up >= needed {
+        let state = if metric_down {
+            Effective::Down
+        } else if up >= needed {
             Effective::Up
         } else if serving >= needed {
             Effective::Degraded
@@ -649,6 +662,12 @@ impl Core {
                         o.kind.name(),
                         o.reason.unwrap_or_default()
                     ),
+                    None if effective == Effective::Down && up >= needed && total > 0 => {
+                        "the region's Prometheus metric is at or above fail_above".to_string()
+                    }
+                    None if total == 0 && effective == Effective::Down => {
+                        "the region's Prometheus metric is at or above fail_above".to_string()
+                    }
                     None if total == 0 => "no endpoints: up unless overridden".to_string(),
                     None => format!("{up} of {total} endpoints serving, {needed} needed"),
                 };

@@ -13,9 +13,16 @@ use crate::policy::spec;
 /// Most of a body read to look for `expect_body`.
 const MAX_BODY: usize = 64 * 1024;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Probe {
     Tcp,
+    /// A Prometheus instant query; the region's veto rather than one of its endpoints.
+    Metric {
+        url: String,
+        query: String,
+        fail_above: f64,
+        recover_below: f64,
+    },
     Http {
         tls: bool,
         method: String,
@@ -28,7 +35,7 @@ pub enum Probe {
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub name: String,
     pub address: SocketAddr,
@@ -38,9 +45,14 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    pub fn is_metric(&self) -> bool {
+        matches!(self.probe, Probe::Metric { .. })
+    }
+
     pub fn kind(&self) -> &'static str {
         match &self.probe {
             Probe::Tcp => "tcp",
+            Probe::Metric { .. } => "prometheus",
             Probe::Http { tls: false, .. } => "http",
             Probe::Http { tls: true, .. } => "https",
         }
@@ -128,9 +140,69 @@ pub fn endpoint_from_spec(e: &spec::Endpoint) -> Result<Endpoint, (At, String)> 
     })
 }
 
+/// The region's `metric:` as a pseudo-endpoint named `metric`.
+pub fn metric_from_spec(m: &spec::Metric) -> Result<Endpoint, (At, String)> {
+    let url = m.prometheus.value.trim_end_matches('/').to_string();
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| (at(&m.prometheus), format!("prometheus URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err((
+            at(&m.prometheus),
+            "the prometheus URL must be http or https".into(),
+        ));
+    }
+    let address = parsed
+        .socket_addrs(|| None)
+        .ok()
+        .and_then(|a| a.first().copied())
+        .ok_or_else(|| {
+            (
+                at(&m.prometheus),
+                format!("prometheus URL {url:?} has no reachable address"),
+            )
+        })?;
+    if !(m.recover_below <= m.fail_above)
+        || !m.fail_above.is_finite()
+        || !m.recover_below.is_finite()
+    {
+        return Err((
+            (0, 0),
+            "metric: recover_below must be a number at or below fail_above".into(),
+        ));
+    }
+    let interval = duration(&m.interval, Duration::from_secs(15), "interval")?;
+    let timeout = duration(&m.timeout, Duration::from_secs(2), "timeout")?;
+    if timeout.is_zero() || timeout > interval {
+        return Err((
+            (0, 0),
+            "metric: timeout must be above 0 and at most the interval".into(),
+        ));
+    }
+    Ok(Endpoint {
+        name: "metric".into(),
+        address,
+        probe: Probe::Metric {
+            url,
+            query: m.query.clone(),
+            fail_above: m.fail_above,
+            recover_below: m.recover_below,
+        },
+        interval,
+        timeout,
+    })
+}
+
 /// A client for an HTTP(S) endpoint: no proxy, no redirects, no retries, no pooling;
 /// requests go to the endpoint's address whatever name is in the URL (Host and SNI kept).
 pub fn client(ep: &Endpoint) -> Option<reqwest::Client> {
+    if ep.is_metric() {
+        return reqwest::Client::builder()
+            .no_proxy()
+            .retry(reqwest::retry::never())
+            .timeout(ep.timeout)
+            .build()
+            .ok();
+    }
     let Probe::Http {
         sni, tls_verify, ..
     } = &ep.probe
@@ -162,6 +234,68 @@ fn url(ep: &Endpoint) -> String {
     }
 }
 
+/// Reads the query's value: `None` when Prometheus cannot be asked or returns no number.
+async fn metric_value(url: &str, query: &str, client: &reqwest::Client) -> Option<f64> {
+    let endpoint =
+        reqwest::Url::parse_with_params(&format!("{url}/api/v1/query"), [("query", query)]).ok()?;
+    let resp = client.get(endpoint).send().await.ok()?;
+    if !resp.status().is_success() {
+        return None;
+    }
+    let body = resp.bytes().await.ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&body).ok()?;
+    let result = v.get("data")?.get("result")?;
+    // A vector's first sample, or a scalar.
+    let value = match result.as_array() {
+        Some(samples) if samples.first().is_some_and(|s| s.is_object()) => {
+            samples.first()?.get("value")?.get(1)?.clone()
+        }
+        Some(scalar) => scalar.get(1)?.clone(),
+        None => return None,
+    };
+    value.as_str()?.parse().ok()
+}
+
+/// Runs one probe, with `last_ok` the previous outcome: a metric inside its hysteresis
+/// band keeps it, and so does a metric that cannot be read (no signal is not a failure
+/// of the region; the warning says so).
+pub async fn run_with(ep: &Endpoint, client: Option<&reqwest::Client>, last_ok: bool) -> Sample {
+    if let (
+        Probe::Metric {
+            url,
+            query,
+            fail_above,
+            recover_below,
+        },
+        Some(client),
+    ) = (&ep.probe, client)
+    {
+        let start = Instant::now();
+        let value = tokio::time::timeout(ep.timeout, metric_value(url, query, client))
+            .await
+            .ok()
+            .flatten();
+        let ok = match value {
+            Some(v) if v >= *fail_above => false,
+            Some(v) if v <= *recover_below => true,
+            Some(_) => last_ok,
+            None => {
+                tracing::warn!(
+                    url,
+                    query,
+                    "cannot read the region's metric; keeping its last outcome"
+                );
+                last_ok
+            }
+        };
+        return Sample {
+            ok,
+            latency: start.elapsed().min(ep.timeout),
+        };
+    }
+    run(ep, client).await
+}
+
 /// Runs one probe. A timeout is a failure with the timeout as its latency.
 pub async fn run(ep: &Endpoint, client: Option<&reqwest::Client>) -> Sample {
     let start = Instant::now();
@@ -177,6 +311,7 @@ pub async fn run(ep: &Endpoint, client: Option<&reqwest::Client>) -> Sample {
 async fn attempt(ep: &Endpoint, client: Option<&reqwest::Client>) -> bool {
     match &ep.probe {
         Probe::Tcp => tokio::net::TcpStream::connect(ep.address).await.is_ok(),
+        Probe::Metric { .. } => false, // handled by run_with
         Probe::Http {
             method,
             host,

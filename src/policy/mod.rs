@@ -443,6 +443,15 @@ fn region(
             Err((at, msg)) => errors.push(Diagnostic::at(file, at.0, at.1, msg)),
         }
     }
+    if let Some(m) = &spec.metric {
+        match crate::health::probe::metric_from_spec(&m.value) {
+            Ok(ep) => endpoints.push(ep),
+            Err((at, msg)) => {
+                let (l, c) = if at.0 == 0 { pos(m) } else { at };
+                errors.push(Diagnostic::at(file, l, c, msg));
+            }
+        }
+    }
     let (thresholds, min_up) =
         match crate::health::thresholds_from_spec(&spec.health, spec.endpoints.len()) {
             Ok(t) => t,

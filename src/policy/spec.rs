@@ -46,6 +46,24 @@ pub struct Region {
     pub endpoints: Vec<S<Endpoint>>,
     #[serde(default)]
     pub health: Health,
+    /// Real-traffic signal: a Prometheus instant query that takes the region out when
+    /// its value rises above `fail_above`, whatever the probes say.
+    pub metric: Option<S<Metric>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Metric {
+    /// Base URL of the Prometheus HTTP API, e.g. `http://127.0.0.1:9090`.
+    pub prometheus: S<String>,
+    /// An instant query returning one number, e.g. an error ratio.
+    pub query: String,
+    /// At or above this the sample counts as failed...
+    pub fail_above: f64,
+    /// ...at or below this as passed; in between the previous outcome holds (hysteresis).
+    pub recover_below: f64,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
 }
 
 fn default_weight() -> u32 {
