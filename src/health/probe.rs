@@ -161,10 +161,9 @@ pub fn metric_from_spec(m: &spec::Metric) -> Result<Endpoint, (At, String)> {
                 format!("prometheus URL {url:?} has no reachable address"),
             )
         })?;
-    if !(m.recover_below <= m.fail_above)
-        || !m.fail_above.is_finite()
-        || !m.recover_below.is_finite()
-    {
+    let ordered =
+        m.fail_above.is_finite() && m.recover_below.is_finite() && m.recover_below <= m.fail_above;
+    if !ordered {
         return Err((
             (0, 0),
             "metric: recover_below must be a number at or below fail_above".into(),
