@@ -380,3 +380,24 @@ fn a_real_traffic_error_ratio_from_prometheus_takes_a_healthy_region_out() {
         "the probes kept running"
     );
 }
+
+#[test]
+fn a_reload_carries_a_down_endpoints_state_over() {
+    let d = deployment("30s");
+    let m = Meridian::start(&d.dir.path().join("meridian.yaml"));
+    d.eu.set(Mode::Unavailable);
+    wait_for(&m, US, Duration::from_secs(3));
+    d.eu.set(Mode::Ok);
+    // Reload with the same files: eu-west persists, so it stays down in its cooldown
+    // (a fresh state would put it straight back in the answers).
+    Command::new("kill")
+        .args(["-HUP", &m.child.id().to_string()])
+        .status()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !m.log().contains("reload succeeded") {
+        assert!(Instant::now() < deadline, "no reload; log:\n{}", m.log());
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    stays(&m, US, Duration::from_millis(1500));
+}

@@ -411,3 +411,52 @@ policies:
         "{log}"
     );
 }
+
+#[test]
+fn a_missing_or_corrupt_geoip_database_or_latency_table_is_reported_and_refused() {
+    let dir = deployment(&[("example.test", ZONE)]);
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(
+        dir.path().join("policies/web.yaml"),
+        "version: 1\nregions:\n  - { name: one, location: { lat: 10, lon: 10 }, a: [192.0.2.1] }\npolicies:\n  - { name: www.example.test, method: nearest }\n",
+    )
+    .unwrap();
+    let check = || {
+        let out = Command::new(BIN)
+            .args(["check", "--config"])
+            .arg(dir.path().join("meridian.yaml"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, err) = check();
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("geo-whois-asn-country.mmdb: cannot read GeoIP database"),
+        "{err}"
+    );
+    std::fs::create_dir(dir.path().join("geoip")).unwrap();
+    std::fs::write(
+        dir.path().join("geoip/geo-whois-asn-country.mmdb"),
+        b"not a database at all",
+    )
+    .unwrap();
+    let (code, err) = check();
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not a valid MaxMind DB file"), "{err}");
+    with_shipped_geoip(dir.path());
+    std::fs::write(
+        dir.path().join("geoip/latency.yaml"),
+        "version: 1\nmeasurements:\n  - { from: { country: ZZ }, rtt_ms: { one: 5 } }\n",
+    )
+    .unwrap();
+    let (code, err) = check();
+    assert_eq!(code, Some(1));
+    assert!(
+        err.contains("latency.yaml:3:") && err.contains("unknown country code \"ZZ\""),
+        "{err}"
+    );
+}
