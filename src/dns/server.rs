@@ -240,7 +240,9 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
             .take(n_out)
             .map(|b| [IoSlice::new(b)])
             .collect();
-        if let Err(e) = sendmmsg(
+        // sendmmsg stops at the first datagram it cannot send; the rest go one by one so
+        // one bad peer cannot cost the others their answers.
+        let sent = match sendmmsg(
             fd,
             &mut send_headers,
             slices.iter(),
@@ -248,7 +250,18 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
             [],
             MsgFlags::empty(),
         ) {
-            debug!(error = %e, "udp send error");
+            Ok(r) => r.count(),
+            Err(e) => {
+                debug!(error = %e, "udp batch send error");
+                0
+            }
+        };
+        for (out, peer) in outbufs.iter().zip(&peers).take(n_out).skip(sent) {
+            if let Some(to) = peer.as_ref().and_then(to_std)
+                && let Err(e) = socket.send_to(out, to)
+            {
+                debug!(error = %e, peer = %to, "udp send error");
+            }
         }
     }
 }
