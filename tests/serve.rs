@@ -213,11 +213,7 @@ fn names_outside_our_zones_are_refused() {
 fn check_reports_every_error_as_file_and_line() {
     let bad = "$TTL 300\n@ SOA ns1 hostmaster 1 2 3 4 5\n@ NS ns1\nns1 A 999.1.1.1\nwww CNAME a\nwww A 192.0.2.1\nfoo.other. A 192.0.2.2\n";
     let dir = deployment(&[("bad.test", bad), ("good.test", ZONE)]);
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("meridian.yaml"))
-        .output()
-        .unwrap();
+    let out = check(dir.path().join("meridian.yaml"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = dir.path().join("zones/bad.test");
@@ -245,11 +241,7 @@ fn check_reports_every_error_as_file_and_line() {
 #[test]
 fn check_summarises_a_good_deployment() {
     let dir = deployment(&[("example.test.zone", ZONE)]);
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("meridian.yaml"))
-        .output()
-        .unwrap();
+    let out = check(dir.path().join("meridian.yaml"));
     assert!(
         out.status.success(),
         "{}",
@@ -258,6 +250,15 @@ fn check_summarises_a_good_deployment() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("zone example.test.: 4 records"), "{text}");
     assert!(text.contains("ok: 1 zones, 4 records"), "{text}");
+}
+
+/// `meridian check --config FILE`, as an operator runs it.
+fn check(config: impl AsRef<std::path::Path>) -> std::process::Output {
+    Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config.as_ref())
+        .output()
+        .unwrap()
 }
 
 fn signal(m: &Meridian, sig: &str) {
@@ -378,11 +379,7 @@ policies:
     .unwrap();
     // The shipped database, so that the policy layer loads for real.
     with_shipped_geoip(dir.path());
-    let out = Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("meridian.yaml"))
-        .output()
-        .unwrap();
+    let out = check(dir.path().join("meridian.yaml"));
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     let file = dir.path().join("policies/web.yaml");
@@ -422,11 +419,7 @@ fn a_missing_or_corrupt_geoip_database_or_latency_table_is_reported_and_refused(
     )
     .unwrap();
     let check = || {
-        let out = Command::new(BIN)
-            .args(["check", "--config"])
-            .arg(dir.path().join("meridian.yaml"))
-            .output()
-            .unwrap();
+        let out = check(dir.path().join("meridian.yaml"));
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).to_string(),

@@ -8,8 +8,6 @@
 
 use std::collections::HashMap;
 
-use ipnet::IpNet;
-
 use super::{Method, Policy, PolicySet};
 use crate::geo::{self, Class, GeoTable, Location};
 
@@ -250,9 +248,4 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
     }
     set.lists = list_store;
     set.tables = tables;
-}
-
-/// The overlay networks latency keys and geo rules need, for `GeoTable::compile`.
-pub fn overlays(set: &PolicySet) -> Vec<IpNet> {
-    set.overlays()
 }
