@@ -2,6 +2,10 @@
 //! bounded: zones, regions, endpoints and policies come from the configuration, query
 //! types and rcodes from fixed lists; never a client address.
 
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, LazyLock, Mutex};
+
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -17,8 +21,7 @@ pub struct Metrics {
     pub cooldown_remaining: GaugeVec,
     pub overrides: IntGaugeVec,
     pub dns_queries: IntCounterVec,
-    pub policy_answers: IntCounterVec,
-    pub policy_all_down: IntCounterVec,
+    pub policies: PolicyCounterStore,
     pub reloads: IntCounterVec,
     pub last_reload_success: Gauge,
     pub geoip_build_epoch: IntGauge,
@@ -101,20 +104,11 @@ impl Metrics {
                 Opts::new("meridian_dns_queries_total", "DNS queries answered"),
                 &["zone", "qtype", "rcode", "transport"]
             )),
-            policy_answers: reg!(IntCounterVec::new(
-                Opts::new(
-                    "meridian_policy_answers_total",
-                    "Answers given by a policy, per region answered"
-                ),
-                &["policy", "region"]
-            )),
-            policy_all_down: reg!(IntCounterVec::new(
-                Opts::new(
-                    "meridian_policy_all_down_total",
-                    "Answers given while no region of the policy was healthy"
-                ),
-                &["policy", "behaviour"]
-            )),
+            policies: {
+                let store = PolicyCounterStore::default();
+                must(registry.register(Box::new(store.clone())));
+                store
+            },
             reloads: reg!(IntCounterVec::new(
                 Opts::new("meridian_config_reloads_total", "Configuration reloads"),
                 &["result"]
@@ -262,5 +256,250 @@ pub fn reason_label(reason: &str) -> &'static str {
         "probe_silent"
     } else {
         "recovered"
+    }
+}
+
+/// The per-policy counters (`meridian_policy_answers_total{policy,region}` and
+/// `meridian_policy_all_down_total{policy,behaviour}`), kept as plain atomics.
+///
+/// A labelled prometheus counter costs most of a kilobyte; 10 000 policies over a
+/// hundred regions made that 100 MB and 150 000 series. Here a policy's counters are one
+/// array aligned with its candidates (8 bytes each), shared with the snapshot's query
+/// path, carried over reloads by name so they never go backwards, and exposed at scrape
+/// time for the series that have counted something.
+#[derive(Clone, Default)]
+pub struct PolicyCounterStore {
+    inner: Arc<Mutex<HashMap<Box<str>, PolicySlots>>>,
+}
+
+struct PolicySlots {
+    regions: Box<[Box<str>]>,
+    answers: Arc<[AtomicU64]>,
+    /// `answers` at the last two `mark`s (older first): the answer-share window.
+    marks: [Box<[u64]>; 2],
+    behaviour: &'static str,
+    all_down: Arc<AtomicU64>,
+}
+
+/// What one policy of a snapshot increments.
+#[derive(Debug, Clone, Default)]
+pub struct PolicyCounters {
+    /// Aligned with the policy's candidates.
+    pub answers: Option<Arc<[AtomicU64]>>,
+    pub all_down: Option<Arc<AtomicU64>>,
+}
+
+impl PolicyCounters {
+    pub fn answered(&self, candidate: usize) {
+        if let Some(c) = self.answers.as_ref().and_then(|a| a.get(candidate)) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn all_down(&self) {
+        if let Some(c) = &self.all_down {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl PolicyCounterStore {
+    /// The counters for a new configuration's policies, given as (name, region names,
+    /// all-down behaviour); counts of policies and regions that remain carry over.
+    pub fn attach<'a>(
+        &self,
+        policies: impl Iterator<Item = (&'a str, Vec<&'a str>, &'static str)>,
+    ) -> Vec<PolicyCounters> {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut old = std::mem::take(&mut *map);
+        let mut out = Vec::new();
+        for (name, regions, behaviour) in policies {
+            let prev = old.remove(name);
+            let slots = match prev {
+                Some(p) if p.regions.iter().map(|r| &**r).eq(regions.iter().copied()) => {
+                    let all_down = if p.behaviour == behaviour {
+                        p.all_down
+                    } else {
+                        Arc::new(AtomicU64::new(0))
+                    };
+                    PolicySlots {
+                        behaviour,
+                        all_down,
+                        ..p
+                    }
+                }
+                prev => {
+                    let slot = |r: &str| {
+                        let p = prev.as_ref()?;
+                        Some((p, p.regions.iter().position(|x| &**x == r)?))
+                    };
+                    let count = |r: &str| {
+                        slot(r)
+                            .and_then(|(p, i)| p.answers.get(i))
+                            .map_or(0, |c| c.load(Ordering::Relaxed))
+                    };
+                    let mark = |m: usize| -> Box<[u64]> {
+                        regions
+                            .iter()
+                            .map(|r| {
+                                slot(r)
+                                    .and_then(|(p, i)| p.marks.get(m)?.get(i).copied())
+                                    .unwrap_or(0)
+                            })
+                            .collect()
+                    };
+                    let all_down = prev
+                        .as_ref()
+                        .filter(|p| p.behaviour == behaviour)
+                        .map_or(0, |p| p.all_down.load(Ordering::Relaxed));
+                    PolicySlots {
+                        answers: regions.iter().map(|r| AtomicU64::new(count(r))).collect(),
+                        marks: [mark(0), mark(1)],
+                        regions: regions.iter().map(|r| Box::from(*r)).collect(),
+                        behaviour,
+                        all_down: Arc::new(AtomicU64::new(all_down)),
+                    }
+                }
+            };
+            out.push(PolicyCounters {
+                answers: Some(slots.answers.clone()),
+                all_down: Some(slots.all_down.clone()),
+            });
+            map.insert(name.into(), slots);
+        }
+        out
+    }
+}
+
+impl PolicyCounterStore {
+    /// Moves the answer-share window on: the newer mark becomes the older one.
+    pub fn mark(&self) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for p in map.values_mut() {
+            let now: Box<[u64]> = p
+                .answers
+                .iter()
+                .map(|c| c.load(Ordering::Relaxed))
+                .collect();
+            let [older, newer] = &mut p.marks;
+            *older = std::mem::replace(newer, now);
+        }
+    }
+
+    /// policy → region → share of the policy's answers since the older mark, for the
+    /// policies that answered in that window.
+    pub fn shares(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = BTreeMap::new();
+        for (name, p) in map.iter() {
+            let since: Vec<u64> = p
+                .answers
+                .iter()
+                .zip(p.marks[0].iter().chain(std::iter::repeat(&0)))
+                .map(|(c, m)| c.load(Ordering::Relaxed).saturating_sub(*m))
+                .collect();
+            let total: u64 = since.iter().sum();
+            if total == 0 {
+                continue;
+            }
+            let shares = p
+                .regions
+                .iter()
+                .zip(&since)
+                .map(|(r, n)| (r.to_string(), *n as f64 / total as f64))
+                .collect();
+            out.insert(name.to_string(), shares);
+        }
+        out
+    }
+}
+
+fn counter_family(name: &str, help: &str) -> prometheus::proto::MetricFamily {
+    let mut f = prometheus::proto::MetricFamily::default();
+    f.set_name(name.to_string());
+    f.set_help(help.to_string());
+    f.set_field_type(prometheus::proto::MetricType::COUNTER);
+    f
+}
+
+fn counter_metric(labels: [(&str, &str); 2], value: u64) -> prometheus::proto::Metric {
+    let mut m = prometheus::proto::Metric::default();
+    m.set_label(
+        labels
+            .iter()
+            .map(|(k, v)| {
+                let mut l = prometheus::proto::LabelPair::default();
+                l.set_name(k.to_string());
+                l.set_value(v.to_string());
+                l
+            })
+            .collect(),
+    );
+    let mut c = prometheus::proto::Counter::default();
+    c.set_value(value as f64);
+    m.set_counter(c);
+    m
+}
+
+const ANSWERS: (&str, &str) = (
+    "meridian_policy_answers_total",
+    "Answers given by a policy, per region answered",
+);
+const ALL_DOWN: (&str, &str) = (
+    "meridian_policy_all_down_total",
+    "Answers given while no region of the policy was healthy",
+);
+
+impl prometheus::core::Collector for PolicyCounterStore {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        static DESCS: LazyLock<Vec<prometheus::core::Desc>> = LazyLock::new(|| {
+            [
+                (ANSWERS, ["policy", "region"]),
+                (ALL_DOWN, ["policy", "behaviour"]),
+            ]
+            .into_iter()
+            .filter_map(|((name, help), labels)| {
+                prometheus::core::Desc::new(
+                    name.into(),
+                    help.into(),
+                    labels.iter().map(|l| l.to_string()).collect(),
+                    HashMap::new(),
+                )
+                .ok()
+            })
+            .collect()
+        });
+        DESCS.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<prometheus::proto::MetricFamily> {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let mut names: Vec<&Box<str>> = map.keys().collect();
+        names.sort();
+        let mut answers = counter_family(ANSWERS.0, ANSWERS.1);
+        let mut all_down = counter_family(ALL_DOWN.0, ALL_DOWN.1);
+        for name in names {
+            let Some(p) = map.get(name) else { continue };
+            for (region, c) in p.regions.iter().zip(p.answers.iter()) {
+                let v = c.load(Ordering::Relaxed);
+                if v > 0 {
+                    answers
+                        .mut_metric()
+                        .push(counter_metric([("policy", name), ("region", region)], v));
+                }
+            }
+            let v = p.all_down.load(Ordering::Relaxed);
+            if v > 0 {
+                all_down.mut_metric().push(counter_metric(
+                    [("policy", name), ("behaviour", p.behaviour)],
+                    v,
+                ));
+            }
+        }
+        // An empty family is not valid exposition.
+        [answers, all_down]
+            .into_iter()
+            .filter(|f| !f.get_metric().is_empty())
+            .collect()
     }
 }

@@ -164,20 +164,16 @@ impl Snapshot {
     /// Resolves the per-policy metric handles the query path increments.
     pub fn attach_metrics(&mut self, m: &crate::metrics::Metrics) {
         let regions = &self.policies.regions;
-        for p in &mut self.policies.policies {
-            p.counters.answers = p
+        let counters = m.policies.attach(self.policies.policies.iter().map(|p| {
+            let names = p
                 .candidates
                 .iter()
-                .filter_map(|&r| regions.get(usize::from(r)))
-                .map(|r| {
-                    m.policy_answers
-                        .with_label_values(&[&*p.display, r.name.as_str()])
-                })
+                .map(|&r| regions.get(usize::from(r)).map_or("", |r| r.name.as_str()))
                 .collect();
-            p.counters.all_down = Some(
-                m.policy_all_down
-                    .with_label_values(&[&*p.display, p.all_down.name()]),
-            );
+            (&*p.display, names, p.all_down.name())
+        }));
+        for (p, c) in self.policies.policies.iter_mut().zip(counters) {
+            p.counters = c;
         }
     }
 

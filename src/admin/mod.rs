@@ -5,8 +5,8 @@
 
 mod page;
 
-use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Mutex};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
@@ -21,79 +21,22 @@ use crate::health::OverrideKind;
 use crate::health::checker::{Status, Target};
 use crate::reload::Reloader;
 
-/// Per-policy answer counts sampled every 10 s, five minutes kept, for answer shares.
-/// (policy, region) → answers so far, at one moment.
-type Counts = BTreeMap<(String, String), u64>;
-
+/// Answer shares over the last 2.5 to 5 minutes: the policy counters are marked every
+/// `SHARE_MARK` and shares counted from the older mark. Two arrays of counts per policy,
+/// whatever the traffic and the number of policies (see `metrics::PolicyCounterStore`).
 #[derive(Default)]
-pub struct Shares {
-    samples: Mutex<VecDeque<(u64, Counts)>>,
-}
+pub struct Shares;
 
-const SHARE_SAMPLES: usize = 31;
+const SHARE_MARK: Duration = Duration::from_secs(150);
 
 impl Shares {
     fn sample(&self, reloader: &Reloader) {
-        let snap = reloader.shared.load();
-        let mut counts = BTreeMap::new();
-        for p in &snap.policies.policies {
-            for &r in &p.candidates {
-                if let Some(region) = snap.policies.regions.get(usize::from(r)) {
-                    let v = reloader
-                        .metrics
-                        .policy_answers
-                        .with_label_values(&[&*p.display, region.name.as_str()])
-                        .get();
-                    counts.insert((p.display.to_string(), region.name.clone()), v);
-                }
-            }
-        }
-        let mut s = match self.samples.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        s.push_back((crate::health::store::now_unix(), counts));
-        while s.len() > SHARE_SAMPLES {
-            s.pop_front();
-        }
+        reloader.metrics.policies.mark();
     }
 
-    /// policy → region → share of that policy's answers over the kept window.
-    pub fn shares(&self) -> BTreeMap<String, BTreeMap<String, f64>> {
-        let s = match self.samples.lock() {
-            Ok(g) => g,
-            Err(p) => p.into_inner(),
-        };
-        let (Some(first), Some(last)) = (s.front(), s.back()) else {
-            return BTreeMap::new();
-        };
-        let mut per: BTreeMap<String, BTreeMap<String, u64>> = BTreeMap::new();
-        for ((p, r), v) in &last.1 {
-            let before = first.1.get(&(p.clone(), r.clone())).copied().unwrap_or(0);
-            *per.entry(p.clone())
-                .or_default()
-                .entry(r.clone())
-                .or_default() += v.saturating_sub(before);
-        }
-        per.into_iter()
-            .map(|(p, m)| {
-                let total: u64 = m.values().sum();
-                let shares = m
-                    .into_iter()
-                    .map(|(r, n)| {
-                        (
-                            r,
-                            if total == 0 {
-                                0.0
-                            } else {
-                                n as f64 / total as f64
-                            },
-                        )
-                    })
-                    .collect();
-                (p, shares)
-            })
-            .collect()
+    /// policy → region → share of that policy's answers over the window.
+    pub fn shares(&self, reloader: &Reloader) -> BTreeMap<String, BTreeMap<String, f64>> {
+        reloader.metrics.policies.shares()
     }
 }
 
@@ -139,7 +82,7 @@ pub async fn serve(
 ) {
     let sampler_state = state.clone();
     let sampler = tokio::spawn(async move {
-        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        let mut tick = tokio::time::interval(SHARE_MARK);
         loop {
             tick.tick().await;
             sampler_state.shares.sample(&sampler_state.reloader);
@@ -185,7 +128,7 @@ async fn full_status(s: &AdminState) -> Option<FullStatus> {
     Some(FullStatus {
         version: env!("CARGO_PKG_VERSION"),
         health,
-        answer_shares: s.shares.shares(),
+        answer_shares: s.shares.shares(&s.reloader),
         zones,
         policies: snap
             .policies

@@ -217,7 +217,7 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
     }
     h.push_str("</table><h2>Timeline (last 30 minutes)</h2>");
     h.push_str(&timeline(st));
-    h.push_str("<h2>Answer shares (last 5 minutes)</h2><table><tr><th>policy</th><th>region</th><th>share</th></tr>");
+    h.push_str("<h2>Answer shares (last 2.5 to 5 minutes)</h2><table><tr><th>policy</th><th>region</th><th>share</th></tr>");
     let answered: Vec<_> = shares
         .iter()
         .filter(|(_, m)| m.values().any(|v| *v > 0.0))

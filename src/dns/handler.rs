@@ -160,19 +160,12 @@ impl DynamicAnswers for PolicyAnswers<'_> {
         self.scope = self.scope.max(d.scope);
         if self.count {
             for &r in d.chosen() {
-                if let Some(c) = p
-                    .candidates
-                    .iter()
-                    .position(|&x| x == r)
-                    .and_then(|i| p.counters.answers.get(i))
-                {
-                    c.inc();
+                if let Some(i) = p.candidates.iter().position(|&x| x == r) {
+                    p.counters.answered(i);
                 }
             }
-            if d.outcome == Outcome::AllDown
-                && let Some(c) = &p.counters.all_down
-            {
-                c.inc();
+            if d.outcome == Outcome::AllDown {
+                p.counters.all_down();
             }
         }
         // Health-aware TTL: never above the policy's, shorter while a chosen region is

@@ -16,7 +16,7 @@ use ipnet::IpNet;
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
-use super::{Location, country, two};
+use super::{Location, Networks, country, two};
 
 #[derive(Deserialize, Default)]
 struct Iso<'a> {
@@ -68,7 +68,7 @@ pub enum DbError {
 
 pub struct Contents {
     /// Networks with an index into `locations` (many networks share a location).
-    pub networks: Vec<(IpNet, u32)>,
+    pub networks: Networks,
     pub locations: Vec<Location>,
     pub database_type: String,
     pub build_epoch: u64,
@@ -158,7 +158,7 @@ pub fn read(path: &Path) -> Result<Contents, DbError> {
     let mut cache: HashMap<usize, Option<u32>> = HashMap::new();
     let mut ids: HashMap<String, u32> = HashMap::new();
     let mut locations: Vec<Location> = Vec::new();
-    let mut networks = Vec::new();
+    let mut networks = Networks::default();
     let mut unknown = Vec::new();
     let mut decoded_any = false;
     let iter = reader
@@ -189,7 +189,7 @@ pub fn read(path: &Path) -> Result<Contents, DbError> {
         };
         if let (Some(loc), Some(net)) = (location, to_ipnet(net)) {
             decoded_any = true;
-            networks.push((net, loc));
+            networks.push(net, loc);
         }
     }
     if !decoded_any {

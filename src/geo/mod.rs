@@ -18,6 +18,7 @@ pub mod latency;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -235,24 +236,41 @@ impl RangeTable {
         Some((*self.values.get(i)?, lo, hi))
     }
 
-    /// Maps every value through `f` and merges neighbours that end up equal.
-    pub fn remap(&self, f: impl Fn(u32) -> u32) -> RangeTable {
-        let mut out = RangeTable {
-            starts: Vec::new(),
-            values: Vec::new(),
-            width: self.width,
-            buckets: Vec::new(),
+    /// As `lookup`, with values mapped through `f` and the range widened over up to
+    /// `reach` neighbours on each side that map to the same value: the ECS scope of an
+    /// answer can then span neighbouring networks that get the same answer (as a
+    /// per-policy merged table would give) without a table per policy. Past `reach` the
+    /// range is narrower than it could be, never wrong.
+    pub fn lookup_mapped(
+        &self,
+        addr: u128,
+        reach: usize,
+        f: impl Fn(u32) -> u32,
+    ) -> Option<(u32, u128, u128)> {
+        let b = self.bucket(addr);
+        let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
+            (Some(&lo), Some(&hi)) => (lo as usize, hi as usize),
+            _ => (0, self.starts.len()),
         };
-        for (&s, &v) in self.starts.iter().zip(&self.values) {
-            let nv = f(v);
-            if out.values.last() != Some(&nv) {
-                out.starts.push(s);
-                out.values.push(nv);
-            }
+        let within = self.starts.get(lo..hi)?.partition_point(|&s| s <= addr);
+        let i = (lo + within).checked_sub(1)?;
+        let v = f(*self.values.get(i)?);
+        let same = |j: usize| self.values.get(j).is_some_and(|&w| f(w) == v);
+        let mut first = i;
+        while first > 0 && i - first < reach && same(first - 1) {
+            first -= 1;
         }
-        out.starts.shrink_to_fit();
-        out.values.shrink_to_fit();
-        out.index()
+        let mut last = i;
+        while last - i < reach && same(last + 1) {
+            last += 1;
+        }
+        let lo = *self.starts.get(first)?;
+        let hi = self
+            .starts
+            .get(last + 1)
+            .map(|n| n - 1)
+            .unwrap_or_else(|| self.max());
+        Some((v, lo, hi))
     }
 
     pub fn len(&self) -> usize {
@@ -261,6 +279,61 @@ impl RangeTable {
 
     pub fn is_empty(&self) -> bool {
         self.starts.is_empty()
+    }
+}
+
+/// GeoIP networks as read, compact per family (a million of them are held during a load:
+/// 12 bytes each for IPv4 instead of 48 for a generic `(IpNet, start, end, id)` row).
+#[derive(Debug, Default)]
+pub struct Networks {
+    /// (first address, prefix length, location id)
+    pub v4: Vec<(u32, u8, u32)>,
+    pub v6: Vec<(u128, u8, u32)>,
+}
+
+impl Networks {
+    pub fn push(&mut self, net: IpNet, id: u32) {
+        match net {
+            IpNet::V4(n) => self.v4.push((u32::from(n.network()), n.prefix_len(), id)),
+            IpNet::V6(n) => self.v6.push((u128::from(n.network()), n.prefix_len(), id)),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn shrink_to_fit(&mut self) {
+        self.v4.shrink_to_fit();
+        self.v6.shrink_to_fit();
+    }
+
+    /// Calls `f(first, last, id)` for one family's networks in address order, consuming
+    /// them; at equal starts the less specific network comes first (and wins, see
+    /// `GeoTable::compile_indexed`). Sorted in place: no wider copy of a million rows.
+    fn for_each_sorted(&mut self, family: Family, mut f: impl FnMut(u128, u128, u32)) {
+        let width = family.width();
+        match family {
+            Family::V4 => {
+                let mut rows = std::mem::take(&mut self.v4);
+                rows.sort_unstable_by_key(|&(s, p, _)| (s, p));
+                for (s, p, id) in rows {
+                    let s = u128::from(s);
+                    f(s, last_of(width, s, p), id);
+                }
+            }
+            Family::V6 => {
+                let mut rows = std::mem::take(&mut self.v6);
+                rows.sort_unstable_by_key(|&(s, p, _)| (s, p));
+                for (s, p, id) in rows {
+                    f(s, last_of(width, s, p), id);
+                }
+            }
+        }
     }
 }
 
@@ -273,8 +346,9 @@ pub struct Class {
 
 #[derive(Debug, Default)]
 pub struct GeoTable {
-    pub v4: RangeTable,
-    pub v6: RangeTable,
+    /// Shared with the compiled policies, which look clients up in the same tables.
+    pub v4: Arc<RangeTable>,
+    pub v6: Arc<RangeTable>,
     pub classes: Vec<Class>,
     pub locations: Vec<Location>,
     pub overlays: Vec<IpNet>,
@@ -326,37 +400,31 @@ impl GeoTable {
     ) -> GeoTable {
         let mut locations: Vec<Location> = Vec::new();
         let mut ids: HashMap<LocationKey, u32> = HashMap::new();
-        let indexed = networks
-            .into_iter()
-            .map(|(net, loc)| {
-                let id = *ids.entry(loc.key()).or_insert_with(|| {
-                    locations.push(loc);
-                    (locations.len() - 1) as u32
-                });
-                (net, id)
-            })
-            .collect();
+        let mut indexed = Networks::default();
+        for (net, loc) in networks {
+            let id = *ids.entry(loc.key()).or_insert_with(|| {
+                locations.push(loc);
+                (locations.len() - 1) as u32
+            });
+            indexed.push(net, id);
+        }
         Self::compile_indexed(indexed, locations, overlays, default_location, database)
     }
 
     /// As `compile`, with networks already pointing into `locations`.
+    ///
+    /// One streaming pass per family: the sorted networks, gaps filled as unknown, cut
+    /// at overlay boundaries, each piece's class interned and merged into the table as it
+    /// goes. Nothing but the input and the table is held, so a million-network database
+    /// compiles in the memory of its result.
     pub fn compile_indexed(
-        networks: Vec<(IpNet, u32)>,
+        mut networks: Networks,
         mut locations: Vec<Location>,
         overlays: Vec<IpNet>,
         default_location: Option<Location>,
         database: String,
     ) -> GeoTable {
         let count = networks.len();
-        let mut per_family: HashMap<Family, Vec<(u128, u128, Option<u32>)>> = HashMap::new();
-        for (net, id) in networks {
-            let (fam, start, prefix) = net_bits(&net);
-            per_family.entry(fam).or_default().push((
-                start,
-                last_of(fam.width(), start, prefix),
-                Some(id),
-            ));
-        }
         let default_location = default_location.map(|l| {
             locations.push(l);
             (locations.len() - 1) as u32
@@ -368,99 +436,69 @@ impl GeoTable {
         let mut class_ids: HashMap<Class, u32> = HashMap::new();
         let mut tables = [Family::V4, Family::V6].map(|fam| {
             let width = fam.width();
-            let mut ranges = per_family.remove(&fam).unwrap_or_default();
-            ranges.sort_by_key(|r| r.0);
-            // Contiguous cover with gaps as unknown.
-            let mut cover: Vec<(u128, Option<u32>)> = Vec::with_capacity(ranges.len() * 2 + 1);
-            let mut next = 0u128;
-            let mut done = false;
-            for (s, e, l) in ranges {
-                if done || s < next {
-                    continue; // overlapping input: the first (less specific) wins
-                }
-                if s > next {
-                    cover.push((next, None));
-                }
-                cover.push((s, l));
-                if e == last_of(width, 0, 0) {
-                    done = true;
-                } else {
-                    next = e + 1;
-                }
-            }
-            if !done {
-                cover.push((next, None));
-            }
-            // Split at overlay boundaries, then stamp each overlay on what it covers,
-            // least specific first so the innermost one wins.
-            let mut cuts: Vec<u128> = Vec::new();
-            let fam_overlays: Vec<(usize, u128, u128)> = overlays
-                .iter()
-                .enumerate()
-                .filter_map(|(i, n)| {
-                    let (f, s, p) = net_bits(n);
-                    (f == fam).then(|| (i, s, last_of(width, s, p)))
-                })
-                .collect();
-            for &(_, s, e) in &fam_overlays {
-                cuts.push(s);
-                if e < last_of(width, 0, 0) {
-                    cuts.push(e + 1);
-                }
-            }
-            cuts.sort_unstable();
-            cuts.dedup();
-            let mut split: Vec<(u128, Option<u32>, Option<u32>)> =
-                Vec::with_capacity(cover.len() + cuts.len());
-            let mut ci = 0usize;
-            for (i, &(s, l)) in cover.iter().enumerate() {
-                let end = cover.get(i + 1).map(|n| n.0);
-                split.push((s, l, None));
-                while let Some(&c) = cuts.get(ci) {
-                    if c <= s {
-                        ci += 1;
-                        continue;
-                    }
-                    if end.is_some_and(|e| c >= e) {
-                        break;
-                    }
-                    split.push((c, l, None));
-                    ci += 1;
-                }
-            }
-            for &(oi, s, e) in &fam_overlays {
-                let from = split.partition_point(|r| r.0 < s);
-                let to = split.partition_point(|r| r.0 <= e);
-                for r in split.iter_mut().take(to).skip(from) {
-                    r.2 = Some(oi as u32);
-                }
-            }
+            let top = last_of(width, 0, 0);
+            let stamps = overlay_intervals(fam, &overlays);
             let mut table = RangeTable {
-                starts: Vec::with_capacity(split.len()),
-                values: Vec::with_capacity(split.len()),
+                starts: Vec::new(),
+                values: Vec::new(),
                 width,
                 buckets: Vec::new(),
             };
-            for (s, l, o) in split {
-                let class = Class {
-                    location: l,
-                    overlay: o,
-                };
+            let mut emit = |start: u128, location: Option<u32>, overlay: Option<u32>| {
+                let class = Class { location, overlay };
                 let id = *class_ids.entry(class).or_insert_with(|| {
                     classes.push(class);
                     (classes.len() - 1) as u32
                 });
                 if table.values.last() != Some(&id) {
-                    table.starts.push(s);
+                    table.starts.push(start);
                     table.values.push(id);
                 }
+            };
+            // A piece [start, end] of one location, cut where the innermost overlay changes.
+            let mut piece = |start: u128, end: u128, location: Option<u32>| {
+                let mut k = stamps
+                    .partition_point(|&(s, _)| s <= start)
+                    .saturating_sub(1);
+                let mut at = start;
+                loop {
+                    emit(at, location, stamps.get(k).and_then(|&(_, o)| o));
+                    match stamps.get(k + 1) {
+                        Some(&(next, _)) if next <= end => {
+                            at = next;
+                            k += 1;
+                        }
+                        _ => break,
+                    }
+                }
+            };
+            let mut next = 0u128;
+            let mut done = false;
+            networks.for_each_sorted(fam, |s, e, l| {
+                if done || s < next {
+                    return; // overlapping input: the first (less specific) wins
+                }
+                if s > next {
+                    piece(next, s - 1, None);
+                }
+                piece(s, e, Some(l));
+                if e == top {
+                    done = true;
+                } else {
+                    next = e + 1;
+                }
+            });
+            if !done {
+                piece(next, top, None);
             }
+            table.starts.shrink_to_fit();
+            table.values.shrink_to_fit();
             table.index()
         });
         let [v4, v6] = std::mem::take(&mut tables);
         GeoTable {
-            v4,
-            v6,
+            v4: Arc::new(v4),
+            v6: Arc::new(v6),
             classes,
             locations,
             overlays,
@@ -470,6 +508,39 @@ impl GeoTable {
             build_epoch: 0,
         }
     }
+}
+
+/// The innermost overlay over a whole family as sorted `(start, overlay index)` intervals;
+/// `overlays` are sorted least specific first, so later (more specific) ones overwrite.
+fn overlay_intervals(fam: Family, overlays: &[IpNet]) -> Vec<(u128, Option<u32>)> {
+    let width = fam.width();
+    let top = last_of(width, 0, 0);
+    let spans: Vec<(u32, u128, u128)> = overlays
+        .iter()
+        .enumerate()
+        .filter_map(|(i, n)| {
+            let (f, s, p) = net_bits(n);
+            (f == fam).then(|| (i as u32, s, last_of(width, s, p)))
+        })
+        .collect();
+    let mut cuts: Vec<u128> = vec![0];
+    for &(_, s, e) in &spans {
+        cuts.push(s);
+        if e < top {
+            cuts.push(e + 1);
+        }
+    }
+    cuts.sort_unstable();
+    cuts.dedup();
+    let mut out: Vec<(u128, Option<u32>)> = cuts.into_iter().map(|c| (c, None)).collect();
+    for &(oi, s, e) in &spans {
+        let from = out.partition_point(|r| r.0 < s);
+        let to = out.partition_point(|r| r.0 <= e);
+        for r in out.iter_mut().take(to).skip(from) {
+            r.1 = Some(oi);
+        }
+    }
+    out
 }
 
 #[cfg(test)]

@@ -2,7 +2,9 @@
 //! timeout, as a [`Sample`]. Each probe opens a fresh connection: a kept-alive one would
 //! hide a broken listener, accept queue or TLS setup.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -193,31 +195,58 @@ pub fn metric_from_spec(m: &spec::Metric) -> Result<Endpoint, (At, String)> {
 
 /// A client for an HTTP(S) endpoint: no proxy, no redirects, no retries, no pooling;
 /// requests go to the endpoint's address whatever name is in the URL (Host and SNI kept).
+///
+/// Endpoints with the same settings share one client: building one loads the TLS root
+/// store, which for a hundred endpoints took seconds of startup.
 pub fn client(ep: &Endpoint) -> Option<reqwest::Client> {
-    if ep.is_metric() {
+    type Key = (bool, Duration, bool, Option<(String, SocketAddr)>);
+    static CLIENTS: LazyLock<Mutex<HashMap<Key, reqwest::Client>>> =
+        LazyLock::new(Default::default);
+    let key: Key = match &ep.probe {
+        _ if ep.is_metric() => (true, ep.timeout, true, None),
+        Probe::Http {
+            sni, tls_verify, ..
+        } => (
+            false,
+            ep.timeout,
+            *tls_verify,
+            sni.as_ref().map(|n| (n.clone(), ep.address)),
+        ),
+        _ => return None,
+    };
+    let mut cache = CLIENTS.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(c) = cache.get(&key) {
+        return Some(c.clone());
+    }
+    let built = build_client(key.0, ep.timeout, key.2, key.3.as_ref())?;
+    cache.insert(key, built.clone());
+    Some(built)
+}
+
+fn build_client(
+    metric: bool,
+    timeout: Duration,
+    tls_verify: bool,
+    sni: Option<&(String, SocketAddr)>,
+) -> Option<reqwest::Client> {
+    if metric {
         return reqwest::Client::builder()
             .no_proxy()
             .retry(reqwest::retry::never())
-            .timeout(ep.timeout)
+            .timeout(timeout)
             .build()
             .ok();
     }
-    let Probe::Http {
-        sni, tls_verify, ..
-    } = &ep.probe
-    else {
-        return None;
-    };
     let mut b = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
         .retry(reqwest::retry::never())
         .pool_max_idle_per_host(0)
-        .timeout(ep.timeout)
-        .connect_timeout(ep.timeout)
+        .timeout(timeout)
+        .connect_timeout(timeout)
         .tls_danger_accept_invalid_certs(!tls_verify);
-    if let Some(name) = sni {
-        b = b.resolve(name, ep.address);
+    if let Some((name, addr)) = sni {
+        b = b.resolve(name, *addr);
     }
     b.build().ok()
 }

@@ -69,7 +69,9 @@ fn geo_rule_list(
     geo: &GeoTable,
     class: &Class,
     loc: Option<&Location>,
+    explain: bool,
 ) -> (Vec<u16>, String) {
+    let why = |f: &dyn Fn() -> String| if explain { f() } else { String::new() };
     if let Some(overlay) = class.overlay.and_then(|o| geo.overlays.get(o as usize)) {
         let best = rules
             .iter()
@@ -77,7 +79,7 @@ fn geo_rule_list(
             .filter(|(c, _)| c.contains(overlay))
             .max_by_key(|(c, _)| c.prefix_len());
         if let Some((c, r)) = best {
-            return (r.regions.clone(), format!("geo rule for {c}"));
+            return (r.regions.clone(), why(&|| format!("geo rule for {c}")));
         }
     }
     if let Some(loc) = loc {
@@ -86,14 +88,17 @@ fn geo_rule_list(
                 .iter()
                 .find(|r| r.subdivisions.iter().any(|s| **s == **sub))
         {
-            return (r.regions.clone(), format!("geo rule for subdivision {sub}"));
+            return (
+                r.regions.clone(),
+                why(&|| format!("geo rule for subdivision {sub}")),
+            );
         }
         if let Some(cc) = loc.country
             && let Some(r) = rules.iter().find(|r| r.countries.contains(&cc))
         {
             return (
                 r.regions.clone(),
-                format!("geo rule for country {}", String::from_utf8_lossy(&cc)),
+                why(&|| format!("geo rule for country {}", String::from_utf8_lossy(&cc))),
             );
         }
         if let Some(ct) = loc.continent
@@ -101,25 +106,53 @@ fn geo_rule_list(
         {
             return (
                 r.regions.clone(),
-                format!("geo rule for continent {}", String::from_utf8_lossy(&ct)),
+                why(&|| format!("geo rule for continent {}", String::from_utf8_lossy(&ct))),
             );
         }
     }
-    (default.to_vec(), "geo default".to_string())
+    (default.to_vec(), why(&|| "geo default".to_string()))
 }
 
 /// Orders the policy's regions for one client class.
 pub fn rank(set: &PolicySet, geo: &GeoTable, policy: &Policy, class: &Class) -> Ranking {
+    let point = geo.class_location(class).and_then(|l| l.point);
+    let distance = |r: u16| {
+        let region = set.regions.get(usize::from(r))?;
+        point.map(|p| geo::distance_km(p, region.point))
+    };
+    rank_with(set, geo, policy, class, &distance, true)
+}
+
+/// `rank` with distances from `distance` (a table at compile time) and, when `explain`
+/// is false, without the notes.
+fn rank_with(
+    set: &PolicySet,
+    geo: &GeoTable,
+    policy: &Policy,
+    class: &Class,
+    distance: &dyn Fn(u16) -> Option<f64>,
+    explain: bool,
+) -> Ranking {
     let loc = geo.class_location(class);
     let point = loc.and_then(|l| l.point);
     let mut notes = Vec::new();
+    let mut note = |n: &dyn Fn() -> String| {
+        if explain {
+            notes.push(n());
+        }
+    };
     let mut candidates: Vec<Candidate> = policy
         .candidates
         .iter()
         .filter_map(|&r| {
-            let region = set.regions.get(usize::from(r))?;
-            let distance_km = point.map(|p| geo::distance_km(p, region.point));
-            let measured = measured_rtt(set, geo, class, loc, r);
+            set.regions.get(usize::from(r))?;
+            let distance_km = distance(r);
+            // Only latency ranking and explanations read the RTT.
+            let measured = if explain || matches!(policy.method, Method::Latency) {
+                measured_rtt(set, geo, class, loc, r)
+            } else {
+                None
+            };
             let rtt_ms = measured
                 .or(distance_km.map(|d| 2.0 * d / FIBRE_KM_PER_MS + set.latency.overhead_ms));
             Some(Candidate {
@@ -143,34 +176,36 @@ pub fn rank(set: &PolicySet, geo: &GeoTable, policy: &Policy, class: &Class) -> 
         Method::Nearest => {
             if point.is_some() {
                 by(|c| c.distance_km, &mut candidates);
-                notes.push("nearest by great-circle distance".into());
+                note(&|| "nearest by great-circle distance".into());
             } else {
-                notes.push("client location unknown: policy order".into());
+                note(&|| "client location unknown: policy order".into());
             }
             candidates.iter().map(|c| c.region).collect()
         }
         Method::Latency => {
             if candidates.iter().any(|c| c.rtt_ms.is_some()) {
                 by(|c| c.rtt_ms, &mut candidates);
-                notes.push("lowest round-trip time (measured where the table has it, else estimated from distance)".into());
+                note(&|| {
+                    "lowest round-trip time (measured where the table has it, else estimated from distance)".into()
+                });
             } else {
-                notes.push("no latency data or location: policy order".into());
+                note(&|| "no latency data or location: policy order".into());
             }
             candidates.iter().map(|c| c.region).collect()
         }
         Method::Geo { rules, default } => {
-            let (list, why) = geo_rule_list(rules, default, geo, class, loc);
-            notes.push(why);
+            let (list, why) = geo_rule_list(rules, default, geo, class, loc, explain);
+            note(&|| why.clone());
             list.into_iter()
                 .filter(|r| policy.candidates.contains(r))
                 .collect()
         }
         Method::Weighted => {
-            notes.push("weighted, stable per client subnet".into());
+            note(&|| "weighted, stable per client subnet".into());
             candidates.iter().map(|c| c.region).collect()
         }
         Method::Failover => {
-            notes.push("failover in policy order".into());
+            note(&|| "failover in policy order".into());
             candidates.iter().map(|c| c.region).collect()
         }
     };
@@ -186,12 +221,14 @@ pub fn rank(set: &PolicySet, geo: &GeoTable, policy: &Policy, class: &Class) -> 
                             .all(|(k, v)| reg.labels.get(k) == Some(v))
                     })
                 });
-                let labels: Vec<String> = rule
-                    .labels
-                    .iter()
-                    .map(|(k, v)| format!("{k}={v}"))
-                    .collect();
-                notes.push(format!("residency: only regions with {}", labels.join(",")));
+                note(&|| {
+                    let labels: Vec<String> = rule
+                        .labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
+                    format!("residency: only regions with {}", labels.join(","))
+                });
             }
         }
     }
@@ -202,44 +239,69 @@ pub fn rank(set: &PolicySet, geo: &GeoTable, policy: &Policy, class: &Class) -> 
     }
 }
 
-/// Ranks every policy for every class and builds the interned lists and tables.
+/// How far the ECS scope may widen over neighbouring networks with the same answer (see
+/// `RangeTable::lookup_mapped`): a few cache lines at most on the query path.
+pub const SCOPE_REACH: usize = 16;
+
+/// Ranks every policy for every client class and interns the results: the ordered region
+/// lists, and each distinct class → list mapping. Every policy shares the one class table
+/// of the GeoIP data, so the memory is one small array per distinct mapping (classes × 4
+/// bytes) rather than a range table per policy, and 10 000 policies compile in well under
+/// a second.
 pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
-    let mut lists: HashMap<Vec<u16>, u32> = HashMap::new();
+    // Distances from every class to every region, once: the rankings read them.
+    let distances: Vec<Option<Box<[f64]>>> = geo
+        .classes
+        .iter()
+        .map(|class| {
+            let point = geo.class_location(class)?.point?;
+            Some(
+                set.regions
+                    .iter()
+                    .map(|r| geo::distance_km(point, r.point))
+                    .collect(),
+            )
+        })
+        .collect();
+    let unknown_class = Class {
+        location: None,
+        overlay: None,
+    };
+    let mut lists: HashMap<Box<[u16]>, u32> = HashMap::new();
     let mut list_store: Vec<Box<[u16]>> = Vec::new();
-    let mut mappings: HashMap<Vec<u32>, u32> = HashMap::new();
-    let mut tables = Vec::new();
+    let mut intern = |order: Vec<u16>| -> u32 {
+        if let Some(&id) = lists.get(order.as_slice()) {
+            return id;
+        }
+        let order = order.into_boxed_slice();
+        list_store.push(order.clone());
+        let id = (list_store.len() - 1) as u32;
+        lists.insert(order, id);
+        id
+    };
+    let mut mappings: HashMap<Box<[u32]>, u32> = HashMap::new();
+    let mut mapping_store: Vec<Box<[u32]>> = Vec::new();
     let mut assigned = Vec::with_capacity(set.policies.len());
     for policy in &set.policies {
-        let mapping: Vec<u32> = geo
+        let mapping: Box<[u32]> = geo
             .classes
             .iter()
-            .map(|class| {
-                let order = rank(set, geo, policy, class).order;
-                *lists.entry(order.clone()).or_insert_with(|| {
-                    list_store.push(order.into_boxed_slice());
-                    (list_store.len() - 1) as u32
-                })
+            .zip(&distances)
+            .map(|(class, dist)| {
+                let distance = |r: u16| dist.as_ref()?.get(usize::from(r)).copied();
+                intern(rank_with(set, geo, policy, class, &distance, false).order)
             })
             .collect();
-        let id = *mappings.entry(mapping.clone()).or_insert_with(|| {
-            let f = |c: u32| mapping.get(c as usize).copied().unwrap_or(0);
-            tables.push([geo.v4.remap(f), geo.v6.remap(f)]);
-            (tables.len() - 1) as u32
-        });
-        let unknown = rank(
-            set,
-            geo,
-            policy,
-            &Class {
-                location: None,
-                overlay: None,
-            },
-        )
-        .order;
-        let unknown = *lists.entry(unknown.clone()).or_insert_with(|| {
-            list_store.push(unknown.into_boxed_slice());
-            (list_store.len() - 1) as u32
-        });
+        let id = match mappings.get(&mapping) {
+            Some(&id) => id,
+            None => {
+                mapping_store.push(mapping.clone());
+                let id = (mapping_store.len() - 1) as u32;
+                mappings.insert(mapping, id);
+                id
+            }
+        };
+        let unknown = intern(rank(set, geo, policy, &unknown_class).order);
         assigned.push((id, unknown));
     }
     for (p, (id, unknown)) in set.policies.iter_mut().zip(assigned) {
@@ -247,5 +309,6 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
         p.no_client_list = unknown;
     }
     set.lists = list_store;
-    set.tables = tables;
+    set.mappings = mapping_store;
+    set.classes = [geo.v4.clone(), geo.v6.clone()];
 }

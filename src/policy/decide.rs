@@ -4,6 +4,7 @@
 
 use std::net::IpAddr;
 
+use super::compile::SCOPE_REACH;
 use super::{MAX_ANSWERS, Method, Policy, PolicySet};
 use crate::geo::{self, Family};
 use crate::health::Effective;
@@ -162,14 +163,12 @@ pub fn decide(
     let (list, mut scope, bits) = match client.map(geo::addr_bits) {
         Some((fam, bits)) => {
             let idx = if fam == Family::V4 { 0 } else { 1 };
-            let found = set
-                .tables
-                .get(policy.table as usize)
-                .and_then(|t| t.get(idx))
-                .and_then(|t| {
-                    t.lookup(bits)
-                        .map(|(v, lo, hi)| (v, geo::scope_within(t.width, bits, lo, hi)))
-                });
+            let mapping = set.mappings.get(policy.table as usize);
+            let found = set.classes.get(idx).zip(mapping).and_then(|(t, m)| {
+                let f = |class: u32| m.get(class as usize).copied().unwrap_or(0);
+                t.lookup_mapped(bits, SCOPE_REACH, f)
+                    .map(|(v, lo, hi)| (v, geo::scope_within(t.width, bits, lo, hi)))
+            });
             match found {
                 Some((v, s)) => (v, s, Some((fam, bits))),
                 None => (policy.no_client_list, 0, None),

@@ -5,7 +5,7 @@
 //!  policies/*.yaml ─spec─► load (every error, FILE:LINE:COL) ─► PolicySet { regions, policies }
 //!  geoip/latency.yaml ─────────────────────────────────────────► Latency
 //!                 compile::compile(set, GeoTable, Latency): rank regions per class,
-//!                 intern lists, one merged RangeTable per distinct class→list mapping
+//!                 intern lists and class→list mappings over the shared class table
 //!  query: decide(set, geo, health, policy, qtype, client) → Decision (pure, no alloc of lists)
 //! ```
 
@@ -16,6 +16,7 @@ pub mod spec;
 use std::collections::{BTreeMap, HashMap};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use ipnet::IpNet;
 
@@ -130,7 +131,7 @@ pub struct Policy {
     pub candidates: Vec<u16>,
     pub residency: Vec<Residency>,
     pub all_down: AllDown,
-    /// Index into `PolicySet::tables`, set by `compile`.
+    /// Index into `PolicySet::mappings`, set by `compile`.
     pub table: u32,
     /// The list for a query that carries no client information (ECS source prefix 0).
     pub no_client_list: u32,
@@ -140,13 +141,7 @@ pub struct Policy {
     pub line: usize,
 }
 
-/// `meridian_policy_answers_total` handles aligned with `candidates`, and the all-down
-/// counter for the policy's behaviour: resolved once per snapshot, not per query.
-#[derive(Debug, Clone, Default)]
-pub struct PolicyCounters {
-    pub answers: Vec<prometheus::IntCounter>,
-    pub all_down: Option<prometheus::IntCounter>,
-}
+pub use crate::metrics::PolicyCounters;
 
 /// Measured RTTs, by the most specific client key; see `geoip/latency.yaml`.
 #[derive(Debug, Clone, Default)]
@@ -166,8 +161,10 @@ pub struct PolicySet {
     pub latency: Latency,
     /// Interned ordered region lists.
     pub lists: Vec<Box<[u16]>>,
-    /// One pair (IPv4, IPv6) per distinct class → list mapping.
-    pub tables: Vec<[RangeTable; 2]>,
+    /// Client class → list, one per distinct mapping (`Policy::table` picks one).
+    pub mappings: Vec<Box<[u32]>>,
+    /// The GeoIP class tables (IPv4, IPv6), shared with the `GeoTable`.
+    pub classes: [Arc<RangeTable>; 2],
 }
 
 impl PolicySet {
