@@ -23,7 +23,7 @@ use super::handler::{self, Transport};
 use crate::config::DnsConfig;
 use crate::health::HealthView;
 use crate::metrics::{Metrics, QueryCounters};
-use crate::snapshot::Shared;
+use crate::snapshot::{Shared, Snapshot};
 
 pub type SharedHealth = Arc<arc_swap::ArcSwap<HealthView>>;
 
@@ -104,18 +104,20 @@ pub struct Ctx {
 }
 
 impl Ctx {
-    /// One query: one load of each published value, the handler, the query counter.
-    fn answer(
+    /// One query: the handler against the published snapshot and health view, and the
+    /// query counter.
+    #[allow(clippy::too_many_arguments)]
+    fn answer_with(
         &self,
+        snapshot: &Snapshot,
+        view: &HealthView,
         packet: &[u8],
         peer: std::net::IpAddr,
         transport: Transport,
         counters: &mut QueryCounters,
         out: &mut Vec<u8>,
     ) -> bool {
-        let snapshot = self.shared.load();
-        let view = self.health.load();
-        match handler::handle(&snapshot, &view, packet, peer, transport, true, out) {
+        match handler::handle(snapshot, view, packet, peer, transport, true, out) {
             Some(h) => {
                 let t = if transport == Transport::Udp {
                     "udp"
@@ -218,6 +220,7 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     continue;
                 }
             };
+            let mut loaded = None;
             for msg in received {
                 let (Some(addr), Some(packet)) = (msg.address, msg.iovs().next()) else {
                     continue;
@@ -226,12 +229,24 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                 let Some(out) = outbufs.get_mut(n_out) else {
                     break;
                 };
-                if ctx.answer(packet, peer.ip(), Transport::Udp, &mut counters, out) {
+                // One load of the published snapshot and health view per batch.
+                let (snapshot, view) =
+                    loaded.get_or_insert_with(|| (ctx.shared.load(), ctx.health.load()));
+                if ctx.answer_with(
+                    snapshot,
+                    view,
+                    packet,
+                    peer.ip(),
+                    Transport::Udp,
+                    &mut counters,
+                    out,
+                ) {
                     peers.push(Some(addr));
                     n_out += 1;
                 }
             }
         }
+        counters.flush();
         if n_out == 0 {
             continue;
         }
@@ -323,7 +338,17 @@ async fn tcp_conn(
             Ok(Ok(_)) => {}
             _ => return,
         }
-        if !ctx.answer(&buf, peer, Transport::Tcp, &mut counters, &mut out) {
+        let answered = ctx.answer_with(
+            &ctx.shared.load(),
+            &ctx.health.load(),
+            &buf,
+            peer,
+            Transport::Tcp,
+            &mut counters,
+            &mut out,
+        );
+        counters.flush();
+        if !answered {
             return;
         }
         let Ok(frame_len) = u16::try_from(out.len()) else {

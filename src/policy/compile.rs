@@ -310,5 +310,6 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
     }
     set.lists = list_store;
     set.mappings = mapping_store;
-    set.classes = [geo.v4.clone(), geo.v6.clone()];
+    set.classes_v4 = geo.v4.clone();
+    set.classes_v6 = geo.v6.clone();
 }

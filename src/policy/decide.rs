@@ -162,12 +162,13 @@ pub fn decide(
 ) -> Decision {
     let (list, mut scope, bits) = match client.map(geo::addr_bits) {
         Some((fam, bits)) => {
-            let idx = if fam == Family::V4 { 0 } else { 1 };
-            let mapping = set.mappings.get(policy.table as usize);
-            let found = set.classes.get(idx).zip(mapping).and_then(|(t, m)| {
+            let found = set.mappings.get(policy.table as usize).and_then(|m| {
                 let f = |class: u32| m.get(class as usize).copied().unwrap_or(0);
-                t.lookup_mapped(bits, SCOPE_REACH, f)
-                    .map(|(v, lo, hi)| (v, geo::scope_within(t.width, bits, lo, hi)))
+                let (found, width) = match fam {
+                    Family::V4 => (set.classes_v4.lookup_mapped(bits, SCOPE_REACH, f), 32),
+                    Family::V6 => (set.classes_v6.lookup_mapped(bits, SCOPE_REACH, f), 128),
+                };
+                found.map(|(v, lo, hi)| (v, geo::scope_within(width, bits, lo, hi)))
             });
             match found {
                 Some((v, s)) => (v, s, Some((fam, bits))),

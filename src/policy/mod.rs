@@ -163,8 +163,9 @@ pub struct PolicySet {
     pub lists: Vec<Box<[u16]>>,
     /// Client class → list, one per distinct mapping (`Policy::table` picks one).
     pub mappings: Vec<Box<[u32]>>,
-    /// The GeoIP class tables (IPv4, IPv6), shared with the `GeoTable`.
-    pub classes: [Arc<RangeTable>; 2],
+    /// The GeoIP class tables, shared with the `GeoTable`.
+    pub classes_v4: Arc<RangeTable<u32>>,
+    pub classes_v6: Arc<RangeTable<u128>>,
 }
 
 impl PolicySet {

@@ -391,3 +391,82 @@ policies:
         "{unknown_key:?}"
     );
 }
+
+/// The shared class table with per-policy class → list arrays must give, for every
+/// client, exactly the ranking of its class, and an ECS scope over which no address gets
+/// a different list (RFC 7871 7.2.1: the answer must hold for the whole scope).
+#[test]
+fn shared_class_tables_agree_with_ranking_and_scopes_hold() {
+    let mut seed = 0x5eed_u64;
+    let mut next = move || {
+        seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = seed;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    };
+    let countries = [
+        "US", "IE", "DE", "IN", "GB", "JP", "BR", "ZA", "AU", "FR", "AE",
+    ];
+    // 3000 adjacent networks of random sizes and countries across 10.0.0.0/8 and beyond.
+    let mut nets = Vec::new();
+    let mut at: u32 = 0x0A00_0000;
+    for _ in 0..3000 {
+        let prefix = 18 + (next() % 7) as u8;
+        let size = 1u32 << (32 - prefix);
+        at = at.div_ceil(size) * size;
+        let cc = countries[(next() % countries.len() as u64) as usize];
+        nets.push((
+            IpNet::new(std::net::Ipv4Addr::from(at).into(), prefix).unwrap(),
+            loc(cc),
+        ));
+        at += size * (1 + (next() % 2) as u32);
+    }
+    let policies = [
+        "  - { name: a.example.com, method: nearest }",
+        "  - { name: b.example.com, method: nearest, regions: [ap-south, eu-west] }",
+        "  - { name: c.example.com, method: latency, regions: [us-east, ap-south] }",
+        "  - { name: d.example.com, method: nearest, answers: 2, regions: [eu-west, us-east, ap-south], residency: [ { clients: { countries: [EU] }, regions: { jurisdiction: eu } } ] }",
+    ]
+    .join("\n");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!("version: 1\n{REGIONS}\npolicies:\n{policies}\n"),
+    )
+    .unwrap();
+    let mut set = load(dir.path(), None, 5.0).unwrap_or_else(|e| panic!("{e:?}"));
+    let geo = GeoTable::compile(nets, set.overlays(), None, "t".into());
+    compile::compile(&mut set, &geo);
+    let health = HealthView::default();
+    let list_of = |p: usize, addr: u32| {
+        let ip = IpAddr::from(std::net::Ipv4Addr::from(addr));
+        let d = decide(&set, &health, &set.policies[p], A, Some(ip));
+        (set.list(d.list).to_vec(), d.scope)
+    };
+    for p in 0..set.policies.len() {
+        for _ in 0..2000 {
+            let addr = 0x0A00_0000 + (next() % (at as u64 - 0x0A00_0000)) as u32;
+            let (list, scope) = list_of(p, addr);
+            let (class, ..) = geo
+                .classify(crate::geo::Family::V4, u128::from(addr))
+                .unwrap();
+            let ranked = compile::rank(&set, &geo, &set.policies[p], geo.class(class).unwrap());
+            assert_eq!(list, ranked.order, "policy {p}, client {addr:#x}");
+            let mask = if scope == 0 {
+                0
+            } else {
+                u32::MAX << (32 - scope)
+            };
+            let first = addr & mask;
+            let last = first | !mask;
+            for probe in [first, last, first + (next() as u32 & !mask)] {
+                assert_eq!(
+                    list_of(p, probe).0,
+                    list,
+                    "policy {p}: {probe:#x} inside the /{scope} of {addr:#x} gets another list"
+                );
+            }
+        }
+    }
+}
