@@ -294,10 +294,10 @@ def dnsperf(port, qfile, seconds, extra=()):
     return r, out
 
 
-def latency_at(port, qfile, rate, seconds):
+def latency_at(port, qfile, rate, seconds, extra=()):
     """(mean ms, p99 ms) at a fixed query rate, from dnsperf's per-query lines."""
     out = subprocess.run(["dnsperf", "-B", "-v", "-s", "127.0.0.1", "-p", str(port), "-d", qfile, "-l", str(seconds),
-                          "-Q", str(int(rate)), "-c", "16", "-T", "2"],
+                          "-Q", str(int(rate)), *extra],
                          capture_output=True, text=True).stdout
     lat = []
     for line in out.splitlines():
@@ -346,7 +346,8 @@ def run_server(name, cmd, env, files, args, half=None):
             rate = res[kind]["qps"] / 2 if name == "meridian" else (half or {}).get(kind)
             if rate:
                 res[kind]["half_rate"] = rate
-                res[kind]["half_mean_ms"], res[kind]["half_p99_ms"] = latency_at(port, qfile, rate, 5)
+                res[kind]["half_mean_ms"], res[kind]["half_p99_ms"] = latency_at(
+                    port, qfile, rate, 5, ("-c", "16", "-T", "2"))
         res["rss_mb"] = peak_rss_mb(pids_of(proc.pid))
         return res
     finally:

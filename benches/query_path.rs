@@ -101,5 +101,68 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(query_path, benches);
+/// A deployment of `policies` policies over `regions` regions (each policy nearest over
+/// its own few regions) on the shipped GeoIP database, written to `dir`.
+fn scale_config(dir: &Path, policies: usize, regions: usize) -> Config {
+    use std::fmt::Write;
+    std::fs::create_dir_all(dir.join("zones")).unwrap();
+    std::fs::create_dir_all(dir.join("policies")).unwrap();
+    std::fs::write(
+        dir.join("zones/scale.example"),
+        "$TTL 300\n@ SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 192.0.2.53\n",
+    )
+    .unwrap();
+    let mut y = String::from("version: 1\nregions:\n");
+    for r in 0..regions {
+        let (lat, lon) = ((r * 37 % 120) as f64 - 50.0, (r * 73 % 360) as f64 - 180.0);
+        writeln!(
+            y,
+            "  - {{ name: r{r}, location: {{ lat: {lat}, lon: {lon} }}, a: [192.0.2.{}] }}",
+            r % 250 + 1
+        )
+        .unwrap();
+    }
+    y.push_str("policies:\n");
+    for p in 0..policies {
+        let picks: Vec<String> = (0..2 + p % 7)
+            .map(|k| format!("r{}", (p * 31 + k * 17) % regions))
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        writeln!(
+            y,
+            "  - {{ name: p{p}.scale.example, method: nearest, regions: [{}] }}",
+            picks.join(", ")
+        )
+        .unwrap();
+    }
+    std::fs::write(dir.join("policies/scale.yaml"), y).unwrap();
+    let geoip = Path::new(env!("CARGO_MANIFEST_DIR")).join("geoip");
+    std::fs::write(
+        dir.join("meridian.yaml"),
+        format!(
+            "version: 1\nzones: zones\npolicies: policies\ngeoip: {}\ngeo:\n  latency: null\n",
+            geoip.display()
+        ),
+    )
+    .unwrap();
+    Config::load(&dir.join("meridian.yaml"), &Overrides::default()).unwrap()
+}
+
+/// Issue 6's scale: the whole load (zones, policy files, GeoIP database, compile) of
+/// 10 000 policies over 100 regions, against the same load with one policy.
+fn load(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut group = c.benchmark_group("load");
+    group.sample_size(10);
+    for policies in [1usize, 10_000] {
+        let config = scale_config(&dir.path().join(policies.to_string()), policies, 100);
+        group.bench_function(format!("{policies} policies over 100 regions"), |b| {
+            b.iter(|| black_box(Snapshot::build(&config, &mut RegionIds::default()).is_ok()))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(query_path, benches, load);
 criterion_main!(query_path);

@@ -178,6 +178,8 @@ pub fn scope_within(width: u8, addr: u128, lo: u128, hi: u128) -> u8 {
 /// memory and of the cache lines a lookup touches.
 pub trait Key: Copy + Ord + std::fmt::Debug + Default {
     const WIDTH: u8;
+    /// Top address bits that pick a block of the index (see `RangeTable::buckets`).
+    const BUCKET_BITS: u8;
     /// The key of an address given as bits (IPv4 in the low 32).
     fn from_bits(bits: u128) -> Self;
     fn bits(self) -> u128;
@@ -185,6 +187,9 @@ pub trait Key: Copy + Ord + std::fmt::Debug + Default {
 
 impl Key for u32 {
     const WIDTH: u8 = 32;
+    /// /20 blocks: 4 MB of index, and a lookup lands on about one entry, where /16 blocks
+    /// left hundreds in the dense parts of the address space (a miss per search step).
+    const BUCKET_BITS: u8 = 20;
     fn from_bits(bits: u128) -> Self {
         bits as u32
     }
@@ -195,6 +200,7 @@ impl Key for u32 {
 
 impl Key for u128 {
     const WIDTH: u8 = 128;
+    const BUCKET_BITS: u8 = 16;
     fn from_bits(bits: u128) -> Self {
         bits
     }
@@ -213,13 +219,11 @@ impl Key for u128 {
 #[derive(Debug, Clone, Default)]
 pub struct RangeTable<K: Key> {
     entries: Vec<(K, u32)>,
-    /// `buckets[b]` is the first range starting in the block whose top 16 address bits
-    /// are `b` (65 537 entries). A lookup searches only its block: a few cache lines
-    /// instead of ~20 misses over a table of a million networks.
+    /// `buckets[b]` is the first range starting in the block whose top
+    /// `K::BUCKET_BITS` address bits are `b`. A lookup searches only its block: a cache
+    /// line or two instead of ~20 misses over a table of a million networks.
     buckets: Vec<u32>,
 }
-
-const BUCKET_BITS: u8 = 16;
 
 impl<K: Key> RangeTable<K> {
     pub fn width(&self) -> u8 {
@@ -231,7 +235,7 @@ impl<K: Key> RangeTable<K> {
     }
 
     fn bucket(addr: K) -> usize {
-        (addr.bits() >> (K::WIDTH - BUCKET_BITS)) as usize
+        (addr.bits() >> (K::WIDTH - K::BUCKET_BITS)) as usize
     }
 
     fn push(&mut self, start: u128, value: u32) {
@@ -243,7 +247,7 @@ impl<K: Key> RangeTable<K> {
     /// Builds the block index; call once the ranges are complete.
     fn index(mut self) -> Self {
         self.entries.shrink_to_fit();
-        let n = 1usize << BUCKET_BITS;
+        let n = 1usize << K::BUCKET_BITS;
         let mut buckets = Vec::with_capacity(n + 1);
         let mut i = 0usize;
         for b in 0..=n {

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use super::{Method, Policy, PolicySet};
+use super::{Mapping, Method, Policy, PolicySet};
 use crate::geo::{self, Class, GeoTable, Location};
 
 /// Light in fibre covers about 200 km per millisecond.
@@ -280,7 +280,7 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
         id
     };
     let mut mappings: HashMap<Box<[u32]>, u32> = HashMap::new();
-    let mut mapping_store: Vec<Box<[u32]>> = Vec::new();
+    let mut mapping_store: Vec<Mapping> = Vec::new();
     let mut assigned = Vec::with_capacity(set.policies.len());
     for policy in &set.policies {
         let mapping: Box<[u32]> = geo
@@ -295,7 +295,7 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
         let id = match mappings.get(&mapping) {
             Some(&id) => id,
             None => {
-                mapping_store.push(mapping.clone());
+                mapping_store.push(Mapping::new(&mapping));
                 let id = (mapping_store.len() - 1) as u32;
                 mappings.insert(mapping, id);
                 id

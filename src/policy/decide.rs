@@ -163,7 +163,7 @@ pub fn decide(
     let (list, mut scope, bits) = match client.map(geo::addr_bits) {
         Some((fam, bits)) => {
             let found = set.mappings.get(policy.table as usize).and_then(|m| {
-                let f = |class: u32| m.get(class as usize).copied().unwrap_or(0);
+                let f = |class: u32| m.list(class);
                 let (found, width) = match fam {
                     Family::V4 => (set.classes_v4.lookup_mapped(bits, SCOPE_REACH, f), 32),
                     Family::V6 => (set.classes_v6.lookup_mapped(bits, SCOPE_REACH, f), 128),
