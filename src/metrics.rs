@@ -535,3 +535,78 @@ impl prometheus::core::Collector for PolicyCounterStore {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exposition(store: &PolicyCounterStore) -> String {
+        let registry = Registry::new();
+        registry.register(Box::new(store.clone())).unwrap();
+        let mut out = Vec::new();
+        TextEncoder::new()
+            .encode(&registry.gather(), &mut out)
+            .unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn policy_counters_carry_over_reloads_and_list_only_what_counted() {
+        let store = PolicyCounterStore::default();
+        let c = store.attach(
+            [
+                ("www.", vec!["us", "eu"], "fail_open"),
+                ("api.", vec!["us"], "servfail"),
+            ]
+            .into_iter(),
+        );
+        c[0].answered(1);
+        c[0].answered(1);
+        c[1].all_down();
+        let text = exposition(&store);
+        assert!(text.contains("meridian_policy_answers_total{policy=\"www.\",region=\"eu\"} 2"));
+        assert!(
+            !text.contains("region=\"us\""),
+            "zero series are left out:\n{text}"
+        );
+        assert!(
+            text.contains(
+                "meridian_policy_all_down_total{policy=\"api.\",behaviour=\"servfail\"} 1"
+            ),
+            "{text}"
+        );
+        // A reload: www. gains a region (its counts carry over by name), api. goes away.
+        let c2 = store.attach([("www.", vec!["ap", "eu", "us"], "fail_open")].into_iter());
+        c2[0].answered(1);
+        let text = exposition(&store);
+        assert!(text.contains("policy=\"www.\",region=\"eu\"} 3"), "{text}");
+        assert!(
+            !text.contains("api."),
+            "a removed policy's series go:\n{text}"
+        );
+        // Unchanged regions share the live array: the old snapshot's counts still land.
+        let c3 = store.attach([("www.", vec!["ap", "eu", "us"], "fail_open")].into_iter());
+        c2[0].answered(1);
+        c3[0].answered(1);
+        assert!(exposition(&store).contains("region=\"eu\"} 5"));
+    }
+
+    #[test]
+    fn answer_shares_count_from_the_older_mark() {
+        let store = PolicyCounterStore::default();
+        let c = store.attach([("www.", vec!["us", "eu"], "fail_open")].into_iter());
+        for _ in 0..3 {
+            c[0].answered(0);
+        }
+        store.mark(); // older mark: 0, 0; newer: 3, 0
+        c[0].answered(1);
+        let shares = store.shares();
+        assert_eq!(shares["www."]["us"], 0.75);
+        store.mark(); // older: 3, 0; newer: 3, 1
+        let shares = store.shares();
+        assert_eq!(shares["www."]["us"], 0.0);
+        assert_eq!(shares["www."]["eu"], 1.0);
+        store.mark(); // nothing since the older mark
+        assert!(store.shares().is_empty());
+    }
+}
