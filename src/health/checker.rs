@@ -132,6 +132,7 @@ impl HealthHandle {
             ready_tx,
             generation: 0,
             metrics,
+            gauges_stale: true,
         };
         core.reconfigure(snapshot, Some(&persisted));
         core.publish(false);
@@ -216,6 +217,8 @@ struct Core {
     ready_tx: watch::Sender<bool>,
     generation: u64,
     metrics: Arc<Metrics>,
+    /// Set when regions or endpoints change: the next export starts the gauges afresh.
+    gauges_stale: bool,
 }
 
 fn jitter(key: &str, interval: Duration) -> Duration {
@@ -304,7 +307,7 @@ impl Core {
                 },
                 Some((key, generation, sample)) = samples.recv() => {
                     let changed = self.observe(&key, generation, sample);
-                    self.publish(true);
+                    self.publish_after(true, Some(&key));
                     if changed {
                         self.persist();
                     }
@@ -346,6 +349,7 @@ impl Core {
 
     fn reconfigure(&mut self, snapshot: Arc<Snapshot>, persisted: Option<&StateFile>) {
         self.snapshot = snapshot;
+        self.gauges_stale = true;
         let now = Instant::now();
         let mut next: BTreeMap<String, EndpointRt> = BTreeMap::new();
         let regions = self.snapshot.policies.regions.clone();
@@ -578,16 +582,26 @@ impl Core {
     }
 
     /// Measured region state, endpoints up, endpoints needed.
-    fn region_measured(&self, name: &str, min_up: MinUp) -> (Effective, usize, usize, usize) {
+    /// The endpoints of every region, in one pass over the endpoint map.
+    fn by_region(&self) -> HashMap<&str, Vec<(&String, &EndpointRt)>> {
+        let mut out: HashMap<&str, Vec<(&String, &EndpointRt)>> = HashMap::new();
+        for (k, e) in &self.endpoints {
+            out.entry(e.region.as_str()).or_default().push((k, e));
+        }
+        out
+    }
+
+    fn region_measured(
+        &self,
+        eps: &[(&String, &EndpointRt)],
+        min_up: MinUp,
+    ) -> (Effective, usize, usize, usize) {
         // A failing metric takes the region out whatever its probes say.
-        let metric_down = self.endpoints.iter().any(|(k, e)| {
-            e.region == name && e.ep.is_metric() && self.endpoint_effective(k, e) == Effective::Down
-        });
-        let eps: Vec<(&String, &EndpointRt)> = self
-            .endpoints
+        let metric_down = eps
             .iter()
-            .filter(|(_, e)| e.region == name && !e.ep.is_metric())
-            .collect();
+            .any(|(k, e)| e.ep.is_metric() && self.endpoint_effective(k, e) == Effective::Down);
+        let eps: Vec<&(&String, &EndpointRt)> =
+            eps.iter().filter(|(_, e)| !e.ep.is_metric()).collect();
         if eps.is_empty() {
             let state = if metric_down {
                 Effective::Down
@@ -622,28 +636,47 @@ impl Core {
             .cloned()
     }
 
+    /// Publishes the health view and the gauges. Runs after every sample, so it is one
+    /// pass over the endpoints (it was regions × endpoints, 10 000 window evaluations
+    /// per sample with a hundred regions).
     fn publish(&mut self, log: bool) {
+        self.publish_after(log, None);
+    }
+
+    /// `publish` after a sample of `sampled`: the gauges of that endpoint and of regions
+    /// whose state changed are updated, not every series.
+    fn publish_after(&mut self, log: bool, sampled: Option<&str>) {
         let now = Instant::now();
+        let mut changed_regions: Vec<String> = Vec::new();
         let mut view = HealthView::default();
         let regions = self.snapshot.policies.regions.clone();
         let mut changes = Vec::new();
+        let groups = self.by_region();
+        let mut measured_regions = Vec::with_capacity(regions.len());
         for region in &regions {
-            let (measured, up, total, needed) = self.region_measured(&region.name, region.min_up);
-            let effective = self
-                .region_override(&region.name)
-                .map(|o| o.kind.effective())
-                .unwrap_or(measured);
+            let eps = groups
+                .get(region.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or_default();
             // Health-aware TTL: the soonest any endpoint of the region could change.
-            let ttl_cap = self
-                .endpoints
-                .values()
-                .filter(|e| e.region == region.name)
-                .filter_map(|e| {
+            let ttl_cap = eps
+                .iter()
+                .filter_map(|(_, e)| {
                     let s = e.window.signals(e.thresholds.latency_percentile);
                     state::time_to_change(e.state, &s, &e.thresholds, e.ep.interval, now)
                 })
                 .min()
                 .map(|d| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32);
+            measured_regions.push((self.region_measured(eps, region.min_up), ttl_cap));
+        }
+        drop(groups);
+        for (region, ((measured, up, total, needed), ttl_cap)) in
+            regions.iter().zip(measured_regions)
+        {
+            let effective = self
+                .region_override(&region.name)
+                .map(|o| o.kind.effective())
+                .unwrap_or(measured);
             let i = region.id as usize;
             if view.regions.len() <= i {
                 view.regions.resize(i + 1, None);
@@ -655,6 +688,9 @@ impl Core {
                 });
             }
             let prev = self.last_region.insert(region.name.clone(), effective);
+            if prev != Some(effective) {
+                changed_regions.push(region.name.clone());
+            }
             if log && prev.is_some_and(|p| p != effective) {
                 let why = match self.region_override(&region.name) {
                     Some(o) => format!(
@@ -687,15 +723,66 @@ impl Core {
             });
         }
         self.view.store(Arc::new(view));
-        self.export_gauges(now);
+        match sampled {
+            Some(key) if !self.gauges_stale => {
+                self.export_sample_gauges(now, key, &changed_regions)
+            }
+            _ => self.export_gauges(now),
+        }
     }
 
-    fn export_gauges(&self, now: Instant) {
+    fn export_sample_gauges(&self, now: Instant, key: &str, changed_regions: &[String]) {
         let m = &self.metrics;
-        m.region_healthy.reset();
-        m.endpoint_state.reset();
-        m.endpoint_error_rate.reset();
-        m.cooldown_remaining.reset();
+        for r in changed_regions {
+            let up = self
+                .last_region
+                .get(r)
+                .is_none_or(|s| *s != Effective::Down);
+            m.region_healthy
+                .with_label_values(&[r.as_str()])
+                .set(i64::from(up));
+        }
+        if let Some(e) = self.endpoints.get(key) {
+            self.export_endpoint(now, e);
+        }
+    }
+
+    fn export_endpoint(&self, now: Instant, e: &EndpointRt) {
+        let m = &self.metrics;
+        let (region, ep) = (e.region.as_str(), e.ep.name.as_str());
+        for st in ["up", "degraded", "down"] {
+            m.endpoint_state
+                .with_label_values(&[region, ep, st])
+                .set(i64::from(e.state.name() == st));
+        }
+        let s = e.window.signals(e.thresholds.latency_percentile);
+        m.endpoint_error_rate
+            .with_label_values(&[region, ep])
+            .set(s.error_rate);
+        let cool = match e.state {
+            State::Down { since, .. } => e
+                .thresholds
+                .cooldown
+                .saturating_sub(now.saturating_duration_since(since))
+                .as_secs_f64(),
+            _ => 0.0,
+        };
+        m.cooldown_remaining
+            .with_label_values(&[region, ep])
+            .set(cool);
+    }
+
+    fn export_gauges(&mut self, now: Instant) {
+        let m = &self.metrics;
+        // Series of removed regions and endpoints go at a reconfiguration; otherwise the
+        // existing series are set in place (a reset drops and re-creates every labelled
+        // series, which was most of the checker's CPU with a hundred endpoints).
+        if std::mem::take(&mut self.gauges_stale) {
+            m.region_healthy.reset();
+            m.endpoint_state.reset();
+            m.endpoint_error_rate.reset();
+            m.cooldown_remaining.reset();
+        }
         m.overrides.reset();
         for r in &self.snapshot.policies.regions {
             let up = self
@@ -712,30 +799,10 @@ impl Core {
             }
         }
         for (key, e) in &self.endpoints {
-            let (region, ep) = (e.region.as_str(), e.ep.name.as_str());
-            for st in ["up", "degraded", "down"] {
-                m.endpoint_state
-                    .with_label_values(&[region, ep, st])
-                    .set(i64::from(e.state.name() == st));
-            }
-            let s = e.window.signals(e.thresholds.latency_percentile);
-            m.endpoint_error_rate
-                .with_label_values(&[region, ep])
-                .set(s.error_rate);
-            let cool = match e.state {
-                State::Down { since, .. } => e
-                    .thresholds
-                    .cooldown
-                    .saturating_sub(now.saturating_duration_since(since))
-                    .as_secs_f64(),
-                _ => 0.0,
-            };
-            m.cooldown_remaining
-                .with_label_values(&[region, ep])
-                .set(cool);
+            self.export_endpoint(now, e);
             if let Some(o) = self.endpoint_overrides.get(key) {
                 m.overrides
-                    .with_label_values(&[region, ep, o.kind.name()])
+                    .with_label_values(&[e.region.as_str(), e.ep.name.as_str(), o.kind.name()])
                     .set(1);
             }
         }
@@ -802,13 +869,18 @@ impl Core {
                 }
             })
             .collect();
+        let groups = self.by_region();
         let regions = self
             .snapshot
             .policies
             .regions
             .iter()
             .map(|r| {
-                let (measured, up, total, needed) = self.region_measured(&r.name, r.min_up);
+                let eps = groups
+                    .get(r.name.as_str())
+                    .map(Vec::as_slice)
+                    .unwrap_or_default();
+                let (measured, up, total, needed) = self.region_measured(eps, r.min_up);
                 let o = self.region_override(&r.name);
                 RegionStatus {
                     region: r.name.clone(),
