@@ -313,6 +313,35 @@ def latency_at(port, qfile, rate, seconds, extra=()):
     return statistics.fmean(lat) * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
 
 
+def saturation(port, qfile, args, pid):
+    """`args.repeats` saturating dnsperf runs: the median run's figures, server CPU over
+    the process tree of `pid`, and the queries lost in all of them."""
+    runs = []
+    for _ in range(args.repeats):
+        c0 = cpu_seconds(pids_of(pid))
+        r, _ = dnsperf(port, qfile, args.seconds, ("-c", "16", "-q", "500", "-T", "2"))
+        r["cpu"] = cpu_seconds(pids_of(pid)) - c0
+        runs.append(r)
+    best = sorted(runs, key=lambda r: r.get("qps", 0))[len(runs) // 2]
+    done = max(best.get("completed", 0), 1)
+    return {
+        "qps": best.get("qps", 0.0),
+        "mean_ms": best.get("mean_ms", 0.0),
+        "lost": sum(r.get("lost", 0) for r in runs),
+        "cpu_per_100k": best["cpu"] / done * 100000,
+        "answers_per_cpu_s": done / best["cpu"] if best["cpu"] else 0.0,
+    }
+
+
+def stop(proc, log):
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+    log.close()
+
+
 def run_server(name, cmd, env, files, args, half=None):
     """Saturation runs, then latency at 1000 qps and at `half[kind]` queries/s (half of
     Meridian's peak, once Meridian has run)."""
@@ -325,22 +354,7 @@ def run_server(name, cmd, env, files, args, half=None):
         time.sleep(3 if args.quick else 6)  # first health round
         res = {}
         for kind, qfile in files:
-            runs = []
-            for _ in range(args.repeats):
-                pids = pids_of(proc.pid)
-                c0 = cpu_seconds(pids)
-                r, raw = dnsperf(port, qfile, args.seconds, ("-c", "16", "-q", "500", "-T", "2"))
-                r["cpu"] = cpu_seconds(pids_of(proc.pid)) - c0
-                runs.append(r)
-            best = sorted(runs, key=lambda r: r.get("qps", 0))[len(runs) // 2]
-            done = max(best.get("completed", 0), 1)
-            res[kind] = {
-                "qps": best.get("qps", 0.0),
-                "mean_ms": best.get("mean_ms", 0.0),
-                "lost": sum(r.get("lost", 0) for r in runs),
-                "cpu_per_100k": best["cpu"] / done * 100000,
-                "answers_per_cpu_s": done / best["cpu"] if best["cpu"] else 0.0,
-            }
+            res[kind] = saturation(port, qfile, args, proc.pid)
             # Saturation with 100 queries in flight instead of 500: fewer queued in front of
             # each answer, and a server that drops queries does not shorten the queue.
             r100, _ = dnsperf(port, qfile, 5 if args.quick else 10, ("-c", "16", "-q", "100", "-T", "2"))
@@ -355,12 +369,7 @@ def run_server(name, cmd, env, files, args, half=None):
         res["rss_mb"] = peak_rss_mb(pids_of(proc.pid))
         return res
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log)
 
 
 def run_scale(db, args):
@@ -383,24 +392,10 @@ def run_scale(db, args):
             return {"error": f"did not start, see {WORK}/scale.log"}
         first_answer_s = time.time() - t0
         time.sleep(3)
-        runs = []
-        for _ in range(args.repeats):
-            c0 = cpu_seconds([proc.pid])
-            r, _ = dnsperf(PORTS["scale"], f"{d}/queries.bin", args.seconds, ("-c", "16", "-q", "500", "-T", "2"))
-            r["cpu"] = cpu_seconds([proc.pid]) - c0
-            runs.append(r)
-        best = sorted(runs, key=lambda r: r.get("qps", 0))[len(runs) // 2]
-        done = max(best.get("completed", 0), 1)
-        return {"load_s": load_s, "first_answer_s": first_answer_s, "qps": best.get("qps", 0.0),
-                "answers_per_cpu_s": done / best["cpu"] if best["cpu"] else 0.0,
-                "lost": sum(r.get("lost", 0) for r in runs), "rss_mb": peak_rss_mb([proc.pid])}
+        res = saturation(PORTS["scale"], f"{d}/queries.bin", args, proc.pid)
+        return dict(res, load_s=load_s, first_answer_s=first_answer_s, rss_mb=peak_rss_mb([proc.pid]))
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+        stop(proc, log)
 
 
 def fmt(v, f="{:,.0f}"):
