@@ -432,7 +432,6 @@ fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
         let admin_state = Arc::new(AdminState {
             reloader: reloader.clone(),
             token: config.admin_token.clone(),
-            shares: Default::default(),
         });
         info!(listen = %http.local_addr()?, "serving HTTP: /metrics /status /api/v1");
         let admin = tokio::spawn(meridian::admin::serve(http, admin_state, rx.clone()));

@@ -21,29 +21,13 @@ use crate::health::OverrideKind;
 use crate::health::checker::{Status, Target};
 use crate::reload::Reloader;
 
-/// Answer shares over the last 2.5 to 5 minutes: the policy counters are marked every
-/// `SHARE_MARK` and shares counted from the older mark. Two arrays of counts per policy,
-/// whatever the traffic and the number of policies (see `metrics::PolicyCounterStore`).
-#[derive(Default)]
-pub struct Shares;
-
+/// Answer shares cover the last 2.5 to 5 minutes: the policy counters are marked this
+/// often and shares counted from the older mark (see `metrics::PolicyCounterStore`).
 const SHARE_MARK: Duration = Duration::from_secs(150);
-
-impl Shares {
-    fn sample(&self, reloader: &Reloader) {
-        reloader.metrics.policies.mark();
-    }
-
-    /// policy → region → share of that policy's answers over the window.
-    pub fn shares(&self, reloader: &Reloader) -> BTreeMap<String, BTreeMap<String, f64>> {
-        reloader.metrics.policies.shares()
-    }
-}
 
 pub struct AdminState {
     pub reloader: Arc<Reloader>,
     pub token: Option<String>,
-    pub shares: Shares,
 }
 
 #[derive(Serialize)]
@@ -85,7 +69,7 @@ pub async fn serve(
         let mut tick = tokio::time::interval(SHARE_MARK);
         loop {
             tick.tick().await;
-            sampler_state.shares.sample(&sampler_state.reloader);
+            sampler_state.reloader.metrics.policies.mark();
         }
     });
     let app = router(state);
@@ -128,7 +112,7 @@ async fn full_status(s: &AdminState) -> Option<FullStatus> {
     Some(FullStatus {
         version: env!("CARGO_PKG_VERSION"),
         health,
-        answer_shares: s.shares.shares(&s.reloader),
+        answer_shares: s.reloader.metrics.policies.shares(),
         zones,
         policies: snap
             .policies

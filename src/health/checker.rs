@@ -198,6 +198,19 @@ struct EndpointRt {
     task: JoinHandle<()>,
 }
 
+impl EndpointRt {
+    /// How long a down endpoint must still wait before it may recover (zero otherwise).
+    fn cooldown_left(&self, now: Instant) -> Duration {
+        match self.state {
+            State::Down { since, .. } => self
+                .thresholds
+                .cooldown
+                .saturating_sub(now.saturating_duration_since(since)),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
 impl Drop for EndpointRt {
     fn drop(&mut self) {
         self.task.abort();
@@ -759,17 +772,9 @@ impl Core {
         m.endpoint_error_rate
             .with_label_values(&[region, ep])
             .set(s.error_rate);
-        let cool = match e.state {
-            State::Down { since, .. } => e
-                .thresholds
-                .cooldown
-                .saturating_sub(now.saturating_duration_since(since))
-                .as_secs_f64(),
-            _ => 0.0,
-        };
         m.cooldown_remaining
             .with_label_values(&[region, ep])
-            .set(cool);
+            .set(e.cooldown_left(now).as_secs_f64());
     }
 
     fn export_gauges(&mut self, now: Instant) {
@@ -841,14 +846,7 @@ impl Core {
             .iter()
             .map(|(k, e)| {
                 let s = e.window.signals(e.thresholds.latency_percentile);
-                let cooldown_remaining_seconds = match e.state {
-                    State::Down { since, .. } => e
-                        .thresholds
-                        .cooldown
-                        .saturating_sub(now.saturating_duration_since(since))
-                        .as_secs(),
-                    _ => 0,
-                };
+                let cooldown_remaining_seconds = e.cooldown_left(now).as_secs();
                 EndpointStatus {
                     region: e.region.clone(),
                     endpoint: e.ep.name.clone(),
