@@ -71,7 +71,7 @@ fn benches(c: &mut Criterion) {
                     &packets[j],
                     peer,
                     Transport::Udp,
-                    false,
+                    None,
                     &mut out,
                 )
                 .is_some(),
@@ -92,7 +92,7 @@ fn benches(c: &mut Criterion) {
                     &static_q,
                     peer,
                     Transport::Udp,
-                    false,
+                    None,
                     &mut out,
                 )
                 .is_some(),

@@ -157,7 +157,7 @@ pub fn explain(
         health: &health,
         client: client_addr,
         scope: 0,
-        count: false,
+        tally: None,
     };
     let ans = lookup::resolve(&snapshot.zones, &wire, qtype, &mut answers);
 

@@ -8,8 +8,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::request::{self, Parsed};
 use super::response::{self, OptOut, RCODE_BADVERS};
-use crate::policy::AllDown;
+use smallvec::SmallVec;
+
 use crate::policy::decide::{self, HealthView, Outcome};
+use crate::policy::{AllDown, PolicySet};
 use crate::snapshot::Snapshot;
 use crate::zone::lookup::{self, Dynamic, DynamicAnswers, Rcode};
 use crate::zone::rtype;
@@ -32,14 +34,42 @@ pub struct Handled<'s> {
     pub rcode: u8,
 }
 
+/// Policy answers counted while handling a batch, applied to the policies' counters
+/// once the batch is answered (`apply`, with the snapshot the batch used).
+///
+/// With thousands of policies a query's counter array is cold in the cache. Incremented
+/// in place it stalled its query on a miss; applied together, a batch's misses overlap.
+#[derive(Debug, Default)]
+pub struct AnswerTally {
+    answered: Vec<(u32, u16)>,
+    all_down: Vec<u32>,
+}
+
+impl AnswerTally {
+    pub fn apply(&mut self, snapshot: &Snapshot) {
+        let policies = &snapshot.policies.policies;
+        for (p, slot) in self.answered.drain(..) {
+            if let Some(p) = policies.get(p as usize) {
+                p.counters.answered(usize::from(slot));
+            }
+        }
+        for p in self.all_down.drain(..) {
+            if let Some(p) = policies.get(p as usize) {
+                p.counters.all_down();
+            }
+        }
+    }
+}
+
 /// Handles one packet from `peer`; `None` means send nothing (it was not a query).
+/// Policy answers are counted into `tally` when given.
 pub fn handle<'s>(
     snapshot: &'s Snapshot,
     health: &HealthView,
     packet: &'s [u8],
     peer: IpAddr,
     transport: Transport,
-    count: bool,
+    tally: Option<&mut AnswerTally>,
     out: &mut Vec<u8>,
 ) -> Option<Handled<'s>> {
     let q = match request::parse(packet) {
@@ -105,7 +135,7 @@ pub fn handle<'s>(
                 health,
                 client,
                 scope: 0,
-                count,
+                tally,
             };
             let ans = lookup::resolve(&snapshot.zones, q.qname, q.qtype, &mut policies);
             if let Some(o) = opt_out.as_mut() {
@@ -119,13 +149,13 @@ pub fn handle<'s>(
 
 /// Answers policy names for one query and remembers the widest ECS scope used (0 when
 /// nothing in the answer depended on the client).
-pub struct PolicyAnswers<'s> {
+pub struct PolicyAnswers<'s, 't> {
     pub snapshot: &'s Snapshot,
-    pub health: &'s HealthView,
+    pub health: &'t HealthView,
     pub client: Option<IpAddr>,
     pub scope: u8,
-    /// Count answers per policy and region (the policy's own counter handles).
-    pub count: bool,
+    /// Where answers per policy and region are counted, if they are.
+    pub tally: Option<&'t mut AnswerTally>,
 }
 
 static LAST_ALL_DOWN_LOG: AtomicU64 = AtomicU64::new(0);
@@ -150,22 +180,20 @@ fn log_all_down(policy: &str, behaviour: &str) {
     }
 }
 
-impl DynamicAnswers for PolicyAnswers<'_> {
-    fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic {
-        let set = &self.snapshot.policies;
+impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
+    fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic<'s> {
+        let set: &'s PolicySet = &self.snapshot.policies;
         let Some(p) = set.policies.get(policy as usize) else {
             return Dynamic::ServFail;
         };
         let d = decide::decide(set, self.health, p, qtype, self.client);
         self.scope = self.scope.max(d.scope);
-        if self.count {
-            for &r in d.chosen() {
-                if let Some(i) = p.candidates.iter().position(|&x| x == r) {
-                    p.counters.answered(i);
-                }
+        if let Some(t) = self.tally.as_deref_mut() {
+            for &slot in d.slots.get(..d.n).unwrap_or_default() {
+                t.answered.push((policy, slot));
             }
             if d.outcome == Outcome::AllDown {
-                p.counters.all_down();
+                t.all_down.push(policy);
             }
         }
         // Health-aware TTL: never above the policy's, shorter while a chosen region is
@@ -176,28 +204,22 @@ impl DynamicAnswers for PolicyAnswers<'_> {
             .filter_map(|&r| set.regions.get(usize::from(r)))
             .filter_map(|r| self.health.ttl_cap(r.id))
             .fold(p.ttl, u32::min);
-        let regions = |cname: bool| -> Dynamic {
+        let regions = |cname: bool| -> Dynamic<'s> {
             let chosen = d.chosen();
             if cname {
                 return match chosen
                     .first()
                     .and_then(|&r| set.regions.get(usize::from(r)))
-                    .and_then(|r| r.cname.as_ref())
+                    .and_then(|r| r.cname.as_deref())
                 {
-                    Some(t) => Dynamic::Cname {
-                        ttl,
-                        target: t.to_vec(),
-                    },
+                    Some(target) => Dynamic::Cname { ttl, target },
                     None => Dynamic::NoData,
                 };
             }
-            let mut rdata = Vec::new();
+            let mut rdata = SmallVec::new();
             for &r in chosen {
                 if let Some(region) = set.regions.get(usize::from(r)) {
-                    match qtype {
-                        rtype::A => rdata.extend(region.a.iter().map(|a| a.octets().to_vec())),
-                        _ => rdata.extend(region.aaaa.iter().map(|a| a.octets().to_vec())),
-                    }
+                    region.rdata.push_to(qtype, &mut rdata);
                 }
             }
             if rdata.is_empty() {
@@ -220,11 +242,9 @@ impl DynamicAnswers for PolicyAnswers<'_> {
                     AllDown::FailOpen => regions(d.fail_open_cname),
                     AllDown::NoData => Dynamic::NoData,
                     AllDown::ServFail => Dynamic::ServFail,
-                    AllDown::Static { a, aaaa } => {
-                        let rdata: Vec<Vec<u8>> = match qtype {
-                            rtype::A => a.iter().map(|x| x.octets().to_vec()).collect(),
-                            _ => aaaa.iter().map(|x| x.octets().to_vec()).collect(),
-                        };
+                    AllDown::Static { rdata: fixed, .. } => {
+                        let mut rdata = SmallVec::new();
+                        fixed.push_to(qtype, &mut rdata);
                         if rdata.is_empty() {
                             Dynamic::NoData
                         } else {

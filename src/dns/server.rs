@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
-use super::handler::{self, Transport};
+use super::handler::{self, AnswerTally, Transport};
 use crate::config::DnsConfig;
 use crate::health::HealthView;
 use crate::metrics::{Metrics, QueryCounters};
@@ -105,7 +105,7 @@ pub struct Ctx {
 
 impl Ctx {
     /// One query: the handler against the published snapshot and health view, and the
-    /// query counter.
+    /// query counter. Policy answers go to `tally`, to be applied with `snapshot`.
     #[allow(clippy::too_many_arguments)]
     fn answer_with(
         &self,
@@ -115,9 +115,10 @@ impl Ctx {
         peer: std::net::IpAddr,
         transport: Transport,
         counters: &mut QueryCounters,
+        tally: &mut AnswerTally,
         out: &mut Vec<u8>,
     ) -> bool {
-        match handler::handle(snapshot, view, packet, peer, transport, true, out) {
+        match handler::handle(snapshot, view, packet, peer, transport, Some(tally), out) {
             Some(h) => {
                 let t = if transport == Transport::Udp {
                     "udp"
@@ -197,6 +198,7 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
     let mut recv_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut counters = QueryCounters::default();
+    let mut tally = AnswerTally::default();
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         peers.clear();
         let mut n_out = 0usize;
@@ -239,11 +241,15 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     peer.ip(),
                     Transport::Udp,
                     &mut counters,
+                    &mut tally,
                     out,
                 ) {
                     peers.push(Some(addr));
                     n_out += 1;
                 }
+            }
+            if let Some((snapshot, _)) = &loaded {
+                tally.apply(snapshot);
             }
         }
         counters.flush();
@@ -325,6 +331,7 @@ async fn tcp_conn(
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
     let mut counters = QueryCounters::default();
+    let mut tally = AnswerTally::default();
     loop {
         if *shutdown.borrow() {
             return;
@@ -338,15 +345,19 @@ async fn tcp_conn(
             Ok(Ok(_)) => {}
             _ => return,
         }
+        let snapshot = ctx.shared.load();
         let answered = ctx.answer_with(
-            &ctx.shared.load(),
+            &snapshot,
             &ctx.health.load(),
             &buf,
             peer,
             Transport::Tcp,
             &mut counters,
+            &mut tally,
             &mut out,
         );
+        tally.apply(&snapshot);
+        drop(snapshot);
         counters.flush();
         if !answered {
             return;

@@ -1,14 +1,16 @@
 //! Load-time ranking: for every policy and every client class, the ordered region list
-//! the policy gives, with constraints applied. Lists are interned, and each distinct
-//! class → list mapping becomes one merged range table per address family, so the
-//! query path does one binary search and reads the ECS scope off the range it lands in
-//! (adjacent networks with the same list are merged, as gdnsd does).
+//! the policy gives, with constraints applied. Lists are interned (for explanations), and
+//! each policy gets a packed [`Route`]: its class → list mapping over the GeoIP class
+//! table every policy shares, and the lists it uses. The query path does one lookup in
+//! the class table and reads the ECS scope off the range it lands in, widened over
+//! neighbours that get the same list.
 //!
 //! `rank` is also what `meridian query` prints, so the explanation and the server agree.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
-use super::{Mapping, Method, Policy, PolicySet};
+use super::route::Route;
+use super::{Method, Policy, PolicySet};
 use crate::geo::{self, Class, GeoTable, Location};
 
 /// Light in fibre covers about 200 km per millisecond.
@@ -243,11 +245,22 @@ fn rank_with(
 /// `RangeTable::lookup_mapped`): a few cache lines at most on the query path.
 pub const SCOPE_REACH: usize = 16;
 
-/// Ranks every policy for every client class and interns the results: the ordered region
-/// lists, and each distinct class → list mapping. Every policy shares the one class table
-/// of the GeoIP data, so the memory is one small array per distinct mapping (classes × 4
-/// bytes) rather than a range table per policy, and 10 000 policies compile in well under
-/// a second.
+fn intern(ids: &mut HashMap<Box<[u16]>, u32>, store: &mut Vec<Box<[u16]>>, order: Vec<u16>) -> u32 {
+    if let Some(&id) = ids.get(order.as_slice()) {
+        return id;
+    }
+    let order = order.into_boxed_slice();
+    store.push(order.clone());
+    let id = (store.len() - 1) as u32;
+    ids.insert(order, id);
+    id
+}
+
+/// Ranks every policy for every client class and packs the results into one [`Route`]
+/// per policy (identical routes shared). Every policy shares the one class table of the
+/// GeoIP data, so the memory is one small array per policy (a byte per class, plus its
+/// lists) rather than a range table per policy, and 10 000 policies compile in well
+/// under a second.
 pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
     // Distances from every class to every region, once: the rankings read them.
     let distances: Vec<Option<Box<[f64]>>> = geo
@@ -269,47 +282,55 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
     };
     let mut lists: HashMap<Box<[u16]>, u32> = HashMap::new();
     let mut list_store: Vec<Box<[u16]>> = Vec::new();
-    let mut intern = |order: Vec<u16>| -> u32 {
-        if let Some(&id) = lists.get(order.as_slice()) {
-            return id;
-        }
-        let order = order.into_boxed_slice();
-        list_store.push(order.clone());
-        let id = (list_store.len() - 1) as u32;
-        lists.insert(order, id);
-        id
-    };
-    let mut mappings: HashMap<Box<[u32]>, u32> = HashMap::new();
-    let mut mapping_store: Vec<Mapping> = Vec::new();
+    let mut routes: HashSet<Route> = HashSet::new();
     let mut assigned = Vec::with_capacity(set.policies.len());
     for policy in &set.policies {
-        let mapping: Box<[u32]> = geo
+        // The route holds the lists this policy uses, numbered locally (first use first).
+        let mut ids: Vec<u32> = Vec::new();
+        let mut local_of: HashMap<u32, u32> = HashMap::new();
+        let mut local = |id: u32| {
+            *local_of.entry(id).or_insert_with(|| {
+                ids.push(id);
+                (ids.len() - 1) as u32
+            })
+        };
+        let classes: Vec<u32> = geo
             .classes
             .iter()
             .zip(&distances)
             .map(|(class, dist)| {
                 let distance = |r: u16| dist.as_ref()?.get(usize::from(r)).copied();
-                intern(rank_with(set, geo, policy, class, &distance, false).order)
+                local(intern(
+                    &mut lists,
+                    &mut list_store,
+                    rank_with(set, geo, policy, class, &distance, false).order,
+                ))
             })
             .collect();
-        let id = match mappings.get(&mapping) {
-            Some(&id) => id,
+        let no_client = local(intern(
+            &mut lists,
+            &mut list_store,
+            rank(set, geo, policy, &unknown_class).order,
+        ));
+        let lists: Vec<&[u16]> = ids
+            .iter()
+            .map(|&id| list_store.get(id as usize).map_or(&[][..], |l| &l[..]))
+            .collect();
+        // Packing fails only past 65 535 regions, which `load` refuses.
+        let route = Route::try_new(&policy.candidates, &classes, no_client, &lists, &ids)
+            .unwrap_or_default();
+        assigned.push(match routes.get(&route) {
+            Some(r) => r.clone(),
             None => {
-                mapping_store.push(Mapping::new(&mapping));
-                let id = (mapping_store.len() - 1) as u32;
-                mappings.insert(mapping, id);
-                id
+                routes.insert(route.clone());
+                route
             }
-        };
-        let unknown = intern(rank(set, geo, policy, &unknown_class).order);
-        assigned.push((id, unknown));
+        });
     }
-    for (p, (id, unknown)) in set.policies.iter_mut().zip(assigned) {
-        p.table = id;
-        p.no_client_list = unknown;
+    for (p, route) in set.policies.iter_mut().zip(assigned) {
+        p.route = route;
     }
     set.lists = list_store;
-    set.mappings = mapping_store;
     set.classes_v4 = geo.v4.clone();
     set.classes_v6 = geo.v6.clone();
 }

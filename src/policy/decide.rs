@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::compile::SCOPE_REACH;
-use super::{MAX_ANSWERS, Method, Policy, PolicySet};
+use super::{MAX_ANSWERS, Policy, PolicySet};
 use crate::geo::{self, Family};
 use crate::health::Effective;
 pub use crate::health::HealthView;
@@ -31,6 +31,8 @@ pub enum Outcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Decision {
     pub regions: [u16; MAX_ANSWERS],
+    /// The chosen regions' positions in the policy's candidates (its counter slots).
+    pub slots: [u16; MAX_ANSWERS],
     pub n: usize,
     pub outcome: Outcome,
     /// With `AllDown` + fail-open: whether the filled regions are a CNAME answer.
@@ -56,10 +58,20 @@ fn splitmix(mut x: u64) -> u64 {
 
 /// Weighted order without replacement (Efraimidis–Spirakis keys u^(1/w)), seeded by the
 /// client subnet so one subnet always sees the same order while subnets spread by weight.
-fn weighted_order(set: &PolicySet, list: &[u16], seed: u64, out: &mut [u16; 64]) -> usize {
+/// `list` and `out` hold slots of `candidates`.
+fn weighted_order(
+    set: &PolicySet,
+    candidates: &[u16],
+    list: &[u16],
+    seed: u64,
+    out: &mut [u16; 64],
+) -> usize {
     let mut keyed = [(0f64, 0u16); 64];
     let mut n = 0;
-    for &r in list.iter().take(64) {
+    for &slot in list.iter().take(64) {
+        let Some(&r) = candidates.get(usize::from(slot)) else {
+            continue;
+        };
         let w = set
             .regions
             .get(usize::from(r))
@@ -72,15 +84,15 @@ fn weighted_order(set: &PolicySet, list: &[u16], seed: u64, out: &mut [u16; 64])
         } else {
             u.powf(1.0 / f64::from(w))
         };
-        if let Some(slot) = keyed.get_mut(n) {
-            *slot = (key, r);
+        if let Some(k) = keyed.get_mut(n) {
+            *k = (key, slot);
             n += 1;
         }
     }
     let slice = keyed.get_mut(..n).unwrap_or_default();
     slice.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-    for (o, (_, r)) in out.iter_mut().zip(slice.iter()) {
-        *o = *r;
+    for (o, (_, s)) in out.iter_mut().zip(slice.iter()) {
+        *o = *s;
     }
     n
 }
@@ -98,26 +110,49 @@ fn eligible(set: &PolicySet, region: u16, qtype: u16) -> Option<bool> {
     has.then_some(false)
 }
 
-/// Walks `order`, taking up to `answers` regions that can answer `qtype`: healthy ones
-/// first, then degraded ones (slow but working), unless `ignore_health`. A CNAME region
-/// answers alone and only when it comes first.
+/// The regions a walk took, with their slots (positions in the policy's candidates,
+/// which index its answer counters).
+#[derive(Debug, Clone, Copy, Default)]
+struct Taken {
+    regions: [u16; MAX_ANSWERS],
+    slots: [u16; MAX_ANSWERS],
+    n: usize,
+    cname: bool,
+}
+
+impl Taken {
+    fn push(&mut self, region: u16, slot: u16) {
+        if let (Some(r), Some(s)) = (self.regions.get_mut(self.n), self.slots.get_mut(self.n)) {
+            *r = region;
+            *s = slot;
+            self.n += 1;
+        }
+    }
+}
+
+/// Walks `order` (slots of `candidates`), taking up to `answers` regions that can answer
+/// `qtype`: healthy ones first, then degraded ones (slow but working), unless
+/// `ignore_health`. A CNAME region answers alone and only when it comes first.
 fn walk(
     set: &PolicySet,
     health: &HealthView,
+    candidates: &[u16],
     order: &[u16],
     qtype: u16,
     answers: usize,
     ignore_health: bool,
-) -> (usize, [u16; MAX_ANSWERS], bool) {
-    let mut out = [0u16; MAX_ANSWERS];
-    let mut n = 0;
+) -> Taken {
+    let mut out = Taken::default();
     let passes: &[Effective] = if ignore_health {
         &[Effective::Down]
     } else {
         &[Effective::Up, Effective::Degraded]
     };
     for &pass in passes {
-        for &r in order {
+        for &slot in order {
+            let Some(&r) = candidates.get(usize::from(slot)) else {
+                continue;
+            };
             let Some(region) = set.regions.get(usize::from(r)) else {
                 continue;
             };
@@ -130,24 +165,22 @@ fn walk(
                 continue;
             }
             match eligible(set, r, qtype) {
-                Some(true) if n == 0 => {
-                    out[0] = r;
-                    return (1, out, true);
+                Some(true) if out.n == 0 => {
+                    out.push(r, slot);
+                    out.cname = true;
+                    return out;
                 }
                 Some(false) => {
-                    if let Some(slot) = out.get_mut(n) {
-                        *slot = r;
-                        n += 1;
-                    }
-                    if n >= answers {
-                        return (n, out, false);
+                    out.push(r, slot);
+                    if out.n >= answers {
+                        return out;
                     }
                 }
                 _ => {}
             }
         }
     }
-    (n, out, false)
+    out
 }
 
 /// Decides `policy` for a client. `client` is the ECS address (bits beyond the source
@@ -160,27 +193,30 @@ pub fn decide(
     qtype: u16,
     client: Option<IpAddr>,
 ) -> Decision {
-    let (list, mut scope, bits) = match client.map(geo::addr_bits) {
+    let route = &policy.route;
+    let (local, mut scope, bits) = match client.map(geo::addr_bits) {
         Some((fam, bits)) => {
-            let found = set.mappings.get(policy.table as usize).and_then(|m| {
-                let f = |class: u32| m.list(class);
-                let (found, width) = match fam {
-                    Family::V4 => (set.classes_v4.lookup_mapped(bits, SCOPE_REACH, f), 32),
-                    Family::V6 => (set.classes_v6.lookup_mapped(bits, SCOPE_REACH, f), 128),
-                };
-                found.map(|(v, lo, hi)| (v, geo::scope_within(width, bits, lo, hi)))
-            });
+            // Neighbours are compared by local list index: the class entries alone, no
+            // list is read until the range is known.
+            let f = |class: u32| route.local(class).unwrap_or(u32::MAX);
+            let (found, width) = match fam {
+                Family::V4 => (set.classes_v4.lookup_mapped(bits, SCOPE_REACH, f), 32),
+                Family::V6 => (set.classes_v6.lookup_mapped(bits, SCOPE_REACH, f), 128),
+            };
             match found {
-                Some((v, s)) => (v, s, Some((fam, bits))),
-                None => (policy.no_client_list, 0, None),
+                Some((v, lo, hi)) if v != u32::MAX => {
+                    (v, geo::scope_within(width, bits, lo, hi), Some((fam, bits)))
+                }
+                _ => (route.no_client(), 0, None),
             }
         }
-        None => (policy.no_client_list, 0, None),
+        None => (route.no_client(), 0, None),
     };
-    let base = set.list(list);
+    let (base, list) = route.list(local);
+    let candidates = route.candidates();
     let mut buf = [0u16; 64];
-    let order: &[u16] = match (&policy.method, bits) {
-        (Method::Weighted, Some((fam, bits))) => {
+    let order: &[u16] = match (policy.weighted, bits) {
+        (true, Some((fam, bits))) => {
             let (width, p) = match fam {
                 Family::V4 => (32u8, WEIGHTED_V4_PREFIX),
                 Family::V6 => (128u8, WEIGHTED_V6_PREFIX),
@@ -190,24 +226,20 @@ pub fn decide(
             } else {
                 bits >> (32 - p)
             };
-            let seed =
-                splitmix((subnet as u64) ^ ((subnet >> 64) as u64) ^ policy.name.len() as u64)
-                    ^ policy
-                        .name
-                        .iter()
-                        .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+            let seed = splitmix((subnet as u64) ^ ((subnet >> 64) as u64) ^ policy.name_hash);
             scope = scope.max(p);
-            let n = weighted_order(set, base, seed, &mut buf);
+            let n = weighted_order(set, candidates, base, seed, &mut buf);
             buf.get(..n).unwrap_or_default()
         }
         _ => base,
     };
-    let (n, regions, is_cname) = walk(set, health, order, qtype, policy.answers, false);
-    if n > 0 {
+    let taken = walk(set, health, candidates, order, qtype, policy.answers, false);
+    if taken.n > 0 {
         return Decision {
-            regions,
-            n,
-            outcome: if is_cname {
+            regions: taken.regions,
+            slots: taken.slots,
+            n: taken.n,
+            outcome: if taken.cname {
                 Outcome::Cname
             } else {
                 Outcome::Addresses
@@ -219,21 +251,21 @@ pub fn decide(
     }
     // Nothing healthy. Fail-open needs the regions as if all were up; the caller applies
     // the policy's all-down behaviour.
-    let (n, regions, is_cname) = walk(set, health, order, qtype, policy.answers, true);
-    let serves_type = policy
-        .candidates
+    let taken = walk(set, health, candidates, order, qtype, policy.answers, true);
+    let serves_type = candidates
         .iter()
         .any(|&r| eligible(set, r, qtype).is_some());
     Decision {
-        regions,
-        n,
+        regions: taken.regions,
+        slots: taken.slots,
+        n: taken.n,
         // A policy none of whose regions has this type answers NODATA: not an outage.
         outcome: if serves_type {
             Outcome::AllDown
         } else {
             Outcome::NoData
         },
-        fail_open_cname: is_cname,
+        fail_open_cname: taken.cname,
         scope,
         list,
     }

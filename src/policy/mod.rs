@@ -4,13 +4,14 @@
 //! ```text
 //!  policies/*.yaml ─spec─► load (every error, FILE:LINE:COL) ─► PolicySet { regions, policies }
 //!  geoip/latency.yaml ─────────────────────────────────────────► Latency
-//!                 compile::compile(set, GeoTable, Latency): rank regions per class,
-//!                 intern lists and class→list mappings over the shared class table
-//!  query: decide(set, geo, health, policy, qtype, client) → Decision (pure, no alloc of lists)
+//!                 compile::compile(set, GeoTable, Latency): rank regions per class and
+//!                 pack each policy's class→list mapping and lists into a `Route`
+//!  query: decide(set, health, policy, qtype, client) → Decision (pure, no allocation)
 //! ```
 
 pub mod compile;
 pub mod decide;
+pub mod route;
 pub mod spec;
 
 use std::collections::{BTreeMap, HashMap};
@@ -23,6 +24,7 @@ use ipnet::IpNet;
 use crate::diag::Diagnostic;
 use crate::geo::{self, RangeTable};
 use crate::name;
+pub use route::Route;
 use spec::S;
 
 pub const POLICY_VERSION: u32 = 1;
@@ -38,12 +40,39 @@ pub const EU: &[&str] = &[
 pub use crate::health::probe::{Endpoint, Probe};
 pub use crate::health::{MinUp, Thresholds};
 
+/// A and AAAA answers in wire form, which the query path's answers borrow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AddressRdata {
+    a: Box<[[u8; 4]]>,
+    aaaa: Box<[[u8; 16]]>,
+}
+
+impl AddressRdata {
+    pub fn new(a: &[Ipv4Addr], aaaa: &[Ipv6Addr]) -> Self {
+        AddressRdata {
+            a: a.iter().map(|x| x.octets()).collect(),
+            aaaa: aaaa.iter().map(|x| x.octets()).collect(),
+        }
+    }
+
+    /// Appends the rdata of type `qtype` (A, else AAAA) to `out`.
+    pub fn push_to<'a>(&'a self, qtype: u16, out: &mut smallvec::SmallVec<[&'a [u8]; 8]>) {
+        if qtype == crate::zone::rtype::A {
+            out.extend(self.a.iter().map(|x| &x[..]));
+        } else {
+            out.extend(self.aaaa.iter().map(|x| &x[..]));
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Region {
     pub name: String,
     pub point: (f64, f64),
     pub a: Vec<Ipv4Addr>,
     pub aaaa: Vec<Ipv6Addr>,
+    /// `a` and `aaaa` as answered.
+    pub rdata: AddressRdata,
     /// Wire form; when set the region answers with this CNAME.
     pub cname: Option<Box<[u8]>>,
     pub weight: u32,
@@ -105,6 +134,7 @@ pub enum AllDown {
     Static {
         a: Vec<Ipv4Addr>,
         aaaa: Vec<Ipv6Addr>,
+        rdata: AddressRdata,
     },
 }
 
@@ -119,27 +149,37 @@ impl AllDown {
     }
 }
 
+/// A compiled policy. The fields a query reads come first and share the first cache
+/// line (`repr(C)`, line-aligned): with ten thousand policies the one a query needs is
+/// rarely in the cache, and each further line it touches is another miss.
 #[derive(Debug, Clone)]
+#[repr(C, align(64))]
 pub struct Policy {
+    /// What the query path reads, packed by `compile`: class → list, the lists, and
+    /// the list for a query without client information (ECS source prefix 0).
+    pub route: Route,
+    /// Metric handles, filled by `Snapshot::attach_metrics` on a serving snapshot.
+    pub counters: PolicyCounters,
+    /// Seeds the weighted order together with the client subnet.
+    pub name_hash: u64,
+    pub answers: usize,
+    pub ttl: u32,
+    /// `method` is `Weighted` (read on every query; the enum sits in a colder line).
+    pub weighted: bool,
     /// Lowercase wire form (`*.x` for wildcards).
     pub name: Box<[u8]>,
     pub display: String,
-    pub ttl: u32,
     pub method: Method,
-    pub answers: usize,
     /// The regions this policy may use, in the operator's order.
     pub candidates: Vec<u16>,
     pub residency: Vec<Residency>,
     pub all_down: AllDown,
-    /// Index into `PolicySet::mappings`, set by `compile`.
-    pub table: u32,
-    /// The list for a query that carries no client information (ECS source prefix 0).
-    pub no_client_list: u32,
-    /// Metric handles, filled by `Snapshot::attach_metrics` on a serving snapshot.
-    pub counters: PolicyCounters,
     pub file: PathBuf,
     pub line: usize,
 }
+
+// The query path's fields must stay in the first line.
+const _: () = assert!(std::mem::offset_of!(Policy, weighted) < 64);
 
 pub use crate::metrics::PolicyCounters;
 
@@ -159,61 +199,11 @@ pub struct PolicySet {
     pub regions: Vec<Region>,
     pub policies: Vec<Policy>,
     pub latency: Latency,
-    /// Interned ordered region lists.
+    /// Interned ordered region lists (`Decision::list` indexes them).
     pub lists: Vec<Box<[u16]>>,
-    /// Client class → list, one per distinct mapping (`Policy::table` picks one).
-    pub mappings: Vec<Mapping>,
     /// The GeoIP class tables, shared with the `GeoTable`.
     pub classes_v4: Arc<RangeTable<u32>>,
     pub classes_v6: Arc<RangeTable<u128>>,
-}
-
-/// A policy's client class → ordered list (index into `PolicySet::lists`).
-///
-/// A policy uses few distinct lists, so classes map to a one-byte local index and that to
-/// the list: with ten thousand policies the mappings are cold in the cache, and a query
-/// (with its ECS scope widened over neighbouring classes) reads a quarter of the lines.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum Mapping {
-    Narrow { class: Box<[u8]>, lists: Box<[u32]> },
-    Wide(Box<[u32]>),
-}
-
-impl Mapping {
-    pub fn new(by_class: &[u32]) -> Mapping {
-        let mut lists: Vec<u32> = Vec::new();
-        let mut class = Vec::with_capacity(by_class.len());
-        for &l in by_class {
-            let i = match lists.iter().position(|&x| x == l) {
-                Some(i) => i,
-                None => {
-                    lists.push(l);
-                    lists.len() - 1
-                }
-            };
-            match u8::try_from(i) {
-                Ok(i) => class.push(i),
-                Err(_) => return Mapping::Wide(by_class.into()),
-            }
-        }
-        Mapping::Narrow {
-            class: class.into(),
-            lists: lists.into(),
-        }
-    }
-
-    /// The list for a class (0 for a class the mapping does not know).
-    #[inline]
-    pub fn list(&self, class: u32) -> u32 {
-        match self {
-            Mapping::Narrow { class: c, lists } => c
-                .get(class as usize)
-                .and_then(|&i| lists.get(usize::from(i)))
-                .copied()
-                .unwrap_or(0),
-            Mapping::Wide(m) => m.get(class as usize).copied().unwrap_or(0),
-        }
-    }
 }
 
 impl PolicySet {
@@ -514,6 +504,7 @@ fn region(
         point: (lat, lon),
         a: spec.a.clone(),
         aaaa: spec.aaaa.clone(),
+        rdata: AddressRdata::new(&spec.a, &spec.aaaa),
         cname,
         weight: spec.weight,
         labels: spec.labels.clone(),
@@ -728,11 +719,16 @@ fn policy(
             AllDown::Static {
                 a: s.a.clone(),
                 aaaa: s.aaaa.clone(),
+                rdata: AddressRdata::new(&s.a, &s.aaaa),
             }
         }
     };
     let (line, _) = pos(p);
     seen.insert(wire.clone(), (file.to_path_buf(), line));
+    let name_hash = wire
+        .iter()
+        .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
+    let weighted = matches!(method, Method::Weighted);
     (errors.len() == n).then(|| Policy {
         display: name::to_text(&wire),
         name: wire,
@@ -742,8 +738,9 @@ fn policy(
         candidates,
         residency,
         all_down,
-        table: 0,
-        no_client_list: 0,
+        route: Route::default(),
+        name_hash,
+        weighted,
         counters: PolicyCounters::default(),
         file: file.to_path_buf(),
         line,

@@ -470,15 +470,3 @@ fn shared_class_tables_agree_with_ranking_and_scopes_hold() {
         }
     }
 }
-
-#[test]
-fn mappings_are_one_byte_per_class_until_a_policy_uses_more_than_256_lists() {
-    let m = Mapping::new(&[7, 9, 7, 3]);
-    assert!(matches!(m, Mapping::Narrow { .. }));
-    assert_eq!((0..4).map(|c| m.list(c)).collect::<Vec<_>>(), [7, 9, 7, 3]);
-    assert_eq!(m.list(99), 0, "an unknown class");
-    let many: Vec<u32> = (0..300).collect();
-    let wide = Mapping::new(&many);
-    assert!(matches!(wide, Mapping::Wide(_)));
-    assert!((0..300).all(|c| wide.list(c) == c));
-}

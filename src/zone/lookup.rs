@@ -79,32 +79,33 @@ fn push_set<'a>(out: &mut Vec<Rr<'a>>, owner: &Cow<'a, [u8]>, set: &'a RRset) {
 }
 
 /// A policy's answer for one name, produced by the caller (the traffic-policy layer);
-/// the lookup places it like any other RRset.
+/// the lookup places it like any other RRset. The data is borrowed from the caller's
+/// compiled configuration: no allocation per answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Dynamic {
+pub enum Dynamic<'a> {
     Records {
         rtype: u16,
         ttl: u32,
-        rdata: Vec<Vec<u8>>,
+        rdata: smallvec::SmallVec<[&'a [u8]; 8]>,
     },
     Cname {
         ttl: u32,
-        target: Vec<u8>,
+        target: &'a [u8],
     },
     NoData,
     ServFail,
 }
 
 /// Answers A/AAAA at names bound to a traffic policy.
-pub trait DynamicAnswers {
-    fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic;
+pub trait DynamicAnswers<'a> {
+    fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic<'a>;
 }
 
 /// For callers without policies (tests, static-only use).
 pub struct NoPolicies;
 
-impl DynamicAnswers for NoPolicies {
-    fn answer(&mut self, _: u32, _: u16) -> Dynamic {
+impl<'a> DynamicAnswers<'a> for NoPolicies {
+    fn answer(&mut self, _: u32, _: u16) -> Dynamic<'a> {
         Dynamic::NoData
     }
 }
@@ -189,7 +190,7 @@ pub fn resolve<'a>(
     zones: &'a ZoneSet,
     qname: &'a [u8],
     qtype: u16,
-    dynamic: &mut impl DynamicAnswers,
+    dynamic: &mut impl DynamicAnswers<'a>,
 ) -> Answer<'a> {
     let mut cur: Cow<'a, [u8]> = Cow::Borrowed(qname);
     let mut ans = Answer::new(Rcode::NoError, true);
@@ -283,7 +284,7 @@ pub fn resolve<'a>(
                                 owner: owner.clone(),
                                 rtype: t,
                                 ttl,
-                                rdata: Cow::Owned(d),
+                                rdata: Cow::Borrowed(d),
                             }));
                             break;
                         }
@@ -292,13 +293,13 @@ pub fn resolve<'a>(
                                 owner: owner.clone(),
                                 rtype: rtype::CNAME,
                                 ttl,
-                                rdata: Cow::Owned(target.clone()),
+                                rdata: Cow::Borrowed(target),
                             });
                             if qtype == rtype::CNAME {
                                 break;
                             }
                             visited.push(lower);
-                            cur = Cow::Owned(target);
+                            cur = Cow::Borrowed(target);
                             continue;
                         }
                         Dynamic::ServFail if qtype != rtype::CNAME => {

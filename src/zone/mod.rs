@@ -26,6 +26,11 @@ pub use parse::ZoneError;
 /// map) instead of SipHash, which was a few per cent of the CPU per answer.
 pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 
+/// A node's key: the lowercase wire name, inline up to 24 bytes. With thousands of names
+/// the table's bucket is already a cache miss; a boxed key cost a second one before the
+/// name could be compared.
+pub type NameKey = smallvec::SmallVec<[u8; 24]>;
+
 pub mod rtype {
     pub const A: u16 = 1;
     pub const NS: u16 = 2;
@@ -84,7 +89,7 @@ pub struct Zone {
     /// The apex in presentation form (a metric label, computed once).
     pub display: Box<str>,
     pub file: PathBuf,
-    pub nodes: FastMap<Box<[u8]>, Node>,
+    pub nodes: FastMap<NameKey, Node>,
     /// The SOA RRset as served in negative answers: TTL = min(SOA TTL, MINIMUM)
     /// (RFC 2308 3).
     pub negative_soa: RRset,
@@ -97,7 +102,7 @@ impl Zone {
     }
 
     pub fn apex_node(&self) -> Option<&Node> {
-        self.nodes.get(&self.apex)
+        self.nodes.get(&self.apex[..])
     }
 
     /// Binds a traffic policy to `name` (lowercase wire, inside this zone), creating the
@@ -405,7 +410,7 @@ fn build(
         return Err(errors);
     }
 
-    let mut nodes: FastMap<Box<[u8]>, Node> =
+    let mut nodes: FastMap<NameKey, Node> =
         FastMap::with_capacity_and_hasher(pending.len() * 2, Default::default());
     for (lower, p) in pending {
         // Empty non-terminals (RFC 4592 2.2.2) exist: they answer NODATA and block wildcards.
@@ -440,7 +445,7 @@ fn build(
             .collect();
         sets.sort_by_key(|s| s.rtype);
         nodes.insert(
-            lower.into_boxed_slice(),
+            NameKey::from_slice(&lower),
             Node {
                 owner: p.owner.into_boxed_slice(),
                 rrsets: sets.into_boxed_slice(),
