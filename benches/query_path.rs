@@ -164,5 +164,85 @@ fn load(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(query_path, benches, load);
+/// A query for `name` (wire form) with ECS for the /24 of `client`.
+fn ecs_query(name: &[u8], client: u32) -> Vec<u8> {
+    let mut p = vec![0x12, 0x34, 0, 0, 0, 1, 0, 0, 0, 0, 0, 1];
+    p.extend_from_slice(name);
+    p.extend_from_slice(&[0, 1, 0, 1]);
+    let [a, b, c, _] = client.to_be_bytes();
+    p.extend_from_slice(&[
+        0, 0, 41, 0x04, 0xd0, 0, 0, 0, 0, 0, 11, 0, 8, 0, 7, 0, 1, 24, 0, a, b, c,
+    ]);
+    p
+}
+
+/// Issue 6's scale on the query path: every query another policy's name and another
+/// client, over 10 000 policies, against the same stream of clients for one name. The
+/// difference is what a cold policy costs (its name, its route, its counters).
+fn at_scale(c: &mut Criterion) {
+    let dir = tempfile::tempdir().unwrap();
+    let config = scale_config(dir.path(), 10_000, 100);
+    let scale = Snapshot::build(&config, &mut RegionIds::default())
+        .unwrap()
+        .snapshot;
+    let small = snapshot();
+    let client = |i: u32| {
+        let mut x = u64::from(i).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+        (x as u32 % 0xDF00_0000) + 0x0100_0000 // 1.0.0.0 – 223.255.255.255
+    };
+    let wire = |text: &str| {
+        let mut w = Vec::new();
+        for label in text.split('.') {
+            w.push(label.len() as u8);
+            w.extend_from_slice(label.as_bytes());
+        }
+        w.push(0);
+        w
+    };
+    let n = 40_000u32;
+    let many: Vec<Vec<u8>> = (0..n)
+        .map(|i| {
+            ecs_query(
+                &wire(&format!("p{}.scale.example", (i * 7919) % 10_000)),
+                client(i),
+            )
+        })
+        .collect();
+    let one: Vec<Vec<u8>> = (0..n)
+        .map(|i| ecs_query(&wire("www.example.com"), client(i)))
+        .collect();
+    let peer = "127.0.0.1".parse().unwrap();
+    let mut out = Vec::with_capacity(4096);
+    let mut tally = handler::AnswerTally::default();
+    let mut group = c.benchmark_group("handle, ECS from spread clients");
+    for (label, snap, packets) in [
+        ("1 policy", &small, &one),
+        ("10 000 policies, each query another", &scale, &many),
+    ] {
+        let health = snap.static_health();
+        let mut j = 0usize;
+        group.bench_function(label, |b| {
+            b.iter(|| {
+                j = (j + 1) % packets.len();
+                let r = handler::handle(
+                    snap,
+                    &health,
+                    &packets[j],
+                    peer,
+                    Transport::Udp,
+                    Some(&mut tally),
+                    &mut out,
+                );
+                if j.is_multiple_of(32) {
+                    tally.apply(snap);
+                }
+                black_box(r.is_some())
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(query_path, benches, at_scale, load);
 criterion_main!(query_path);

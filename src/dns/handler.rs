@@ -183,10 +183,11 @@ fn log_all_down(policy: &str, behaviour: &str) {
 impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
     fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic<'s> {
         let set: &'s PolicySet = &self.snapshot.policies;
-        let Some(p) = set.policies.get(policy as usize) else {
+        // The route is all a decision reads; the policy itself only for all-down.
+        let Some(route) = set.routes.get(policy as usize) else {
             return Dynamic::ServFail;
         };
-        let d = decide::decide(set, self.health, p, qtype, self.client);
+        let d = decide::decide_route(set, self.health, route, qtype, self.client);
         self.scope = self.scope.max(d.scope);
         if let Some(t) = self.tally.as_deref_mut() {
             for &slot in d.slots.get(..d.n).unwrap_or_default() {
@@ -203,7 +204,7 @@ impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
             .iter()
             .filter_map(|&r| set.regions.get(usize::from(r)))
             .filter_map(|r| self.health.ttl_cap(r.id))
-            .fold(p.ttl, u32::min);
+            .fold(route.ttl(), u32::min);
         let regions = |cname: bool| -> Dynamic<'s> {
             let chosen = d.chosen();
             if cname {
@@ -237,6 +238,9 @@ impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
             Outcome::Cname => regions(true),
             Outcome::NoData => Dynamic::NoData,
             Outcome::AllDown => {
+                let Some(p) = set.policies.get(policy as usize) else {
+                    return Dynamic::ServFail;
+                };
                 log_all_down(&p.display, p.all_down.name());
                 match &p.all_down {
                     AllDown::FailOpen => regions(d.fail_open_cname),

@@ -9,7 +9,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::route::Route;
+use super::route::{Head, Route};
 use super::{Method, Policy, PolicySet};
 use crate::geo::{self, Class, GeoTable, Location};
 
@@ -317,7 +317,13 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
             .map(|&id| list_store.get(id as usize).map_or(&[][..], |l| &l[..]))
             .collect();
         // Packing fails only past 65 535 regions, which `load` refuses.
-        let route = Route::try_new(&policy.candidates, &classes, no_client, &lists, &ids)
+        let head = Head {
+            answers: u16::try_from(policy.answers).unwrap_or(u16::MAX),
+            weighted: policy.weighted,
+            ttl: policy.ttl,
+            seed: policy.name_hash,
+        };
+        let route = Route::try_new(head, &policy.candidates, &classes, no_client, &lists, &ids)
             .unwrap_or_default();
         assigned.push(match routes.get(&route) {
             Some(r) => r.clone(),
@@ -327,6 +333,7 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
             }
         });
     }
+    set.routes = assigned.clone();
     for (p, route) in set.policies.iter_mut().zip(assigned) {
         p.route = route;
     }

@@ -5,7 +5,7 @@
 use std::net::IpAddr;
 
 use super::compile::SCOPE_REACH;
-use super::{MAX_ANSWERS, Policy, PolicySet};
+use super::{MAX_ANSWERS, Policy, PolicySet, Route};
 use crate::geo::{self, Family};
 use crate::health::Effective;
 pub use crate::health::HealthView;
@@ -58,20 +58,16 @@ fn splitmix(mut x: u64) -> u64 {
 
 /// Weighted order without replacement (Efraimidis–Spirakis keys u^(1/w)), seeded by the
 /// client subnet so one subnet always sees the same order while subnets spread by weight.
-/// `list` and `out` hold slots of `candidates`.
+/// Entries are (region, counter slot).
 fn weighted_order(
     set: &PolicySet,
-    candidates: &[u16],
-    list: &[u16],
+    list: impl Iterator<Item = (u16, u16)>,
     seed: u64,
-    out: &mut [u16; 64],
+    out: &mut [(u16, u16); 64],
 ) -> usize {
-    let mut keyed = [(0f64, 0u16); 64];
+    let mut keyed = [(0f64, (0u16, 0u16)); 64];
     let mut n = 0;
-    for &slot in list.iter().take(64) {
-        let Some(&r) = candidates.get(usize::from(slot)) else {
-            continue;
-        };
+    for (r, slot) in list.take(64) {
         let w = set
             .regions
             .get(usize::from(r))
@@ -85,14 +81,14 @@ fn weighted_order(
             u.powf(1.0 / f64::from(w))
         };
         if let Some(k) = keyed.get_mut(n) {
-            *k = (key, slot);
+            *k = (key, (r, slot));
             n += 1;
         }
     }
     let slice = keyed.get_mut(..n).unwrap_or_default();
     slice.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-    for (o, (_, s)) in out.iter_mut().zip(slice.iter()) {
-        *o = *s;
+    for (o, (_, e)) in out.iter_mut().zip(slice.iter()) {
+        *o = *e;
     }
     n
 }
@@ -130,14 +126,13 @@ impl Taken {
     }
 }
 
-/// Walks `order` (slots of `candidates`), taking up to `answers` regions that can answer
-/// `qtype`: healthy ones first, then degraded ones (slow but working), unless
-/// `ignore_health`. A CNAME region answers alone and only when it comes first.
+/// Walks `order` ((region, counter slot), best first), taking up to `answers` regions
+/// that can answer `qtype`: healthy ones first, then degraded ones (slow but working),
+/// unless `ignore_health`. A CNAME region answers alone and only when it comes first.
 fn walk(
     set: &PolicySet,
     health: &HealthView,
-    candidates: &[u16],
-    order: &[u16],
+    order: impl Iterator<Item = (u16, u16)> + Clone,
     qtype: u16,
     answers: usize,
     ignore_health: bool,
@@ -149,10 +144,7 @@ fn walk(
         &[Effective::Up, Effective::Degraded]
     };
     for &pass in passes {
-        for &slot in order {
-            let Some(&r) = candidates.get(usize::from(slot)) else {
-                continue;
-            };
+        for (r, slot) in order.clone() {
             let Some(region) = set.regions.get(usize::from(r)) else {
                 continue;
             };
@@ -193,12 +185,22 @@ pub fn decide(
     qtype: u16,
     client: Option<IpAddr>,
 ) -> Decision {
-    let route = &policy.route;
-    let (local, mut scope, bits) = match client.map(geo::addr_bits) {
+    decide_route(set, health, &policy.route, qtype, client)
+}
+
+/// `decide` for a policy's route (all a decision reads of the policy).
+pub fn decide_route(
+    set: &PolicySet,
+    health: &HealthView,
+    route: &Route,
+    qtype: u16,
+    client: Option<IpAddr>,
+) -> Decision {
+    let (at, mut scope, bits) = match client.map(geo::addr_bits) {
         Some((fam, bits)) => {
-            // Neighbours are compared by local list index: the class entries alone, no
-            // list is read until the range is known.
-            let f = |class: u32| route.local(class).unwrap_or(u32::MAX);
+            // Neighbours are compared by list position: the class entries alone, no list
+            // is read until the range is known.
+            let f = |class: u32| route.class_list(class).unwrap_or(u32::MAX);
             let (found, width) = match fam {
                 Family::V4 => (set.classes_v4.lookup_mapped(bits, SCOPE_REACH, f), 32),
                 Family::V6 => (set.classes_v6.lookup_mapped(bits, SCOPE_REACH, f), 128),
@@ -212,10 +214,10 @@ pub fn decide(
         }
         None => (route.no_client(), 0, None),
     };
-    let (base, list) = route.list(local);
-    let candidates = route.candidates();
-    let mut buf = [0u16; 64];
-    let order: &[u16] = match (policy.weighted, bits) {
+    let base = route.list(at);
+    let list = base.id;
+    let mut buf = [(0u16, 0u16); 64];
+    let weighted_n = match (route.weighted(), bits) {
         (true, Some((fam, bits))) => {
             let (width, p) = match fam {
                 Family::V4 => (32u8, WEIGHTED_V4_PREFIX),
@@ -226,14 +228,31 @@ pub fn decide(
             } else {
                 bits >> (32 - p)
             };
-            let seed = splitmix((subnet as u64) ^ ((subnet >> 64) as u64) ^ policy.name_hash);
+            let seed = splitmix((subnet as u64) ^ ((subnet >> 64) as u64) ^ route.seed());
             scope = scope.max(p);
-            let n = weighted_order(set, candidates, base, seed, &mut buf);
-            buf.get(..n).unwrap_or_default()
+            Some(weighted_order(set, base.iter(), seed, &mut buf))
         }
-        _ => base,
+        _ => None,
     };
-    let taken = walk(set, health, candidates, order, qtype, policy.answers, false);
+    let pick = |ignore_health: bool| match weighted_n {
+        Some(n) => walk(
+            set,
+            health,
+            buf.iter().take(n).copied(),
+            qtype,
+            route.answers(),
+            ignore_health,
+        ),
+        None => walk(
+            set,
+            health,
+            base.iter(),
+            qtype,
+            route.answers(),
+            ignore_health,
+        ),
+    };
+    let taken = pick(false);
     if taken.n > 0 {
         return Decision {
             regions: taken.regions,
@@ -251,8 +270,9 @@ pub fn decide(
     }
     // Nothing healthy. Fail-open needs the regions as if all were up; the caller applies
     // the policy's all-down behaviour.
-    let taken = walk(set, health, candidates, order, qtype, policy.answers, true);
-    let serves_type = candidates
+    let taken = pick(true);
+    let serves_type = route
+        .candidates()
         .iter()
         .any(|&r| eligible(set, r, qtype).is_some());
     Decision {

@@ -1,55 +1,89 @@
-//! A policy's query-time data in one allocation: its candidate regions, its client
-//! class → list mapping and the few ordered lists that mapping uses.
+//! A policy's query-time data in one allocation: its client class → list mapping, the
+//! few ordered lists that mapping uses, and its candidate regions.
 //!
 //! With ten thousand policies a query's policy is cold in the cache. Kept as separate
 //! boxes (mapping, class array, list table, list) a query paid five dependent cache
-//! misses before it knew which regions to try; packed here it pays one for the header
-//! and one for its class's entry, the lists usually sharing a line with the header.
-//! The layout is written by hand for that reason; `Route::new` and the accessors are the
-//! only code that knows it.
-//!
-//! Lists hold candidate positions (slots), not region indices, so the answer's counter
-//! slot needs no search.
+//! misses before it knew which regions to try. Here a class entry is the position of its
+//! list, and a list carries its regions with their counter slots, so a query reads the
+//! header, one class entry and one list. The layout is written by hand for that reason;
+//! `Route::try_new` and the accessors are the only code that knows it.
 
 use std::sync::Arc;
 
 /// `words` layout (`u16`; a "pair" is a `u32` in two words, low first):
 /// ```text
-/// [0,1] L lists (pair)  [2,3] C classes (pair)  [4] class entry width in words (0: a
-/// byte)  [5] K candidates  [6,7] the no-client list (local index, pair)  [8,9] where the
-/// class entries start (pair)
-/// [HEADER + 5i ..] per local list i: start word (pair), length, global id (pair)
-/// then K candidate region indexes, then the lists' slots, then C class entries (local
-/// list indexes: two per word, low byte first, when L ≤ 256; a word when L ≤ 65 536;
-/// else a pair). The lists come before the classes so that the few a policy uses share
-/// the header's lines.
+/// [0,1] C classes (pair)  [2] words per class entry (1 or 2)  [3] K candidates
+/// [4,5] the no-client list (pair)  [6,7] where the class entries start (pair)
+/// [8] answers  [9] 1 when weighted  [10,11] TTL (pair)  [12..16] weighted seed (u64)
+/// then K candidate region indexes (the operator's order; counter slots index them),
+/// then each list: its length n, its global id (pair), n × (region, slot),
+/// then C class entries: the position of the class's list.
 /// ```
+/// Lists come before the classes so that the few a policy uses sit next to the header.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
     words: Arc<[u16]>,
 }
 
-const HEADER: usize = 10;
-const DIR: usize = 5;
+const HEADER: usize = 16;
+/// Where a list's (region, slot) pairs start, from its position.
+const LIST_HEAD: usize = 3;
 
 impl Default for Route {
     fn default() -> Self {
         // One empty list, no classes, no candidates: every lookup gets nothing to try.
-        Route::new(&[], &[], 0, &[&[]], &[0])
+        Route::new(Head::default(), &[], &[], 0, &[&[]], &[0])
     }
+}
+
+/// The policy's own settings a query needs, kept in the route's header so that a query
+/// reads nothing else of the policy.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    pub answers: u16,
+    pub weighted: bool,
+    pub ttl: u32,
+    /// Seeds the weighted order together with the client subnet.
+    pub seed: u64,
 }
 
 fn pair(x: u32) -> [u16; 2] {
     [(x & 0xFFFF) as u16, (x >> 16) as u16]
 }
 
+/// One ordered list of a route: (region, counter slot) in order, and its global id.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct List<'r> {
+    pairs: &'r [u16],
+    pub id: u32,
+}
+
+impl<'r> List<'r> {
+    /// (region, counter slot), best first.
+    pub fn iter(&self) -> impl Iterator<Item = (u16, u16)> + Clone + 'r {
+        self.pairs.chunks_exact(2).filter_map(|p| match *p {
+            [r, s] => Some((r, s)),
+            _ => None,
+        })
+    }
+
+    pub fn len(&self) -> usize {
+        self.pairs.len() / 2
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.pairs.is_empty()
+    }
+}
+
 impl Route {
-    /// `by_class[c]` and `no_client` are local list indexes into `lists`, whose entries
-    /// are region indexes and whose global (interned) ids are `ids`. Regions a list uses
-    /// that are not among `candidates` are appended after them (they get no counter).
-    /// `None` when a count does not fit its field (more than 65 535 candidates, a list
-    /// longer than that, or more than 2^32 words).
+    /// `by_class[c]` and `no_client` are indexes into `lists`, whose entries are region
+    /// indexes and whose global (interned) ids are `ids`. Regions a list uses that are
+    /// not among `candidates` are appended after them (they get no counter).
+    /// `None` when a count does not fit its field (more than 65 535 candidates, or more
+    /// than 2^32 words).
     pub fn try_new(
+        head: Head,
         candidates: &[u16],
         by_class: &[u32],
         no_client: u32,
@@ -74,56 +108,44 @@ impl Route {
                 cands.push(r);
             }
         }
-        let n_lists = lists.len();
-        let width = match n_lists {
-            0..=256 => 0usize,
-            257..=65_536 => 1,
-            _ => 2,
+        let lists_at = HEADER + cands.len();
+        let mut list_at = Vec::with_capacity(lists.len());
+        let mut at = lists_at;
+        for l in lists {
+            list_at.push(big(at)?);
+            at += LIST_HEAD + 2 * l.len();
+        }
+        let classes_at = at;
+        let width = if big(classes_at + by_class.len())? <= u32::from(u16::MAX) {
+            1
+        } else {
+            2
         };
-        let class_words = match width {
-            0 => by_class.len().div_ceil(2),
-            w => by_class.len() * w,
-        };
-        let lists_at = HEADER + DIR * n_lists + cands.len();
-        let classes_at = lists_at + lists.iter().map(|l| l.len()).sum::<usize>();
-        let total = classes_at + class_words;
+        let total = classes_at + width * by_class.len();
         big(total)?;
+        let position = |local: u32| list_at.get(local as usize).copied();
         let mut w: Vec<u16> = Vec::with_capacity(total);
-        w.extend(pair(big(n_lists)?));
         w.extend(pair(big(by_class.len())?));
         w.extend([width as u16, small(cands.len())?]);
-        w.extend(pair(no_client));
+        w.extend(pair(position(no_client)?));
         w.extend(pair(big(classes_at)?));
-        let mut at = lists_at;
+        w.extend([head.answers, u16::from(head.weighted)]);
+        w.extend(pair(head.ttl));
+        w.extend((0..4).map(|i| (head.seed >> (16 * i)) as u16));
+        w.extend_from_slice(&cands);
         for (l, &id) in lists.iter().zip(ids) {
-            w.extend(pair(big(at)?));
             w.push(small(l.len())?);
             w.extend(pair(id));
-            at += l.len();
-        }
-        w.extend_from_slice(&cands);
-        for l in lists {
-            for r in l.iter() {
-                w.push(slot_of.get(usize::from(*r)).copied().flatten()?);
+            for &r in l.iter() {
+                w.extend([r, slot_of.get(usize::from(r)).copied().flatten()?]);
             }
         }
-        match width {
-            0 => {
-                for two in by_class.chunks(2) {
-                    let lo = u8::try_from(*two.first()?).ok()?;
-                    let hi = match two.get(1) {
-                        Some(&h) => u8::try_from(h).ok()?,
-                        None => 0,
-                    };
-                    w.push(u16::from(lo) | (u16::from(hi) << 8));
-                }
+        for &c in by_class {
+            let at = position(c)?;
+            match width {
+                1 => w.push(small(at as usize)?),
+                _ => w.extend(pair(at)),
             }
-            1 => {
-                for &c in by_class {
-                    w.push(small(c as usize)?);
-                }
-            }
-            _ => by_class.iter().for_each(|&c| w.extend(pair(c))),
         }
         Some(Route { words: w.into() })
     }
@@ -131,13 +153,14 @@ impl Route {
     /// As `try_new`; a route that cannot be packed answers nothing (the compiler checks
     /// with `try_new` first).
     pub fn new(
+        head: Head,
         candidates: &[u16],
         by_class: &[u32],
         no_client: u32,
         lists: &[&[u16]],
         ids: &[u32],
     ) -> Route {
-        Route::try_new(candidates, by_class, no_client, lists, ids).unwrap_or(Route {
+        Route::try_new(head, candidates, by_class, no_client, lists, ids).unwrap_or(Route {
             words: Arc::from([0u16; HEADER]),
         })
     }
@@ -152,59 +175,70 @@ impl Route {
         self.word(i) | (self.word(i + 1) << 16)
     }
 
-    #[inline]
-    fn n_lists(&self) -> usize {
-        self.pair(0)
-    }
-
-    #[inline]
-    fn candidates_at(&self) -> usize {
-        HEADER + DIR * self.n_lists()
-    }
-
     /// Candidate regions, in the operator's order (then any extra list members).
     #[inline]
     pub fn candidates(&self) -> &[u16] {
-        let at = self.candidates_at();
-        self.words.get(at..at + self.word(5)).unwrap_or_default()
+        self.words
+            .get(HEADER..HEADER + self.word(3))
+            .unwrap_or_default()
     }
 
-    /// The local list index for a client class (`None` for a class the route does not
-    /// know).
+    /// The position of a client class's list (`None` for a class the route does not
+    /// know). Equal positions are the same list.
     #[inline]
-    pub fn local(&self, class: u32) -> Option<u32> {
+    pub fn class_list(&self, class: u32) -> Option<u32> {
         let class = class as usize;
-        if class >= self.pair(2) {
+        if class >= self.pair(0) {
             return None;
         }
-        let at = self.pair(8);
-        let local = match self.word(4) {
-            0 => {
-                let w = self.word(at + class / 2);
-                (w >> ((class & 1) * 8)) & 0xFF
-            }
+        let at = self.pair(6);
+        let position = match self.word(2) {
             1 => self.word(at + class),
             _ => self.pair(at + 2 * class),
         };
-        Some(local as u32)
+        Some(position as u32)
     }
 
-    /// The list for a query without client information.
+    /// The position of the list for a query without client information.
     #[inline]
     pub fn no_client(&self) -> u32 {
-        self.pair(6) as u32
+        self.pair(4) as u32
     }
 
-    /// A local list: its slots (positions in `candidates`) and its global id.
+    /// The list at a position `class_list` or `no_client` gave.
     #[inline]
-    pub fn list(&self, local: u32) -> (&[u16], u32) {
-        if local as usize >= self.n_lists() {
-            return (&[], 0);
+    pub fn list(&self, position: u32) -> List<'_> {
+        let at = position as usize;
+        let n = self.word(at);
+        List {
+            pairs: self
+                .words
+                .get(at + LIST_HEAD..at + LIST_HEAD + 2 * n)
+                .unwrap_or_default(),
+            id: self.pair(at + 1) as u32,
         }
-        let d = HEADER + DIR * local as usize;
-        let (start, len) = (self.pair(d), self.word(d + 2));
-        let slots = self.words.get(start..start + len).unwrap_or_default();
-        (slots, self.pair(d + 3) as u32)
+    }
+
+    #[inline]
+    pub fn answers(&self) -> usize {
+        self.word(8)
+    }
+
+    #[inline]
+    pub fn weighted(&self) -> bool {
+        self.word(9) == 1
+    }
+
+    #[inline]
+    pub fn ttl(&self) -> u32 {
+        self.pair(10) as u32
+    }
+
+    #[inline]
+    pub fn seed(&self) -> u64 {
+        (12..16)
+            .rev()
+            .fold(0u64, |x, i| (x << 16) | self.word(i) as u64)
     }
 
     /// Bytes used by the packed data.
@@ -217,71 +251,91 @@ impl Route {
 mod tests {
     use super::*;
 
-    fn regions(r: &Route, local: u32) -> Vec<u16> {
-        let c = r.candidates();
-        r.list(local).0.iter().map(|&s| c[usize::from(s)]).collect()
+    fn regions(r: &Route, class: u32) -> Vec<u16> {
+        let at = r.class_list(class).unwrap();
+        r.list(at).iter().map(|(region, _)| region).collect()
     }
 
     #[test]
     fn packs_lists_classes_and_candidates() {
         let lists: [&[u16]; 3] = [&[4, 2], &[2, 4, 9], &[9]];
-        let r = Route::new(&[2, 4, 9], &[1, 0, 2, 1, 1], 2, &lists, &[70, 71, 0x1_0005]);
-        assert_eq!(r.candidates(), [2, 4, 9]);
-        assert_eq!(
-            (0..6).map(|c| r.local(c)).collect::<Vec<_>>(),
-            [Some(1), Some(0), Some(2), Some(1), Some(1), None]
+        let r = Route::new(
+            Head::default(),
+            &[2, 4, 9],
+            &[1, 0, 2, 1, 1],
+            2,
+            &lists,
+            &[70, 71, 0x1_0005],
         );
-        assert_eq!(regions(&r, 0), [4, 2]);
-        assert_eq!(regions(&r, 1), [2, 4, 9]);
-        assert_eq!(r.list(1).0, [0, 1, 2], "slots are candidate positions");
-        assert_eq!(r.list(2).1, 0x1_0005, "global ids keep all 32 bits");
-        assert_eq!(r.no_client(), 2);
-        assert_eq!(r.list(3), (&[][..], 0), "an unknown list is empty");
+        assert_eq!(r.candidates(), [2, 4, 9]);
+        assert_eq!(regions(&r, 0), [2, 4, 9]);
+        assert_eq!(regions(&r, 1), [4, 2]);
+        assert_eq!(regions(&r, 2), [9]);
+        assert_eq!(r.class_list(0), r.class_list(3), "one list, one position");
+        assert_ne!(r.class_list(0), r.class_list(1));
+        assert_eq!(r.class_list(5), None, "an unknown class");
+        let l = r.list(r.class_list(0).unwrap());
+        assert_eq!(l.iter().collect::<Vec<_>>(), [(2, 0), (4, 1), (9, 2)]);
+        assert_eq!(l.id, 71);
+        assert_eq!(r.list(r.class_list(2).unwrap()).id, 0x1_0005);
+        assert_eq!(r.list(r.no_client()).id, 0x1_0005);
+    }
+
+    #[test]
+    fn the_header_keeps_the_policy_settings() {
+        let head = Head {
+            answers: 3,
+            weighted: true,
+            ttl: 0x7FFF_FFFF,
+            seed: 0x0123_4567_89AB_CDEF,
+        };
+        let r = Route::new(head, &[1], &[0], 0, &[&[1]], &[0]);
+        assert_eq!(
+            (r.answers(), r.weighted(), r.ttl(), r.seed()),
+            (3, true, 0x7FFF_FFFF, 0x0123_4567_89AB_CDEF)
+        );
+        assert!(!Route::default().weighted());
     }
 
     #[test]
     fn a_list_member_outside_the_candidates_is_appended_without_a_counter_slot() {
         let lists: [&[u16]; 1] = [&[7, 3]];
-        let r = Route::new(&[3], &[0], 0, &lists, &[1]);
+        let r = Route::new(Head::default(), &[3], &[0], 0, &lists, &[1]);
         assert_eq!(r.candidates(), [3, 7]);
-        assert_eq!(r.list(0).0, [1, 0]);
-    }
-
-    #[test]
-    fn class_entries_widen_to_words_past_256_lists() {
-        let owned: Vec<Vec<u16>> = (0..300u16).map(|i| vec![i]).collect();
-        let lists: Vec<&[u16]> = owned.iter().map(|l| &l[..]).collect();
-        let cands: Vec<u16> = (0..300).collect();
-        let by_class: Vec<u32> = (0..300).rev().collect();
-        let ids: Vec<u32> = (0..300).collect();
-        let r = Route::new(&cands, &by_class, 0, &lists, &ids);
-        assert!((0..300).all(|c| r.local(c) == Some(299 - c)));
-        assert_eq!(regions(&r, 280), [280]);
-    }
-
-    #[test]
-    fn class_entries_take_two_words_past_65536_lists() {
-        let n = 70_000u32;
-        let lists: Vec<&[u16]> = vec![&[]; n as usize];
-        let by_class: Vec<u32> = (0..n).rev().collect();
-        let ids: Vec<u32> = (0..n).map(|i| i * 3).collect();
-        let r = Route::new(&[], &by_class, n - 1, &lists, &ids);
-        assert!(
-            [0, 1, 65_535, 65_536, n - 1]
-                .iter()
-                .all(|&c| r.local(c) == Some(n - 1 - c))
+        assert_eq!(
+            r.list(r.no_client()).iter().collect::<Vec<_>>(),
+            [(7, 1), (3, 0)]
         );
-        assert_eq!(r.list(n - 1).1, (n - 1) * 3);
-        assert_eq!(r.no_client(), n - 1);
+    }
+
+    #[test]
+    fn class_entries_take_two_words_in_a_route_past_65535_words() {
+        let owned: Vec<Vec<u16>> = (0..400u16)
+            .map(|i| (0..100).map(|r| (r + i) % 100).collect())
+            .collect();
+        let lists: Vec<&[u16]> = owned.iter().map(|l| &l[..]).collect();
+        let cands: Vec<u16> = (0..100).collect();
+        let by_class: Vec<u32> = (0..400).rev().collect();
+        let ids: Vec<u32> = (0..400).collect();
+        let r = Route::new(Head::default(), &cands, &by_class, 0, &lists, &ids);
+        assert!(r.size() > 2 * 65_536);
+        for c in [0u32, 1, 150, 399] {
+            let l = r.list(r.class_list(c).unwrap());
+            assert_eq!(l.id, 399 - c);
+            assert_eq!(
+                l.iter().next(),
+                Some((((399 - c) % 100) as u16, ((399 - c) % 100) as u16))
+            );
+        }
     }
 
     #[test]
     fn more_candidates_than_a_word_holds_are_refused() {
         let big: Vec<u16> = (0..u16::MAX).collect();
         let lists: [&[u16]; 1] = [&[1]];
-        assert!(Route::try_new(&big, &[0], 0, &lists, &[0]).is_some());
+        assert!(Route::try_new(Head::default(), &big, &[0], 0, &lists, &[0]).is_some());
         let mut more = big.clone();
         more.push(u16::MAX);
-        assert!(Route::try_new(&more, &[0], 0, &lists, &[0]).is_none());
+        assert!(Route::try_new(Head::default(), &more, &[0], 0, &lists, &[0]).is_none());
     }
 }
