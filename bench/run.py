@@ -313,15 +313,16 @@ def latency_at(port, qfile, rate, seconds, extra=()):
     return statistics.fmean(lat) * 1000, lat[int(len(lat) * 0.99) - 1] * 1000
 
 
-def saturation(port, qfile, args, pid):
-    """`args.repeats` saturating dnsperf runs: the median run's figures, server CPU over
-    the process tree of `pid`, and the queries lost in all of them."""
-    runs = []
-    for _ in range(args.repeats):
-        c0 = cpu_seconds(pids_of(pid))
-        r, _ = dnsperf(port, qfile, args.seconds, ("-c", "16", "-q", "500", "-T", "2"))
-        r["cpu"] = cpu_seconds(pids_of(pid)) - c0
-        runs.append(r)
+def saturation_run(port, qfile, args, pid):
+    """One saturating dnsperf run, with the server CPU over the process tree of `pid`."""
+    c0 = cpu_seconds(pids_of(pid))
+    r, _ = dnsperf(port, qfile, args.seconds, ("-c", "16", "-q", "500", "-T", "2"))
+    r["cpu"] = cpu_seconds(pids_of(pid)) - c0
+    return r
+
+
+def summarize(runs):
+    """The median run's figures, and the queries lost in all of them."""
     best = sorted(runs, key=lambda r: r.get("qps", 0))[len(runs) // 2]
     done = max(best.get("completed", 0), 1)
     return {
@@ -331,6 +332,11 @@ def saturation(port, qfile, args, pid):
         "cpu_per_100k": best["cpu"] / done * 100000,
         "answers_per_cpu_s": done / best["cpu"] if best["cpu"] else 0.0,
     }
+
+
+def saturation(port, qfile, args, pid):
+    """`args.repeats` saturating dnsperf runs, summarized."""
+    return summarize([saturation_run(port, qfile, args, pid) for _ in range(args.repeats)])
 
 
 def stop(proc, log):
@@ -372,8 +378,11 @@ def run_server(name, cmd, env, files, args, half=None):
         stop(proc, log)
 
 
-def run_scale(db, args):
-    """Issue 6's scale scenario: 10 000 policies over 100 regions, the same database."""
+def run_scale(db, args, geo):
+    """Issue 6's scale scenario: 10 000 policies over 100 regions, the same database.
+    Its throughput is compared with the 1-policy deployment run alongside, the two loads
+    alternating: this machine's speed drifts by tens of percent within a full run, so a
+    ratio against figures taken minutes earlier would measure the drift."""
     import scale
     d = f"{WORK}/scale"
     scale.generate(d, db)
@@ -385,17 +394,28 @@ def run_scale(db, args):
     load_s = time.time() - t0
     log = open(f"{WORK}/scale.log", "w")
     t0 = time.time()
-    proc = subprocess.Popen([binary, "serve", "--config", cfg], env=dict(os.environ, MERIDIAN_LOG="warn"),
-                            stdout=log, stderr=subprocess.STDOUT)
+    env = dict(os.environ, MERIDIAN_LOG="warn")
+    proc = subprocess.Popen([binary, "serve", "--config", cfg], env=env, stdout=log, stderr=subprocess.STDOUT)
+    cmd, _ = setup_meridian(db)
+    one_log = open(f"{WORK}/scale-1-policy.log", "w")
+    one = subprocess.Popen(cmd, env=env, stdout=one_log, stderr=subprocess.STDOUT)
     try:
         if not wait_answering(PORTS["scale"], zone=b"\x05scale\x07example"):
             return {"error": f"did not start, see {WORK}/scale.log"}
         first_answer_s = time.time() - t0
+        if not wait_answering(PORTS["meridian"]):
+            return {"error": f"the 1-policy deployment did not start, see {WORK}/scale-1-policy.log"}
         time.sleep(3)
-        res = saturation(PORTS["scale"], f"{d}/queries.bin", args, proc.pid)
-        return dict(res, load_s=load_s, first_answer_s=first_answer_s, rss_mb=peak_rss_mb([proc.pid]))
+        runs, one_runs = [], []
+        for _ in range(args.repeats):
+            one_runs.append(saturation_run(PORTS["meridian"], geo, args, one.pid))
+            runs.append(saturation_run(PORTS["scale"], f"{d}/queries.bin", args, proc.pid))
+        res = summarize(runs)
+        return dict(res, load_s=load_s, first_answer_s=first_answer_s, rss_mb=peak_rss_mb([proc.pid]),
+                    one_policy=summarize(one_runs))
     finally:
         stop(proc, log)
+        stop(one, one_log)
 
 
 def fmt(v, f="{:,.0f}"):
@@ -440,7 +460,7 @@ def main():
         half = {k: m[k]["qps"] / 2 for k in ("geo", "static") if k in m}
         results[name] = run_server(name, cmd, env, files, args, half)
         print(results[name], flush=True)
-    scale_res = run_scale(db, args) if "meridian" in args.servers.split(",") and not args.no_scale else None
+    scale_res = run_scale(db, args, geo) if "meridian" in args.servers.split(",") and not args.no_scale else None
     print("== scale", scale_res, flush=True)
     for s in health:
         s.shutdown()
@@ -489,14 +509,15 @@ def main():
         if "rss_mb" in m and p.get("rss_mb"):
             lines.append(f"- peak RSS vs {peer}: × {m['rss_mb'] / p['rss_mb']:.2f}")
     if scale_res and "error" not in scale_res and "geo" in m:
-        g = m["geo"]
+        one = scale_res["one_policy"]
         lines += ["", "Scale (10 000 policies over 100 regions, each name its own mix of 2-8 regions and method; "
                   "the same database; queries spread over all names, each with ECS for a different client /24):", "",
                   f"- configuration load (`meridian check`: zones, policies, GeoIP, compile): {scale_res['load_s']:.2f} s; "
                   f"first answer after start (includes the first health-probe round of 100 regions): {scale_res['first_answer_s']:.2f} s",
-                  f"- queries/s {fmt(scale_res['qps'])} (× {scale_res['qps'] / g['qps']:.2f} of the 1-policy scenario), "
-                  f"answers per CPU-second {fmt(scale_res['answers_per_cpu_s'])} (× {scale_res['answers_per_cpu_s'] / g['answers_per_cpu_s']:.2f}), "
-                  f"lost {scale_res['lost']}",
+                  f"- queries/s {fmt(scale_res['qps'])}, answers per CPU-second {fmt(scale_res['answers_per_cpu_s'])}, "
+                  f"lost {scale_res['lost']}; the 1-policy deployment in runs alternating with these: "
+                  f"{fmt(one['qps'])} queries/s, {fmt(one['answers_per_cpu_s'])} answers per CPU-second: "
+                  f"× {scale_res['qps'] / one['qps']:.2f} queries/s, × {scale_res['answers_per_cpu_s'] / one['answers_per_cpu_s']:.2f} answers per CPU-second",
                   f"- peak RSS {scale_res['rss_mb']:.0f} MB (1-policy scenario: {m['rss_mb']:.0f} MB)"]
     elif scale_res:
         lines += ["", f"Scale scenario: {scale_res.get('error')}"]
