@@ -357,7 +357,8 @@ async fn tcp_conn(
             &mut out,
         );
         tally.apply(&snapshot);
-        drop(snapshot);
+        drop(snapshot); // an arc-swap guard is not held across the writes below
+
         counters.flush();
         if !answered {
             return;

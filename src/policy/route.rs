@@ -30,9 +30,11 @@ const HEADER: usize = 16;
 const LIST_HEAD: usize = 3;
 
 impl Default for Route {
+    /// No classes, no candidates, an empty no-client list: nothing to try.
     fn default() -> Self {
-        // One empty list, no classes, no candidates: every lookup gets nothing to try.
-        Route::new(Head::default(), &[], &[], 0, &[&[]], &[0])
+        Route {
+            words: Arc::from([0u16; HEADER]),
+        }
     }
 }
 
@@ -151,21 +153,6 @@ impl Route {
         Some(Route { words: w.into() })
     }
 
-    /// As `try_new`; a route that cannot be packed answers nothing (the compiler checks
-    /// with `try_new` first).
-    pub fn new(
-        head: Head,
-        candidates: &[u16],
-        by_class: &[u32],
-        no_client: u32,
-        lists: &[&[u16]],
-        ids: &[u32],
-    ) -> Route {
-        Route::try_new(head, candidates, by_class, no_client, lists, ids).unwrap_or(Route {
-            words: Arc::from([0u16; HEADER]),
-        })
-    }
-
     #[inline]
     fn word(&self, i: usize) -> usize {
         usize::from(self.words.get(i).copied().unwrap_or(0))
@@ -260,14 +247,15 @@ mod tests {
     #[test]
     fn packs_lists_classes_and_candidates() {
         let lists: [&[u16]; 3] = [&[4, 2], &[2, 4, 9], &[9]];
-        let r = Route::new(
+        let r = Route::try_new(
             Head::default(),
             &[2, 4, 9],
             &[1, 0, 2, 1, 1],
             2,
             &lists,
             &[70, 71, 0x1_0005],
-        );
+        )
+        .unwrap();
         assert_eq!(r.candidates(), [2, 4, 9]);
         assert_eq!(regions(&r, 0), [2, 4, 9]);
         assert_eq!(regions(&r, 1), [4, 2]);
@@ -290,7 +278,7 @@ mod tests {
             ttl: 0x7FFF_FFFF,
             seed: 0x0123_4567_89AB_CDEF,
         };
-        let r = Route::new(head, &[1], &[0], 0, &[&[1]], &[0]);
+        let r = Route::try_new(head, &[1], &[0], 0, &[&[1]], &[0]).unwrap();
         assert_eq!(
             (r.answers(), r.weighted(), r.ttl(), r.seed()),
             (3, true, 0x7FFF_FFFF, 0x0123_4567_89AB_CDEF)
@@ -301,7 +289,7 @@ mod tests {
     #[test]
     fn a_list_member_outside_the_candidates_is_appended_without_a_counter_slot() {
         let lists: [&[u16]; 1] = [&[7, 3]];
-        let r = Route::new(Head::default(), &[3], &[0], 0, &lists, &[1]);
+        let r = Route::try_new(Head::default(), &[3], &[0], 0, &lists, &[1]).unwrap();
         assert_eq!(r.candidates(), [3, 7]);
         assert_eq!(
             r.list(r.no_client()).iter().collect::<Vec<_>>(),
@@ -318,7 +306,7 @@ mod tests {
         let cands: Vec<u16> = (0..100).collect();
         let by_class: Vec<u32> = (0..400).rev().collect();
         let ids: Vec<u32> = (0..400).collect();
-        let r = Route::new(Head::default(), &cands, &by_class, 0, &lists, &ids);
+        let r = Route::try_new(Head::default(), &cands, &by_class, 0, &lists, &ids).unwrap();
         assert!(r.size() > 2 * 65_536);
         for c in [0u32, 1, 150, 399] {
             let l = r.list(r.class_list(c).unwrap());
