@@ -319,9 +319,12 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
         // Packing fails only past 65 535 regions, which `load` refuses.
         let head = Head {
             answers: u16::try_from(policy.answers).unwrap_or(u16::MAX),
-            weighted: policy.weighted,
+            weighted: matches!(policy.method, Method::Weighted),
             ttl: policy.ttl,
-            seed: policy.name_hash,
+            seed: policy
+                .name
+                .iter()
+                .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
         };
         let route = Route::try_new(head, &policy.candidates, &classes, no_client, &lists, &ids)
             .unwrap_or_default();

@@ -154,16 +154,13 @@ impl AllDown {
 #[derive(Debug, Clone)]
 pub struct Policy {
     /// What the query path reads, packed by `compile`: class → list, the lists, the list
-    /// for a query without client information (ECS source prefix 0), and the settings
-    /// below that a query needs.
+    /// for a query without client information (ECS source prefix 0), and the settings a
+    /// query needs (answers, TTL, weighted and its seed).
     pub route: Route,
     /// Metric handles, filled by `Snapshot::attach_metrics` on a serving snapshot.
     pub counters: PolicyCounters,
-    /// Seeds the weighted order together with the client subnet.
-    pub name_hash: u64,
     pub answers: usize,
     pub ttl: u32,
-    pub weighted: bool,
     /// Lowercase wire form (`*.x` for wildcards).
     pub name: Box<[u8]>,
     pub display: String,
@@ -723,10 +720,6 @@ fn policy(
     };
     let (line, _) = pos(p);
     seen.insert(wire.clone(), (file.to_path_buf(), line));
-    let name_hash = wire
-        .iter()
-        .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b)));
-    let weighted = matches!(method, Method::Weighted);
     (errors.len() == n).then(|| Policy {
         display: name::to_text(&wire),
         name: wire,
@@ -737,8 +730,6 @@ fn policy(
         residency,
         all_down,
         route: Route::default(),
-        name_hash,
-        weighted,
         counters: PolicyCounters::default(),
         file: file.to_path_buf(),
         line,

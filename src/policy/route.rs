@@ -68,14 +68,6 @@ impl<'r> List<'r> {
             _ => None,
         })
     }
-
-    pub fn len(&self) -> usize {
-        self.pairs.len() / 2
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.pairs.is_empty()
-    }
 }
 
 impl Route {
