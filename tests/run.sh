@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # The test command: installs the reference servers and clients the black-box tests use
 # (NSD for the differential test, dig, dnsperf, Prometheus and promtool, Chromium for
-# the status page screenshot, openssl for a TLS health endpoint), then runs the suite.
+# the status page screenshot, openssl for a TLS health endpoint, iproute2 for the
+# network namespace of the fragmentation test), then runs the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nsd dnsutils dnsperf prometheus chromium openssl)
+packages=(nsd dnsutils dnsperf prometheus chromium openssl iproute2)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

@@ -127,7 +127,7 @@ pub const RCODE_FORMERR: u8 = 1;
 pub const RCODE_NOTIMP: u8 = 4;
 const FLAG_QR: u16 = 0x8000;
 
-fn u16_at(p: &[u8], at: usize) -> Option<u16> {
+pub(super) fn u16_at(p: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
 }
 
@@ -165,7 +165,7 @@ fn plain_name(p: &[u8], at: usize) -> Option<usize> {
 }
 
 /// Skips a possibly compressed name (in RRs after the question), returning its end.
-fn skip_name(p: &[u8], at: usize) -> Option<usize> {
+pub(super) fn skip_name(p: &[u8], at: usize) -> Option<usize> {
     let mut pos = at;
     loop {
         let len = *p.get(pos)?;

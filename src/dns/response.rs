@@ -303,3 +303,128 @@ pub fn encode(
     }
     set_u16(buf, 10, ar);
 }
+
+/// Cuts an encoded response down to its header, question and OPT record, with TC set:
+/// for an answer the kernel would not send because it is larger than the interface's
+/// MTU (UDP answers are never fragmented, see `dns::server`), so that the client retries
+/// over TCP. False, leaving `buf` alone, when `buf` does not parse as a response.
+pub fn cut_to_question(buf: &mut Vec<u8>) -> bool {
+    let Some(cut) = locate_question_and_opt(buf) else {
+        return false;
+    };
+    let (question_end, opt) = cut;
+    let opt: Option<Vec<u8>> = opt.and_then(|r| buf.get(r).map(<[u8]>::to_vec));
+    buf.truncate(question_end);
+    set_u16(buf, 6, 0);
+    set_u16(buf, 8, 0);
+    set_u16(buf, 10, u16::from(opt.is_some()));
+    if let Some(o) = opt {
+        buf.extend_from_slice(&o);
+    }
+    if let Some(b) = buf.get_mut(2) {
+        *b |= (FLAG_TC >> 8) as u8;
+    }
+    true
+}
+
+/// Where the question section ends, and the OPT record's bytes if there is one.
+fn locate_question_and_opt(msg: &[u8]) -> Option<(usize, Option<std::ops::Range<usize>>)> {
+    use super::request::{skip_name, u16_at};
+    let mut at = HEADER_LEN;
+    for _ in 0..u16_at(msg, 4)? {
+        at = skip_name(msg, at)? + 4;
+    }
+    let question_end = at;
+    let (an, ns, ar) = (u16_at(msg, 6)?, u16_at(msg, 8)?, u16_at(msg, 10)?);
+    let mut opt = None;
+    for i in 0..(u32::from(an) + u32::from(ns) + u32::from(ar)) {
+        let start = at;
+        at = skip_name(msg, at)?;
+        let rr_type = u16_at(msg, at)?;
+        let end = at + 10 + usize::from(u16_at(msg, at + 8)?);
+        if i >= u32::from(an) + u32::from(ns) && rr_type == rtype::OPT {
+            opt = Some(start..end);
+        }
+        at = end;
+    }
+    (at <= msg.len() && question_end <= msg.len()).then_some((question_end, opt))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+    use hickory_proto::op::{Edns, Message, Query};
+    use hickory_proto::rr::rdata::TXT;
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+    use hickory_proto::rr::{Name, RData, Record, RecordType};
+
+    fn big_answer(edns: bool) -> Vec<u8> {
+        let name = Name::from_ascii("big.example.").unwrap();
+        let mut m = Message::query();
+        m.add_query(Query::query(name.clone(), RecordType::TXT));
+        for i in 0..10 {
+            let text = format!("record{i:02}-{}", "x".repeat(180));
+            m.answers.push(Record::from_rdata(
+                name.clone(),
+                300,
+                RData::TXT(TXT::new(vec![text])),
+            ));
+        }
+        if edns {
+            let mut e = Edns::new();
+            e.set_max_payload(4096);
+            e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+                "192.0.2.0".parse().unwrap(),
+                24,
+                16,
+            )));
+            m.set_edns(e);
+        }
+        let mut bytes = m.to_vec().unwrap();
+        bytes[2] |= 0x84; // QR, AA
+        bytes
+    }
+
+    #[test]
+    fn an_answer_cut_to_its_question_keeps_the_opt_record_and_sets_tc() {
+        let mut bytes = big_answer(true);
+        assert!(bytes.len() > 2000);
+        assert!(cut_to_question(&mut bytes));
+        let m = Message::from_vec(&bytes).unwrap();
+        assert!(m.truncation);
+        assert!(m.authoritative);
+        assert_eq!(m.queries.len(), 1);
+        assert_eq!(m.queries[0].query_type(), RecordType::TXT);
+        assert!(m.answers.is_empty());
+        let edns = m.edns.as_ref().unwrap();
+        assert_eq!(edns.max_payload(), 4096);
+        match edns.option(EdnsCode::Subnet) {
+            Some(EdnsOption::Subnet(s)) => {
+                assert_eq!((s.source_prefix(), s.scope_prefix()), (24, 16))
+            }
+            other => panic!("ECS option lost: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_answer_without_edns_is_cut_to_header_and_question() {
+        let mut bytes = big_answer(false);
+        assert!(cut_to_question(&mut bytes));
+        let m = Message::from_vec(&bytes).unwrap();
+        assert!(m.truncation);
+        assert!(m.answers.is_empty() && m.additionals.is_empty() && m.edns.is_none());
+        assert_eq!(bytes.len(), HEADER_LEN + "big.example.".len() + 1 + 4);
+    }
+
+    #[test]
+    fn a_message_that_does_not_parse_is_left_alone() {
+        let mut bytes = big_answer(true);
+        bytes.truncate(bytes.len() - 3);
+        let before = bytes.clone();
+        assert!(!cut_to_question(&mut bytes));
+        assert_eq!(bytes, before);
+        let mut short = vec![0u8; 5];
+        assert!(!cut_to_question(&mut short));
+    }
+}

@@ -20,6 +20,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::handler::{self, AnswerTally, Transport};
+use super::response;
 use crate::config::DnsConfig;
 use crate::health::HealthView;
 use crate::metrics::{Metrics, QueryCounters};
@@ -33,12 +34,35 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
         socket.set_only_v6(true)?;
     }
     socket.set_reuse_port(true)?;
+    never_fragment(&socket, addr);
     // Bursts queue in the kernel rather than being dropped while a core is busy.
     let _ = socket.set_recv_buffer_size(4 << 20);
     socket.bind(&addr.into())?;
     // Blocking, served by a thread of its own; the timeout lets it notice shutdown.
     socket.set_read_timeout(Some(Duration::from_millis(200)))?;
     Ok(socket.into())
+}
+
+/// UDP answers are never fragmented (RFC 9715; BIND does the same). DF is set and the
+/// path MTU that the kernel learns from ICMP is ignored ("probe" mode), so a forged
+/// "fragmentation needed" cannot make us fragment answers, the opening of the off-path
+/// fragment-injection attacks on resolvers. An answer too big for the interface is sent
+/// truncated instead (`send_one`); answers stay within `edns_udp_size` (1232 by default)
+/// anyway. DF also spares the kernel choosing an IP ID per datagram: ~1.7 % of server CPU
+/// in the bench profile.
+fn never_fragment(socket: &Socket, addr: SocketAddr) {
+    use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery};
+    let set = if addr.is_ipv6() {
+        sockopt::set_ipv6_mtu_discover(socket, Ipv6PathMtuDiscovery::PROBE).and_then(|()| {
+            nix::sys::socket::setsockopt(socket, nix::sys::socket::sockopt::Ipv6DontFrag, &true)
+                .map_err(|e| rustix::io::Errno::from_raw_os_error(e as i32))
+        })
+    } else {
+        sockopt::set_ip_mtu_discover(socket, Ipv4PathMtuDiscovery::PROBE)
+    };
+    if let Err(e) = set {
+        warn!(%addr, error = %e, "cannot turn off fragmentation of UDP answers; serving with the kernel's default");
+    }
 }
 
 fn tcp_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
@@ -277,13 +301,28 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                 0
             }
         };
-        for (out, peer) in outbufs.iter().zip(&peers).take(n_out).skip(sent) {
-            if let Some(to) = peer.as_ref().and_then(to_std)
-                && let Err(e) = socket.send_to(out, to)
-            {
-                debug!(error = %e, peer = %to, "udp send error");
+        for (out, peer) in outbufs.iter_mut().zip(&peers).take(n_out).skip(sent) {
+            if let Some(to) = peer.as_ref().and_then(to_std) {
+                send_one(&socket, out, to);
             }
         }
+    }
+}
+
+/// Sends one answer; one larger than the interface allows (EMSGSIZE: we never fragment)
+/// goes out cut to its question with TC set, so the client retries over TCP.
+fn send_one(socket: &std::net::UdpSocket, out: &mut Vec<u8>, to: SocketAddr) {
+    match socket.send_to(out, to) {
+        Err(e)
+            if e.raw_os_error() == Some(Errno::EMSGSIZE as i32)
+                && response::cut_to_question(out) =>
+        {
+            if let Err(e) = socket.send_to(out, to) {
+                debug!(error = %e, peer = %to, "udp send error (truncated answer)");
+            }
+        }
+        Err(e) => debug!(error = %e, peer = %to, "udp send error"),
+        Ok(_) => {}
     }
 }
 
