@@ -3,7 +3,9 @@
 //! kernel spreads load and no task is spawned per datagram. TCP: RFC 1035 4.2.2 / RFC
 //! 7766 framing, several queries per connection, idle timeout, a connection cap.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +22,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::handler::{self, AnswerTally, Transport};
-use super::response;
+use super::{request, response};
 use crate::config::DnsConfig;
 use crate::health::HealthView;
 use crate::metrics::{Metrics, QueryCounters};
@@ -246,11 +248,20 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     continue;
                 }
             };
+            let batch: SmallVec<[(SockaddrStorage, &[u8]); BATCH]> = received
+                .filter_map(|msg| Some((msg.address?, msg.iovs().next()?)))
+                .collect();
             let mut loaded = None;
-            for msg in received {
-                let (Some(addr), Some(packet)) = (msg.address, msg.iovs().next()) else {
-                    continue;
-                };
+            if batch.len() > 1 {
+                let (snapshot, _) =
+                    loaded.get_or_insert_with(|| (ctx.shared.load(), ctx.health.load()));
+                let clients: SmallVec<[IpAddr; BATCH]> = batch
+                    .iter()
+                    .filter_map(|(_, p)| request::ecs_client(p))
+                    .collect();
+                snapshot.policies.warm(&clients);
+            }
+            for (addr, packet) in batch {
                 let Some(peer) = to_std(&addr) else { continue };
                 let Some(out) = outbufs.get_mut(n_out) else {
                     break;
