@@ -61,6 +61,34 @@ impl AnswerTally {
     }
 }
 
+/// Readies the caches for answering `packets`, a batch just received: for each query
+/// with an ECS client whose name is bound to a policy exactly, the lines its decision
+/// will read (`PolicySet::warm`). Costs a parse and a name lookup per query; queries
+/// without ECS (static names, or resolvers whose few addresses stay cached) are skipped.
+pub fn warm<'p>(snapshot: &Snapshot, packets: impl Iterator<Item = &'p [u8]>) {
+    let mut batch: SmallVec<[(u32, IpAddr); 32]> = SmallVec::new();
+    let mut last: (SmallVec<[u8; 64]>, Option<u32>) = (SmallVec::new(), None);
+    for p in packets {
+        let Parsed::Query(q) = request::parse(p) else {
+            continue;
+        };
+        let Some(client) = q.ecs.and_then(|e| e.client()) else {
+            continue;
+        };
+        let mut lower: SmallVec<[u8; 64]> = SmallVec::from_slice(q.qname);
+        lower.make_ascii_lowercase();
+        // A busy name fills whole batches: look it up once.
+        if lower != last.0 {
+            let policy = snapshot.zones.policy_at(&lower);
+            last = (lower, policy);
+        }
+        if let Some(policy) = last.1 {
+            batch.push((policy, client));
+        }
+    }
+    snapshot.policies.warm(&batch);
+}
+
 /// Handles one packet from `peer`; `None` means send nothing (it was not a query).
 /// Policy answers are counted into `tally` when given.
 pub fn handle<'s>(

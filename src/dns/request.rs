@@ -195,14 +195,6 @@ fn options_well_formed(mut opts: &[u8]) -> bool {
     true
 }
 
-/// The client address of a query's EDNS Client Subnet option, if it has a usable one.
-pub fn ecs_client(p: &[u8]) -> Option<IpAddr> {
-    match parse(p) {
-        Parsed::Query(q) => q.ecs?.client(),
-        _ => None,
-    }
-}
-
 pub fn parse(p: &[u8]) -> Parsed<'_> {
     let (Some(id), Some(flags)) = (u16_at(p, 0), u16_at(p, 2)) else {
         return Parsed::Drop;

@@ -3,7 +3,7 @@
 //! kernel spreads load and no task is spawned per datagram. TCP: RFC 1035 4.2.2 / RFC
 //! 7766 framing, several queries per connection, idle timeout, a connection cap.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use smallvec::SmallVec;
 use std::sync::Arc;
@@ -22,7 +22,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::handler::{self, AnswerTally, Transport};
-use super::{request, response};
+use super::response;
 use crate::config::DnsConfig;
 use crate::health::HealthView;
 use crate::metrics::{Metrics, QueryCounters};
@@ -255,11 +255,7 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
             if batch.len() > 1 {
                 let (snapshot, _) =
                     loaded.get_or_insert_with(|| (ctx.shared.load(), ctx.health.load()));
-                let clients: SmallVec<[IpAddr; BATCH]> = batch
-                    .iter()
-                    .filter_map(|(_, p)| request::ecs_client(p))
-                    .collect();
-                snapshot.policies.warm(&clients);
+                handler::warm(snapshot, batch.iter().map(|&(_, p)| p));
             }
             for (addr, packet) in batch {
                 let Some(peer) = to_std(&addr) else { continue };

@@ -139,6 +139,41 @@ fn nearest_ranks_by_great_circle_distance_with_the_merged_network_as_scope() {
 }
 
 #[test]
+fn warming_a_batch_reads_ahead_without_changing_any_decision() {
+    let w = world(
+        "  - { name: a.example.com, method: nearest, regions: [us-east, eu-west, ap-south] }\n\
+         \x20 - { name: b.example.com, method: failover, regions: [ap-south, us-east] }\n",
+        None,
+    );
+    let clients = [
+        "10.1.2.3",
+        "10.3.0.1",
+        "2001:db8:100:1::1",
+        "192.0.2.1",
+        "::ffff:10.4.9.9",
+    ];
+    let before: Vec<_> = (0..2)
+        .flat_map(|p| clients.iter().map(move |c| (p, *c)))
+        .map(|(p, c)| ask(&w, p, c, A, &[]))
+        .collect();
+    // Two routes, one route, an unknown policy index, nothing at all.
+    let ip = |c: &str| c.parse::<IpAddr>().unwrap();
+    let mixed: Vec<(u32, IpAddr)> = clients
+        .iter()
+        .map(|c| (0, ip(c)))
+        .chain([(1, ip("10.1.2.3")), (9999, ip("::1"))])
+        .collect();
+    w.set.warm(&mixed);
+    w.set.warm(&mixed[..2]);
+    w.set.warm(&[]);
+    let after: Vec<_> = (0..2)
+        .flat_map(|p| clients.iter().map(move |c| (p, *c)))
+        .map(|(p, c)| ask(&w, p, c, A, &[]))
+        .collect();
+    assert_eq!(before, after);
+}
+
+#[test]
 fn a_down_region_is_skipped_and_the_next_nearest_answers() {
     let w = world(
         "  - { name: www.example.com, method: nearest, regions: [us-east, eu-west, ap-south] }\n",

@@ -490,6 +490,12 @@ impl ZoneSet {
             .map(|z| z.as_ref())
     }
 
+    /// The traffic policy bound exactly at `lower_name`, if any: the common case of a
+    /// policy query, looked up without the walk, for warming caches ahead of a batch.
+    pub fn policy_at(&self, lower_name: &[u8]) -> Option<u32> {
+        self.find(lower_name)?.node(lower_name)?.policy
+    }
+
     /// Among `zones`, the index of the closest encloser of `lower_name`.
     pub fn find_in(zones: &[Zone], lower_name: &[u8]) -> Option<usize> {
         zones
