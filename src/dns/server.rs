@@ -4,8 +4,6 @@
 //! 7766 framing, several queries per connection, idle timeout, a connection cap.
 
 use std::net::SocketAddr;
-
-use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,6 +12,7 @@ use std::os::fd::AsRawFd;
 
 use nix::errno::Errno;
 use nix::sys::socket::{MsgFlags, MultiHeaders, SockaddrStorage, recvmmsg, sendmmsg};
+use smallvec::SmallVec;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -50,8 +49,8 @@ fn udp_socket(addr: SocketAddr) -> std::io::Result<std::net::UdpSocket> {
 /// "fragmentation needed" cannot make us fragment answers, the opening of the off-path
 /// fragment-injection attacks on resolvers. An answer too big for the interface is sent
 /// truncated instead (`send_one`); answers stay within `edns_udp_size` (1232 by default)
-/// anyway. DF also spares the kernel choosing an IP ID per datagram: ~1.7 % of server CPU
-/// in the bench profile.
+/// anyway. DF also spares the kernel choosing an IP ID per datagram: 3.5-9 % less system
+/// time per answer in the bench (bench/README.md, fourth round).
 fn never_fragment(socket: &Socket, addr: SocketAddr) {
     use rustix::net::sockopt::{self, Ipv4PathMtuDiscovery, Ipv6PathMtuDiscovery};
     let set = if addr.is_ipv6() {
@@ -215,7 +214,9 @@ fn to_std(addr: &SockaddrStorage) -> Option<SocketAddr> {
 
 /// One socket's loop: `recvmmsg` takes every datagram waiting (at least one), each is
 /// answered, and `sendmmsg` sends all the answers: two system calls per batch instead
-/// of two per query, which is where most of the time went (see bench/README.md).
+/// of two per query, which is where most of the time went (see bench/README.md). Before
+/// a batch of several is answered, `handler::warm` reads ahead the lines its decisions
+/// will touch, so their cache misses overlap.
 fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::AtomicBool>) {
     let fd = socket.as_raw_fd();
     let mut inbufs = vec![[0u8; MAX_BATCHED_REQUEST]; BATCH];
