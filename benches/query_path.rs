@@ -240,6 +240,39 @@ fn at_scale(c: &mut Criterion) {
                 black_box(r.is_some())
             })
         });
+        // As the UDP loop answers: batches of 32, with and without reading each batch
+        // ahead first (`handler::warm`). Times are per batch.
+        for read_ahead in [false, true] {
+            let mut j = 0usize;
+            let name = format!(
+                "{label}, batches of 32{}",
+                if read_ahead { ", read ahead" } else { "" }
+            );
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    j = (j + 32) % (packets.len() - 32);
+                    let batch = &packets[j..j + 32];
+                    if read_ahead {
+                        handler::warm(snap, batch.iter().map(|p| &p[..]));
+                    }
+                    let mut answered = 0;
+                    for p in batch {
+                        let r = handler::handle(
+                            snap,
+                            &health,
+                            p,
+                            peer,
+                            Transport::Udp,
+                            Some(&mut tally),
+                            &mut out,
+                        );
+                        answered += usize::from(r.is_some());
+                    }
+                    tally.apply(snap);
+                    black_box(answered)
+                })
+            });
+        }
     }
     group.finish();
 }
