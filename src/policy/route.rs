@@ -163,14 +163,14 @@ impl Route {
             .unwrap_or_default()
     }
 
-    /// The position of a client class's list (`None` for a class the route does not
-    /// know). Equal positions are the same list.
-    #[inline]
     /// The first word of the header, read to bring the route's first line into the cache.
     pub fn touch(&self) -> u16 {
         self.words.first().copied().unwrap_or(0)
     }
 
+    /// The position of a client class's list (`None` for a class the route does not
+    /// know). Equal positions are the same list.
+    #[inline]
     pub fn class_list(&self, class: u32) -> Option<u32> {
         let class = class as usize;
         if class >= self.pair(0) {
