@@ -10,6 +10,7 @@ use std::path::Path;
 use criterion::{Criterion, criterion_group, criterion_main};
 use meridian::config::{Config, Overrides};
 use meridian::dns::handler::{self, Transport};
+use meridian::dns::request::{self, Parsed};
 use meridian::health::RegionIds;
 use meridian::policy::decide;
 use meridian::snapshot::Snapshot;
@@ -251,13 +252,22 @@ fn at_scale(c: &mut Criterion) {
             group.bench_function(name, |b| {
                 b.iter(|| {
                     j = (j + 32) % (packets.len() - 32);
-                    let batch = &packets[j..j + 32];
+                    let batch: Vec<Parsed<'_>> = packets[j..j + 32]
+                        .iter()
+                        .map(|p| request::parse(p))
+                        .collect();
                     if read_ahead {
-                        handler::warm(snap, batch.iter().map(|p| &p[..]));
+                        handler::warm(
+                            snap,
+                            batch.iter().filter_map(|p| match p {
+                                Parsed::Query(q) => Some(q),
+                                _ => None,
+                            }),
+                        );
                     }
                     let mut answered = 0;
                     for p in batch {
-                        let r = handler::handle(
+                        let r = handler::handle_parsed(
                             snap,
                             &health,
                             p,

@@ -6,7 +6,7 @@
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::request::{self, Parsed};
+use super::request::{self, Parsed, Query};
 use super::response::{self, OptOut, RCODE_BADVERS};
 use smallvec::SmallVec;
 
@@ -61,17 +61,14 @@ impl AnswerTally {
     }
 }
 
-/// Readies the caches for answering `packets`, a batch just received: for each query
-/// with an ECS client whose name is bound to a policy exactly, the lines its decision
-/// will read (`PolicySet::warm`). Costs a parse and a name lookup per query; queries
+/// Readies the caches for answering `queries`, a batch just received and parsed: for
+/// each query with an ECS client whose name is bound to a policy exactly, the lines its
+/// decision will read (`PolicySet::warm`). Costs a name lookup per distinct name; queries
 /// without ECS (static names, or resolvers whose few addresses stay cached) are skipped.
-pub fn warm<'p>(snapshot: &Snapshot, packets: impl Iterator<Item = &'p [u8]>) {
+pub fn warm<'q>(snapshot: &Snapshot, queries: impl Iterator<Item = &'q Query<'q>>) {
     let mut batch: SmallVec<[(u32, IpAddr); 32]> = SmallVec::new();
     let mut last: (SmallVec<[u8; 64]>, Option<u32>) = (SmallVec::new(), None);
-    for p in packets {
-        let Parsed::Query(q) = request::parse(p) else {
-            continue;
-        };
+    for q in queries {
         let Some(client) = q.ecs.and_then(|e| e.client()) else {
             continue;
         };
@@ -100,7 +97,29 @@ pub fn handle<'s>(
     tally: Option<&mut AnswerTally>,
     out: &mut Vec<u8>,
 ) -> Option<Handled<'s>> {
-    let q = match request::parse(packet) {
+    handle_parsed(
+        snapshot,
+        health,
+        request::parse(packet),
+        peer,
+        transport,
+        tally,
+        out,
+    )
+}
+
+/// `handle` for a packet already parsed (the UDP loop parses a batch once, to read it
+/// ahead with `warm` and then answer it).
+pub fn handle_parsed<'s>(
+    snapshot: &'s Snapshot,
+    health: &HealthView,
+    parsed: Parsed<'s>,
+    peer: IpAddr,
+    transport: Transport,
+    tally: Option<&mut AnswerTally>,
+    out: &mut Vec<u8>,
+) -> Option<Handled<'s>> {
+    let q = match parsed {
         Parsed::Drop => return None,
         Parsed::HeaderOnly { id, flags, rcode } => {
             response::header_only(out, id, flags, rcode);

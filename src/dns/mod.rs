@@ -2,8 +2,9 @@
 //! UDP/TCP sockets that feed it.
 //!
 //! ```text
-//!  socket ─► request::parse ─► handler::handle ─► zone::lookup::resolve ─► response::encode ─► socket
-//!                                   ▲ snapshot (one ArcSwap load per query)
+//!  socket ─► request::parse ─► handler::handle_parsed ─► zone::lookup::resolve ─► response::encode ─► socket
+//!  (UDP: a recvmmsg batch,       ▲ snapshot and health view, loaded once per batch
+//!   read ahead by handler::warm)
 //! ```
 
 pub mod handler;

@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn};
 
 use super::handler::{self, AnswerTally, Transport};
+use super::request::{self, Parsed};
 use super::response;
 use crate::config::DnsConfig;
 use crate::health::HealthView;
@@ -136,14 +137,14 @@ impl Ctx {
         &self,
         snapshot: &Snapshot,
         view: &HealthView,
-        packet: &[u8],
+        parsed: Parsed<'_>,
         peer: std::net::IpAddr,
         transport: Transport,
         counters: &mut QueryCounters,
         tally: &mut AnswerTally,
         out: &mut Vec<u8>,
     ) -> bool {
-        match handler::handle(snapshot, view, packet, peer, transport, Some(tally), out) {
+        match handler::handle_parsed(snapshot, view, parsed, peer, transport, Some(tally), out) {
             Some(h) => {
                 let t = if transport == Transport::Udp {
                     "udp"
@@ -249,16 +250,22 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     continue;
                 }
             };
-            let batch: SmallVec<[(SockaddrStorage, &[u8]); BATCH]> = received
-                .filter_map(|msg| Some((msg.address?, msg.iovs().next()?)))
+            let batch: SmallVec<[(SockaddrStorage, Parsed<'_>); BATCH]> = received
+                .filter_map(|msg| Some((msg.address?, request::parse(msg.iovs().next()?))))
                 .collect();
             let mut loaded = None;
             if batch.len() > 1 {
                 let (snapshot, _) =
                     loaded.get_or_insert_with(|| (ctx.shared.load(), ctx.health.load()));
-                handler::warm(snapshot, batch.iter().map(|&(_, p)| p));
+                handler::warm(
+                    snapshot,
+                    batch.iter().filter_map(|(_, p)| match p {
+                        Parsed::Query(q) => Some(q),
+                        _ => None,
+                    }),
+                );
             }
-            for (addr, packet) in batch {
+            for (addr, parsed) in batch {
                 let Some(peer) = to_std(&addr) else { continue };
                 let Some(out) = outbufs.get_mut(n_out) else {
                     break;
@@ -269,7 +276,7 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                 if ctx.answer_with(
                     snapshot,
                     view,
-                    packet,
+                    parsed,
                     peer.ip(),
                     Transport::Udp,
                     &mut counters,
@@ -396,7 +403,7 @@ async fn tcp_conn(
         let answered = ctx.answer_with(
             &snapshot,
             &ctx.health.load(),
-            &buf,
+            request::parse(&buf),
             peer,
             Transport::Tcp,
             &mut counters,
