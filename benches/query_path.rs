@@ -257,13 +257,7 @@ fn at_scale(c: &mut Criterion) {
                         .map(|p| request::parse(p))
                         .collect();
                     if read_ahead {
-                        handler::warm(
-                            snap,
-                            batch.iter().filter_map(|p| match p {
-                                Parsed::Query(q) => Some(q),
-                                _ => None,
-                            }),
-                        );
+                        handler::warm(snap, batch.iter().filter_map(Parsed::as_query));
                     }
                     let mut answered = 0;
                     for p in batch {

@@ -123,6 +123,16 @@ pub enum Parsed<'a> {
     Drop,
 }
 
+impl<'a> Parsed<'a> {
+    /// The query, when the packet was one.
+    pub fn as_query(&self) -> Option<&Query<'a>> {
+        match self {
+            Parsed::Query(q) => Some(q),
+            _ => None,
+        }
+    }
+}
+
 pub const RCODE_FORMERR: u8 = 1;
 pub const RCODE_NOTIMP: u8 = 4;
 const FLAG_QR: u16 = 0x8000;

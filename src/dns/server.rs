@@ -257,13 +257,7 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
             if batch.len() > 1 {
                 let (snapshot, _) =
                     loaded.get_or_insert_with(|| (ctx.shared.load(), ctx.health.load()));
-                handler::warm(
-                    snapshot,
-                    batch.iter().filter_map(|(_, p)| match p {
-                        Parsed::Query(q) => Some(q),
-                        _ => None,
-                    }),
-                );
+                handler::warm(snapshot, batch.iter().filter_map(|(_, p)| p.as_query()));
             }
             for (addr, parsed) in batch {
                 let Some(peer) = to_std(&addr) else { continue };
