@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::diag::Diagnostic;
+
 pub const CONFIG_VERSION: u32 = 1;
 
 #[derive(Debug, Deserialize)]
@@ -194,6 +196,8 @@ pub struct Config {
     pub state_file: Option<PathBuf>,
     /// Longest wait for the first full probe round before serving.
     pub startup_wait: Duration,
+    /// Settings that load but deserve a second look; reported with the snapshot's.
+    pub warnings: Vec<Diagnostic>,
 }
 
 /// Command-line overrides.
@@ -253,6 +257,20 @@ impl Config {
             return Err(err(
                 line_of(&text, "edns_udp_size"),
                 "dns.edns_udp_size must be at least 512".into(),
+            ));
+        }
+        let mut warnings = Vec::new();
+        if spec.dns.edns_udp_size > MAX_UNFRAGMENTED_UDP {
+            // UDP answers are sent with DF and never fragmented (dns::server).
+            warnings.push(Diagnostic::new(
+                file,
+                line_of(&text, "edns_udp_size") as usize,
+                format!(
+                    "dns.edns_udp_size {} is above {MAX_UNFRAGMENTED_UDP} (RFC 9715): UDP answers \
+                     are never fragmented, so one that does not fit a path's MTU is lost there, \
+                     and one that does not fit our interface's goes out truncated for a TCP retry",
+                    spec.dns.edns_udp_size
+                ),
             ));
         }
         let listen = if overrides.dns_listen.is_empty() {
@@ -333,6 +351,7 @@ impl Config {
             )
         })?;
         Ok(Config {
+            warnings,
             state_file: spec.health.state_file.as_ref().map(|p| base.join(p)),
             startup_wait,
             geo_database: geoip_dir.join(&spec.geo.database),
@@ -361,6 +380,9 @@ impl Config {
 }
 
 /// The first line mentioning `key`, for errors found after deserialisation.
+/// The largest DNS payload over UDP that RFC 9715 recommends.
+const MAX_UNFRAGMENTED_UDP: u16 = 1400;
+
 fn line_of(text: &str, key: &str) -> u64 {
     text.lines()
         .position(|l| l.trim_start().starts_with(key))

@@ -40,7 +40,7 @@ impl Snapshot {
     /// from every file comes back at once.
     pub fn build(config: &Config, ids: &mut RegionIds) -> Result<Built, Vec<Diagnostic>> {
         let mut errors = Vec::new();
-        let mut warnings = Vec::new();
+        let mut warnings = config.warnings.clone();
         let mut zones = match zone::load_dir(&config.zones_dir) {
             Ok(l) => {
                 warnings.extend(l.warnings);

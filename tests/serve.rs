@@ -252,6 +252,25 @@ fn check_summarises_a_good_deployment() {
     assert!(text.contains("ok: 1 zones, 4 records"), "{text}");
 }
 
+#[test]
+fn check_warns_about_an_edns_size_that_cannot_go_unfragmented() {
+    let dir = deployment(&[("example.test.zone", ZONE)]);
+    let config = dir.path().join("meridian.yaml");
+    let warning = "dns.edns_udp_size 4096 is above 1400 (RFC 9715)";
+    std::fs::write(&config, "version: 1\ndns:\n  edns_udp_size: 4096\n").unwrap();
+    let out = check(&config);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "a warning is not an error: {stderr}");
+    assert!(
+        stderr.contains(&format!("warning: {}:3: {warning}", config.display())),
+        "{stderr}"
+    );
+    std::fs::write(&config, "version: 1\ndns:\n  edns_udp_size: 1400\n").unwrap();
+    let out = check(&config);
+    assert!(out.status.success());
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("edns_udp_size"));
+}
+
 /// `meridian check --config FILE`, as an operator runs it.
 fn check(config: impl AsRef<std::path::Path>) -> std::process::Output {
     Command::new(BIN)
