@@ -379,10 +379,10 @@ impl Config {
     }
 }
 
-/// The first line mentioning `key`, for errors found after deserialisation.
 /// The largest DNS payload over UDP that RFC 9715 recommends.
 const MAX_UNFRAGMENTED_UDP: u16 = 1400;
 
+/// The first line mentioning `key`, for errors found after deserialisation.
 fn line_of(text: &str, key: &str) -> u64 {
     text.lines()
         .position(|l| l.trim_start().starts_with(key))

@@ -309,10 +309,9 @@ pub fn encode(
 /// MTU (UDP answers are never fragmented, see `dns::server`), so that the client retries
 /// over TCP. False, leaving `buf` alone, when `buf` does not parse as a response.
 pub fn cut_to_question(buf: &mut Vec<u8>) -> bool {
-    let Some(cut) = locate_question_and_opt(buf) else {
+    let Some((question_end, opt)) = locate_question_and_opt(buf) else {
         return false;
     };
-    let (question_end, opt) = cut;
     let opt: Option<Vec<u8>> = opt.and_then(|r| buf.get(r).map(<[u8]>::to_vec));
     buf.truncate(question_end);
     set_u16(buf, 6, 0);
