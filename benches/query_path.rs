@@ -12,6 +12,7 @@ use meridian::config::{Config, Overrides};
 use meridian::dns::handler::{self, Transport};
 use meridian::dns::request::{self, Parsed};
 use meridian::health::RegionIds;
+use meridian::iana::Rtype;
 use meridian::policy::decide;
 use meridian::snapshot::Snapshot;
 
@@ -21,7 +22,7 @@ fn snapshot() -> Snapshot {
         &Overrides::default(),
     )
     .unwrap();
-    Snapshot::build(&config, &mut RegionIds::default())
+    Snapshot::build(&config, &mut RegionIds::default(), &Default::default())
         .unwrap()
         .snapshot
 }
@@ -51,7 +52,7 @@ fn benches(c: &mut Criterion) {
                 &snap.policies,
                 &health,
                 policy,
-                1,
+                Rtype::A,
                 Some(clients[i]),
             ))
         })
@@ -159,7 +160,12 @@ fn load(c: &mut Criterion) {
     for policies in [1usize, 10_000] {
         let config = scale_config(&dir.path().join(policies.to_string()), policies, 100);
         group.bench_function(format!("{policies} policies over 100 regions"), |b| {
-            b.iter(|| black_box(Snapshot::build(&config, &mut RegionIds::default()).is_ok()))
+            b.iter(|| {
+                black_box(
+                    Snapshot::build(&config, &mut RegionIds::default(), &Default::default())
+                        .is_ok(),
+                )
+            })
         });
     }
     group.finish();
@@ -183,7 +189,7 @@ fn ecs_query(name: &[u8], client: u32) -> Vec<u8> {
 fn at_scale(c: &mut Criterion) {
     let dir = tempfile::tempdir().unwrap();
     let config = scale_config(dir.path(), 10_000, 100);
-    let scale = Snapshot::build(&config, &mut RegionIds::default())
+    let scale = Snapshot::build(&config, &mut RegionIds::default(), &Default::default())
         .unwrap()
         .snapshot;
     let small = snapshot();

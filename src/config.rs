@@ -1,65 +1,94 @@
-//! `meridian.yaml`: the on-disk spec (serde, unknown keys rejected, versioned) → the
-//! validated [`Config`] the server runs with. Paths in the file are relative to the
+//! `meridian.yaml`: the on-disk spec (serde, unknown keys rejected, versioned, values
+//! carrying their position) → the validated [`Config`] the server runs with. Every
+//! problem comes back at once as `FILE:LINE:COL`. Paths in the file are relative to the
 //! file's own folder; command-line flags override the file.
+//!
+//! Settings are of two kinds. [`Startup`] ones (sockets, the admin token, the state
+//! file, the startup wait) are read once when the server starts; a reload that changes
+//! one says "restart required" instead of ignoring it ([`Startup::changed`]). The rest
+//! (zones, policies, GeoIP, overrides, EDNS size) take effect on reload.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
+use serde_saphyr::Spanned;
 
 use crate::diag::Diagnostic;
+use crate::geo::Location;
+use crate::health::OverrideKind;
 
 pub const CONFIG_VERSION: u32 = 1;
+
+type S<T> = Spanned<T>;
+
+/// A key that was written, as opposed to left out (`null` is written).
+#[derive(Debug, Default)]
+enum Given<T> {
+    #[default]
+    Absent,
+    Written(T),
+}
+
+fn given<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Given<T>, D::Error> {
+    T::deserialize(d).map(Given::Written)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Spec {
-    version: u32,
+    version: S<u32>,
     #[serde(default)]
     dns: DnsSpec,
     #[serde(default)]
     http: HttpSpec,
-    #[serde(default = "default_zones")]
-    zones: PathBuf,
-    #[serde(default = "default_policies")]
-    policies: PathBuf,
-    #[serde(default = "default_geoip")]
-    geoip: PathBuf,
+    zones: Option<PathBuf>,
+    policies: Option<PathBuf>,
+    geoip: Option<PathBuf>,
     #[serde(default)]
     geo: GeoSpec,
     #[serde(default)]
-    overrides: Vec<OverrideSpec>,
+    overrides: Vec<S<OverrideSpec>>,
     #[serde(default)]
     health: HealthSpec,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct GeoSpec {
-    database: PathBuf,
-    latency: Option<PathBuf>,
-    latency_overhead_ms: f64,
-    default_location: Option<DefaultLocationSpec>,
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnsSpec {
+    listen: Option<S<Vec<S<String>>>>,
+    edns_udp_size: Option<S<u16>>,
+    tcp_idle_timeout: Option<S<String>>,
+    tcp_max_connections: Option<usize>,
+    udp_sockets_per_address: Option<usize>,
 }
 
-impl Default for GeoSpec {
-    fn default() -> Self {
-        GeoSpec {
-            database: "geo-whois-asn-country.mmdb".into(),
-            latency: Some("latency.yaml".into()),
-            latency_overhead_ms: 5.0,
-            default_location: None,
-        }
-    }
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HttpSpec {
+    listen: Option<S<String>>,
+    /// Bearer token for the admin API's writes; MERIDIAN_ADMIN_TOKEN overrides it.
+    admin_token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct GeoSpec {
+    database: Option<PathBuf>,
+    /// Absent: `latency.yaml` when it exists; `null`: none; a path: that file, required.
+    #[serde(default, deserialize_with = "given")]
+    latency: Given<Option<S<PathBuf>>>,
+    latency_overhead_ms: Option<S<f64>>,
+    default_location: Option<S<DefaultLocationSpec>>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct DefaultLocationSpec {
-    country: Option<String>,
-    lat: Option<f64>,
-    lon: Option<f64>,
+    country: Option<S<String>>,
+    lat: Option<S<f64>>,
+    lon: Option<S<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -81,8 +110,7 @@ pub enum OverrideState {
 }
 
 impl OverrideState {
-    pub fn kind(self) -> crate::health::OverrideKind {
-        use crate::health::OverrideKind;
+    pub fn kind(self) -> OverrideKind {
         match self {
             OverrideState::Down | OverrideState::ForceDown => OverrideKind::ForceDown,
             OverrideState::Up | OverrideState::ForceUp => OverrideKind::ForceUp,
@@ -91,20 +119,13 @@ impl OverrideState {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
 struct HealthSpec {
-    state_file: Option<PathBuf>,
-    startup_wait: String,
-}
-
-impl Default for HealthSpec {
-    fn default() -> Self {
-        HealthSpec {
-            state_file: Some("meridian.state.json".into()),
-            startup_wait: "10s".into(),
-        }
-    }
+    /// Absent: `meridian.state.json`; `null`: no state file.
+    #[serde(default, deserialize_with = "given")]
+    state_file: Given<Option<PathBuf>>,
+    startup_wait: Option<S<String>>,
 }
 
 /// An operator's override of a region's state, from the configuration.
@@ -113,76 +134,72 @@ pub struct RegionOverride {
     pub region: String,
     pub state: OverrideState,
     pub reason: Option<String>,
-    pub line: u64,
+    pub line: usize,
+    pub column: usize,
 }
 
-fn default_zones() -> PathBuf {
-    "zones".into()
-}
-fn default_policies() -> PathBuf {
-    "policies".into()
-}
-fn default_geoip() -> PathBuf {
-    "geoip".into()
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct DnsSpec {
-    listen: Vec<SocketAddr>,
-    edns_udp_size: u16,
-    tcp_idle_timeout: String,
-    tcp_max_connections: usize,
-    udp_sockets_per_address: usize,
-}
-
-impl Default for DnsSpec {
-    fn default() -> Self {
-        DnsSpec {
-            listen: vec![SocketAddr::from(([127, 0, 0, 1], 5353))],
-            // DNS flag day 2020: fits the common path MTU without fragmentation.
-            edns_udp_size: 1232,
-            tcp_idle_timeout: "10s".into(),
-            tcp_max_connections: 1024,
-            udp_sockets_per_address: 0,
-        }
-    }
-}
-
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-struct HttpSpec {
-    listen: SocketAddr,
-    /// Bearer token for the admin API's writes; MERIDIAN_ADMIN_TOKEN overrides it.
-    admin_token: Option<String>,
-}
-
-impl Default for HttpSpec {
-    fn default() -> Self {
-        HttpSpec {
-            listen: SocketAddr::from(([127, 0, 0, 1], 9153)),
-            admin_token: None,
-        }
-    }
-}
-
-#[derive(Debug, Clone)]
+/// The DNS listeners' settings (all read at startup).
+#[derive(Debug, Clone, PartialEq)]
 pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
-    pub edns_udp_size: u16,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
     /// SO_REUSEPORT sockets per UDP address; 0 means one per CPU.
     pub udp_sockets_per_address: usize,
 }
 
-#[derive(Debug, Clone)]
-pub struct Config {
-    pub file: PathBuf,
+/// Settings read once when the server starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Startup {
     pub dns: DnsConfig,
     pub http_listen: SocketAddr,
     /// `None`: admin writes are disabled.
     pub admin_token: Option<String>,
+    /// Last known health states and operator overrides, restored on restart.
+    pub state_file: Option<PathBuf>,
+    /// Longest wait for the first full probe round before serving.
+    pub startup_wait: Duration,
+}
+
+impl Startup {
+    /// The keys whose values differ from `other`'s: what a reload cannot apply.
+    pub fn changed(&self, other: &Startup) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        let mut check = |differs: bool, key: &'static str| {
+            if differs {
+                out.push(key);
+            }
+        };
+        check(self.dns.listen != other.dns.listen, "dns.listen");
+        check(
+            self.dns.tcp_idle_timeout != other.dns.tcp_idle_timeout,
+            "dns.tcp_idle_timeout",
+        );
+        check(
+            self.dns.tcp_max_connections != other.dns.tcp_max_connections,
+            "dns.tcp_max_connections",
+        );
+        check(
+            self.dns.udp_sockets_per_address != other.dns.udp_sockets_per_address,
+            "dns.udp_sockets_per_address",
+        );
+        check(self.http_listen != other.http_listen, "http.listen");
+        check(self.admin_token != other.admin_token, "http.admin_token");
+        check(self.state_file != other.state_file, "health.state_file");
+        check(
+            self.startup_wait != other.startup_wait,
+            "health.startup_wait",
+        );
+        out
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub file: PathBuf,
+    pub startup: Startup,
+    /// Our EDNS UDP payload size, advertised in every OPT we send.
+    pub edns_udp_size: u16,
     pub zones_dir: PathBuf,
     pub policies_dir: PathBuf,
     pub geoip_dir: PathBuf,
@@ -190,12 +207,8 @@ pub struct Config {
     /// `None` when the configured table does not exist and was not asked for explicitly.
     pub latency_table: Option<PathBuf>,
     pub latency_overhead_ms: f64,
-    pub default_location: Option<crate::geo::Location>,
+    pub default_location: Option<Location>,
     pub overrides: Vec<RegionOverride>,
-    /// Last known health states and operator overrides, restored on restart.
-    pub state_file: Option<PathBuf>,
-    /// Longest wait for the first full probe round before serving.
-    pub startup_wait: Duration,
     /// Settings that load but deserve a second look; reported with the snapshot's.
     pub warnings: Vec<Diagnostic>,
 }
@@ -207,221 +220,368 @@ pub struct Overrides {
     pub http_listen: Option<SocketAddr>,
 }
 
-#[derive(Debug, thiserror::Error)]
-#[error("{file}:{line}: {message}")]
-pub struct ConfigError {
-    pub file: PathBuf,
-    pub line: u64,
-    pub message: String,
+/// The largest DNS payload over UDP that RFC 9715 recommends.
+const MAX_UNFRAGMENTED_UDP: u16 = 1400;
+
+/// Collects diagnostics for one file.
+struct Report<'a> {
+    file: &'a Path,
+    errors: Vec<Diagnostic>,
+}
+
+impl Report<'_> {
+    fn at<T>(&mut self, s: &S<T>, message: impl Into<String>) {
+        self.errors.push(Diagnostic::at(
+            self.file,
+            s.referenced.line() as usize,
+            s.referenced.column() as usize,
+            message,
+        ));
+    }
+
+    fn duration(&mut self, key: &str, s: Option<&S<String>>, default: Duration) -> Duration {
+        let Some(s) = s else { return default };
+        match humantime::parse_duration(&s.value) {
+            Ok(d) => d,
+            Err(e) => {
+                self.at(s, format!("{key} {:?}: {e}", s.value));
+                default
+            }
+        }
+    }
 }
 
 impl Config {
-    pub fn load(file: &Path, overrides: &Overrides) -> Result<Config, ConfigError> {
-        let err = |line: u64, message: String| ConfigError {
-            file: file.to_path_buf(),
-            line,
-            message,
+    pub fn load(file: &Path, overrides: &Overrides) -> Result<Config, Vec<Diagnostic>> {
+        let text = std::fs::read_to_string(file)
+            .map_err(|e| vec![Diagnostic::new(file, 0, format!("cannot read: {e}"))])?;
+        let spec: Spec = crate::diag::parse_yaml(file, &text).map_err(|e| vec![e])?;
+        let mut r = Report {
+            file,
+            errors: Vec::new(),
         };
-        let text =
-            std::fs::read_to_string(file).map_err(|e| err(0, format!("cannot read: {e}")))?;
-        let spec: Spec = serde_saphyr::from_str(&text).map_err(|e| {
-            let line = e.location().map(|l| l.line()).unwrap_or(0);
-            let message = e.to_string();
-            // saphyr renders a snippet after the first line; the first line says what is wrong.
-            let first = message.lines().next().unwrap_or("invalid YAML").to_string();
-            err(line, first)
-        })?;
-        if spec.version != CONFIG_VERSION {
-            return Err(err(
-                1,
+        if spec.version.value != CONFIG_VERSION {
+            r.at(
+                &spec.version,
                 format!(
                     "version {} is not supported (this meridian reads version {CONFIG_VERSION})",
-                    spec.version
+                    spec.version.value
                 ),
-            ));
+            );
         }
-        let base = file.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
+        let base = match file.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
         };
-        let tcp_idle_timeout =
-            humantime::parse_duration(&spec.dns.tcp_idle_timeout).map_err(|e| {
-                err(
-                    line_of(&text, "tcp_idle_timeout"),
-                    format!("dns.tcp_idle_timeout {:?}: {e}", spec.dns.tcp_idle_timeout),
-                )
-            })?;
-        if spec.dns.edns_udp_size < 512 {
-            return Err(err(
-                line_of(&text, "edns_udp_size"),
-                "dns.edns_udp_size must be at least 512".into(),
-            ));
-        }
         let mut warnings = Vec::new();
-        if spec.dns.edns_udp_size > MAX_UNFRAGMENTED_UDP {
-            // UDP answers are sent with DF and never fragmented (dns::server).
-            warnings.push(Diagnostic::new(
-                file,
-                line_of(&text, "edns_udp_size") as usize,
-                format!(
-                    "dns.edns_udp_size {} is above {MAX_UNFRAGMENTED_UDP} (RFC 9715): UDP answers \
-                     are never fragmented, so one that does not fit a path's MTU is lost there, \
-                     and one that does not fit our interface's goes out truncated for a TCP retry",
-                    spec.dns.edns_udp_size
-                ),
-            ));
+
+        // dns
+        let dns = &spec.dns;
+        let tcp_idle_timeout = r.duration(
+            "dns.tcp_idle_timeout",
+            dns.tcp_idle_timeout.as_ref(),
+            Duration::from_secs(10),
+        );
+        // DNS flag day 2020: fits the common path MTU without fragmentation.
+        let edns_udp_size = dns.edns_udp_size.as_ref().map_or(1232, |s| s.value);
+        if let Some(s) = &dns.edns_udp_size {
+            if s.value < 512 {
+                r.at(s, "dns.edns_udp_size must be at least 512");
+            } else if s.value > MAX_UNFRAGMENTED_UDP {
+                // UDP answers are sent with DF and never fragmented (dns::server).
+                warnings.push(Diagnostic::at(
+                    file,
+                    s.referenced.line() as usize,
+                    s.referenced.column() as usize,
+                    format!(
+                        "dns.edns_udp_size {} is above {MAX_UNFRAGMENTED_UDP} (RFC 9715): UDP \
+                         answers are never fragmented, so one that does not fit a path's MTU \
+                         is lost there, and one that does not fit our interface's goes out \
+                         truncated for a TCP retry",
+                        s.value
+                    ),
+                ));
+            }
         }
-        let listen = if overrides.dns_listen.is_empty() {
-            spec.dns.listen
-        } else {
-            overrides.dns_listen.clone()
-        };
-        if listen.is_empty() {
-            return Err(err(
-                line_of(&text, "listen"),
-                "dns.listen names no address".into(),
-            ));
-        }
-        let geoip_dir = base.join(&spec.geoip);
-        let default_location = match &spec.geo.default_location {
-            None => None,
-            Some(d) => {
-                let at = line_of(&text, "default_location");
-                let mut loc = match &d.country {
-                    Some(c) => Some(crate::geo::Location::from_country(c).ok_or_else(|| {
-                        err(
-                            at,
-                            format!("geo.default_location: unknown country code {c:?}"),
-                        )
-                    })?),
-                    None => None,
-                };
-                match (d.lat, d.lon) {
-                    (Some(lat), Some(lon)) if lat.abs() <= 90.0 && lon.abs() <= 180.0 => {
-                        let l = loc.get_or_insert(crate::geo::Location {
-                            country: None,
-                            continent: None,
-                            subdivision: None,
-                            point: None,
-                        });
-                        l.point = Some((lat, lon));
-                    }
-                    (None, None) => {}
-                    _ => {
-                        return Err(err(
-                            at,
-                            "geo.default_location needs both lat (-90..90) and lon (-180..180)"
-                                .into(),
-                        ));
+        let mut listen = Vec::new();
+        match &dns.listen {
+            None => listen.push(SocketAddr::from(([127, 0, 0, 1], 5353))),
+            Some(list) => {
+                for a in &list.value {
+                    match a.value.parse::<SocketAddr>() {
+                        Ok(addr) => listen.push(addr),
+                        Err(_) => r.at(a, format!("dns.listen: {:?} is not IP:PORT", a.value)),
                     }
                 }
-                if loc.is_none() {
-                    return Err(err(
-                        at,
-                        "geo.default_location needs a country or lat/lon".into(),
-                    ));
+                if list.value.is_empty() && overrides.dns_listen.is_empty() {
+                    r.at(list, "dns.listen names no address");
                 }
-                loc
+            }
+        }
+        if !overrides.dns_listen.is_empty() {
+            listen = overrides.dns_listen.clone();
+        }
+
+        // http
+        let http_listen = match &spec.http.listen {
+            None => SocketAddr::from(([127, 0, 0, 1], 9153)),
+            Some(s) => s.value.parse().unwrap_or_else(|_| {
+                r.at(s, format!("http.listen: {:?} is not IP:PORT", s.value));
+                SocketAddr::from(([127, 0, 0, 1], 9153))
+            }),
+        };
+        let http_listen = overrides.http_listen.unwrap_or(http_listen);
+
+        // geo
+        let geoip_dir = base.join(spec.geoip.as_deref().unwrap_or(Path::new("geoip")));
+        let geo = &spec.geo;
+        let default_location = geo
+            .default_location
+            .as_ref()
+            .and_then(|d| default_location(d, &mut r));
+        let latency_table = match &geo.latency {
+            Given::Absent => {
+                let path = geoip_dir.join("latency.yaml");
+                path.exists().then_some(path)
+            }
+            Given::Written(None) => None,
+            Given::Written(Some(p)) => Some(geoip_dir.join(&p.value)),
+        };
+        let latency_overhead_ms = match &geo.latency_overhead_ms {
+            None => 5.0,
+            Some(s) if s.value.is_finite() && s.value >= 0.0 => s.value,
+            Some(s) => {
+                r.at(s, "geo.latency_overhead_ms must be a number >= 0");
+                5.0
             }
         };
-        let latency_table = match &spec.geo.latency {
-            Some(p) => {
-                let path = geoip_dir.join(p);
-                let explicit = text.contains("latency:");
-                (explicit || path.exists()).then_some(path)
-            }
-            None => None,
+
+        // health
+        let startup_wait = r.duration(
+            "health.startup_wait",
+            spec.health.startup_wait.as_ref(),
+            Duration::from_secs(10),
+        );
+        let state_file = match &spec.health.state_file {
+            Given::Absent => Some(base.join("meridian.state.json")),
+            Given::Written(p) => p.as_ref().map(|p| base.join(p)),
         };
-        let region_overrides = spec
+
+        let overrides_list = spec
             .overrides
             .iter()
             .map(|o| RegionOverride {
-                region: o.region.clone(),
-                state: o.state,
-                reason: o.reason.clone(),
-                line: line_of(&text, "overrides"),
+                region: o.value.region.clone(),
+                state: o.value.state,
+                reason: o.value.reason.clone(),
+                line: o.referenced.line() as usize,
+                column: o.referenced.column() as usize,
             })
             .collect();
-        let startup_wait = humantime::parse_duration(&spec.health.startup_wait).map_err(|e| {
-            err(
-                line_of(&text, "startup_wait"),
-                format!("health.startup_wait {:?}: {e}", spec.health.startup_wait),
-            )
-        })?;
+        if !r.errors.is_empty() {
+            return Err(r.errors);
+        }
         Ok(Config {
-            warnings,
-            state_file: spec.health.state_file.as_ref().map(|p| base.join(p)),
-            startup_wait,
-            geo_database: geoip_dir.join(&spec.geo.database),
-            latency_table,
-            latency_overhead_ms: spec.geo.latency_overhead_ms,
-            default_location,
-            overrides: region_overrides,
             file: file.to_path_buf(),
-            dns: DnsConfig {
-                listen,
-                edns_udp_size: spec.dns.edns_udp_size,
-                tcp_idle_timeout,
-                tcp_max_connections: spec.dns.tcp_max_connections.max(1),
-                udp_sockets_per_address: spec.dns.udp_sockets_per_address,
+            startup: Startup {
+                dns: DnsConfig {
+                    listen,
+                    tcp_idle_timeout,
+                    tcp_max_connections: dns.tcp_max_connections.unwrap_or(1024).max(1),
+                    udp_sockets_per_address: dns.udp_sockets_per_address.unwrap_or(0),
+                },
+                http_listen,
+                admin_token: std::env::var("MERIDIAN_ADMIN_TOKEN")
+                    .ok()
+                    .or_else(|| spec.http.admin_token.clone())
+                    .filter(|t| !t.is_empty()),
+                state_file,
+                startup_wait,
             },
-            http_listen: overrides.http_listen.unwrap_or(spec.http.listen),
-            admin_token: std::env::var("MERIDIAN_ADMIN_TOKEN")
-                .ok()
-                .or(spec.http.admin_token)
-                .filter(|t| !t.is_empty()),
-            zones_dir: base.join(spec.zones),
-            policies_dir: base.join(spec.policies),
+            edns_udp_size,
+            geo_database: geoip_dir.join(
+                geo.database
+                    .as_deref()
+                    .unwrap_or(Path::new("geo-whois-asn-country.mmdb")),
+            ),
+            latency_table,
+            latency_overhead_ms,
+            default_location,
+            overrides: overrides_list,
+            zones_dir: base.join(spec.zones.as_deref().unwrap_or(Path::new("zones"))),
+            policies_dir: base.join(spec.policies.as_deref().unwrap_or(Path::new("policies"))),
             geoip_dir,
+            warnings,
         })
     }
 }
 
-/// The largest DNS payload over UDP that RFC 9715 recommends.
-const MAX_UNFRAGMENTED_UDP: u16 = 1400;
-
-/// The first line mentioning `key`, for errors found after deserialisation.
-fn line_of(text: &str, key: &str) -> u64 {
-    text.lines()
-        .position(|l| l.trim_start().starts_with(key))
-        .map(|i| i as u64 + 1)
-        .unwrap_or(0)
+fn default_location(d: &S<DefaultLocationSpec>, r: &mut Report<'_>) -> Option<Location> {
+    let spec = &d.value;
+    let mut loc = match &spec.country {
+        Some(c) => match Location::from_country(&c.value) {
+            Some(l) => Some(l),
+            None => {
+                r.at(
+                    c,
+                    format!("geo.default_location: unknown country code {:?}", c.value),
+                );
+                return None;
+            }
+        },
+        None => None,
+    };
+    match (&spec.lat, &spec.lon) {
+        (Some(lat), Some(lon)) => {
+            let mut ok = true;
+            if !(-90.0..=90.0).contains(&lat.value) {
+                r.at(lat, format!("latitude {} is outside -90..90", lat.value));
+                ok = false;
+            }
+            if !(-180.0..=180.0).contains(&lon.value) {
+                r.at(lon, format!("longitude {} is outside -180..180", lon.value));
+                ok = false;
+            }
+            if !ok {
+                return None;
+            }
+            let l = loc.get_or_insert(Location {
+                country: None,
+                continent: None,
+                subdivision: None,
+                point: None,
+            });
+            l.point = Some((lat.value, lon.value));
+        }
+        (None, None) => {}
+        _ => {
+            r.at(d, "geo.default_location needs both lat and lon");
+            return None;
+        }
+    }
+    if loc.is_none() {
+        r.at(d, "geo.default_location needs a country or lat/lon");
+    }
+    loc
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn load(text: &str) -> Result<Config, ConfigError> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("meridian.yaml");
+    fn load_in(dir: &Path, text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let file = dir.join("meridian.yaml");
         std::fs::write(&file, text).unwrap();
         Config::load(&file, &Overrides::default())
+    }
+
+    fn load(text: &str) -> Result<Config, Vec<Diagnostic>> {
+        let dir = tempfile::tempdir().unwrap();
+        load_in(dir.path(), text)
+    }
+
+    /// (line, column, message) of each error.
+    fn errors(text: &str) -> Vec<(usize, Option<usize>, String)> {
+        load(text)
+            .unwrap_err()
+            .into_iter()
+            .map(|d| (d.line, d.column, d.message))
+            .collect()
     }
 
     #[test]
     fn defaults_fill_what_the_file_leaves_out() {
         let c = load("version: 1\n").unwrap();
-        assert_eq!(c.dns.listen, vec!["127.0.0.1:5353".parse().unwrap()]);
-        assert_eq!(c.http_listen, "127.0.0.1:9153".parse().unwrap());
-        assert_eq!(c.dns.tcp_idle_timeout, Duration::from_secs(10));
+        assert_eq!(
+            c.startup.dns.listen,
+            vec!["127.0.0.1:5353".parse().unwrap()]
+        );
+        assert_eq!(c.startup.http_listen, "127.0.0.1:9153".parse().unwrap());
+        assert_eq!(c.startup.dns.tcp_idle_timeout, Duration::from_secs(10));
+        assert_eq!(c.edns_udp_size, 1232);
         assert!(c.zones_dir.ends_with("zones"));
+        assert!(
+            c.startup
+                .state_file
+                .as_ref()
+                .is_some_and(|p| p.ends_with("meridian.state.json"))
+        );
     }
 
     #[test]
-    fn unknown_keys_are_rejected_with_their_line() {
-        let e = load("version: 1\ndns:\n  listen: [\"127.0.0.1:53\"]\n  lisen: 1\n").unwrap_err();
-        assert_eq!(e.line, 4, "{e}");
-        assert!(e.message.contains("lisen"), "{e}");
+    fn the_shipped_configuration_loads() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let c = Config::load(&root.join("meridian.yaml"), &Overrides::default()).unwrap();
+        assert!(c.geo_database.exists(), "{}", c.geo_database.display());
+        assert!(c.latency_table.is_some());
     }
 
     #[test]
-    fn bad_values_name_the_key() {
-        let e = load("version: 1\ndns:\n  tcp_idle_timeout: soon\n").unwrap_err();
-        assert_eq!(e.line, 3);
-        assert!(load("version: 2\n").is_err());
-        assert!(load("version: 1\ndns:\n  listen: [\"nope\"]\n").is_err());
+    fn three_mistakes_are_reported_together_with_line_and_column() {
+        let got = errors(
+            "version: 1\ndns:\n  tcp_idle_timeout: soon\n  edns_udp_size: 100\n  listen: [\"127.0.0.1:53\", \"nope\"]\n",
+        );
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert_eq!((got[0].0, got[0].1), (3, Some(21)), "{got:?}");
+        assert!(got[0].2.contains("tcp_idle_timeout"), "{got:?}");
+        assert_eq!((got[1].0, got[1].1), (4, Some(18)), "{got:?}");
+        assert_eq!(got[2].0, 5, "{got:?}");
+        assert!(got[2].2.contains("nope"), "{got:?}");
+    }
+
+    #[test]
+    fn an_unknown_key_in_each_table_is_reported_at_its_line() {
+        let tables = [
+            ("", 1),
+            ("dns:\n  ", 1),
+            ("http:\n  ", 1),
+            ("geo:\n  ", 1),
+            ("health:\n  ", 1),
+            ("geo:\n  default_location:\n    ", 2),
+            ("overrides:\n  - region: x\n    state: drain\n    ", 3),
+        ];
+        for (prefix, depth) in tables {
+            let text = format!("version: 1\n{prefix}colour: blue\n");
+            let got = errors(&text);
+            assert_eq!(got.len(), 1, "{text}: {got:?}");
+            assert_eq!(
+                got[0].0,
+                2 + depth - usize::from(prefix.is_empty()),
+                "{text}: {got:?}"
+            );
+            assert!(got[0].2.contains("colour"), "{text}: {got:?}");
+        }
+    }
+
+    #[test]
+    fn a_comment_mentioning_latency_does_not_make_the_table_required() {
+        let c = load("version: 1\n# latency: see geoip/latency.yaml\ngeo: {}\n").unwrap();
+        assert_eq!(c.latency_table, None, "absent and no file: no table");
+        let c = load("version: 1\ngeo:\n  latency: null\n").unwrap();
+        assert_eq!(c.latency_table, None);
+        let c = load("version: 1\ngeo:\n  latency: rtt.yaml\n").unwrap();
+        assert!(c.latency_table.is_some_and(|p| p.ends_with("rtt.yaml")));
+    }
+
+    #[test]
+    fn bad_values_name_the_key_and_the_version_is_checked() {
+        let got = errors("version: 2\n");
+        assert_eq!((got[0].0, got[0].1), (1, Some(10)), "{got:?}");
+        let got = errors("version: 1\ngeo:\n  default_location: { country: XX }\n");
+        assert!(got[0].2.contains("XX"), "{got:?}");
+        assert_eq!(got[0].0, 3);
+    }
+
+    #[test]
+    fn startup_settings_that_changed_are_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = load_in(dir.path(), "version: 1\n").unwrap();
+        let b = load_in(
+            dir.path(),
+            "version: 1\ndns:\n  listen: [\"127.0.0.1:5454\"]\n  edns_udp_size: 1400\nhttp:\n  listen: \"127.0.0.1:9999\"\n",
+        )
+        .unwrap();
+        assert_eq!(a.startup.changed(&b.startup), ["dns.listen", "http.listen"]);
+        assert!(a.startup.changed(&a.startup.clone()).is_empty());
     }
 }

@@ -1,6 +1,6 @@
 //! Load-time diagnostics: every problem in a file, as `FILE:LINE[:COL]: message`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Diagnostic {
@@ -50,4 +50,24 @@ impl std::fmt::Display for Diagnostic {
             None => write!(f, "{}:{}: {}", self.file.display(), self.line, self.message),
         }
     }
+}
+
+/// Parses one YAML file into `T`, turning saphyr's error into a diagnostic.
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(
+    file: &Path,
+    text: &str,
+) -> Result<T, Diagnostic> {
+    serde_saphyr::from_str(text).map_err(|e| {
+        let (line, col) = e
+            .location()
+            .map(|l| (l.line() as usize, l.column() as usize))
+            .unwrap_or((0, 0));
+        let msg = e.to_string();
+        Diagnostic::at(
+            file,
+            line,
+            col,
+            msg.lines().next().unwrap_or("invalid YAML").to_string(),
+        )
+    })
 }

@@ -9,13 +9,14 @@ use serde::Serialize;
 
 use crate::dns::handler::PolicyAnswers;
 use crate::geo::{self, Class};
+use crate::health::store::StateFile;
 use crate::health::{Effective, HealthView};
+use crate::iana::Rtype;
 use crate::name;
 use crate::policy::compile;
 use crate::policy::decide;
 use crate::snapshot::Snapshot;
 use crate::zone::lookup::{self, Rcode, Rr};
-use crate::zone::rtype;
 
 #[derive(Debug, Serialize)]
 pub struct LocationInfo {
@@ -69,44 +70,24 @@ pub struct Explanation {
     pub authority: Vec<String>,
 }
 
-pub fn qtype_from_str(s: &str) -> Option<u16> {
-    match s.to_ascii_uppercase().as_str() {
-        "A" => Some(rtype::A),
-        "AAAA" => Some(rtype::AAAA),
-        "CNAME" => Some(rtype::CNAME),
-        "TXT" => Some(rtype::TXT),
-        "MX" => Some(rtype::MX),
-        "NS" => Some(rtype::NS),
-        "SOA" => Some(rtype::SOA),
-        "ANY" => Some(rtype::ANY),
-        other => other.strip_prefix("TYPE").and_then(|n| n.parse().ok()),
-    }
+/// A query type from its mnemonic or `TYPE<n>` (RFC 3597), case-insensitive.
+pub fn qtype_from_str(s: &str) -> Option<Rtype> {
+    crate::iana::rtype_from_str(s)
 }
 
-fn type_name(t: u16) -> String {
-    match t {
-        rtype::A => "A".into(),
-        rtype::AAAA => "AAAA".into(),
-        rtype::CNAME => "CNAME".into(),
-        rtype::NS => "NS".into(),
-        rtype::SOA => "SOA".into(),
-        rtype::MX => "MX".into(),
-        rtype::TXT => "TXT".into(),
-        rtype::ANY => "ANY".into(),
-        rtype::DNAME => "DNAME".into(),
-        other => format!("TYPE{other}"),
-    }
+fn type_name(t: Rtype) -> String {
+    crate::iana::rtype_name(t)
 }
 
 fn rr_text(rr: &Rr<'_>) -> String {
     let data = match rr.rtype {
-        rtype::A => <[u8; 4]>::try_from(&rr.rdata[..])
+        Rtype::A => <[u8; 4]>::try_from(&rr.rdata[..])
             .map(|b| std::net::Ipv4Addr::from(b).to_string())
             .unwrap_or_default(),
-        rtype::AAAA => <[u8; 16]>::try_from(&rr.rdata[..])
+        Rtype::AAAA => <[u8; 16]>::try_from(&rr.rdata[..])
             .map(|b| std::net::Ipv6Addr::from(b).to_string())
             .unwrap_or_default(),
-        rtype::CNAME | rtype::NS | rtype::DNAME | rtype::PTR => name::to_text(&rr.rdata),
+        Rtype::CNAME | Rtype::NS | Rtype::DNAME | Rtype::PTR => name::to_text(&rr.rdata),
         _ => format!(
             "\\# {} {}",
             rr.rdata.len(),
@@ -131,7 +112,7 @@ pub fn explain(
     snapshot: &Snapshot,
     health: &HealthView,
     qname: &str,
-    qtype: u16,
+    qtype: Rtype,
     client: Option<IpNet>,
     down: &[String],
 ) -> Result<Explanation, String> {
@@ -204,12 +185,12 @@ pub fn explain(
         chosen: Vec::new(),
         outcome: None,
         ecs_scope: answers.scope,
-        rcode: format!("{:?}", ans.rcode).to_uppercase(),
+        rcode: ans.rcode.to_string(),
         authoritative: ans.aa,
         answer: ans.answer.iter().map(rr_text).collect(),
         authority: ans.authority.iter().map(rr_text).collect(),
     };
-    if ans.rcode == Rcode::Refused {
+    if ans.rcode == Rcode::REFUSED {
         explanation
             .reasons
             .push("the name is outside every served zone".into());
@@ -218,10 +199,10 @@ pub fn explain(
         let set = &snapshot.policies;
         if let Some(p) = set.policies.get(pi) {
             let ranking = compile::rank(set, &snapshot.geo, p, &class);
-            let qt = if qtype == rtype::AAAA {
-                rtype::AAAA
+            let qt = if qtype == Rtype::AAAA {
+                Rtype::AAAA
             } else {
-                rtype::A
+                Rtype::A
             };
             let d = decide::decide(set, &health, p, qt, client_addr);
             let list = set.list(d.list);
@@ -398,4 +379,45 @@ pub fn render_text(e: &Explanation) -> String {
     }
     let _ = writeln!(s, "ecs scope: /{}", e.ecs_scope);
     s
+}
+
+/// The view `meridian query` uses: configured overrides, then the state file's last
+/// known endpoint states and operator overrides (what a running server would restore).
+pub fn last_known_view(snapshot: &Snapshot, state_file: Option<&std::path::Path>) -> HealthView {
+    let mut view = snapshot.static_health();
+    let Some(file) = state_file.and_then(|p| StateFile::load(p).ok()) else {
+        return view;
+    };
+    for r in &snapshot.policies.regions {
+        if snapshot.config_overrides.contains_key(&r.name) {
+            continue;
+        }
+        let state = match file.region_overrides.get(&r.name) {
+            Some(o) => o.kind.effective(),
+            None if r.endpoints.is_empty() => Effective::Up,
+            None => {
+                let serving = r
+                    .endpoints
+                    .iter()
+                    .filter(|e| {
+                        let key = format!("{}/{}", r.name, e.name);
+                        match file.endpoint_overrides.get(&key) {
+                            Some(o) => o.kind.effective() != Effective::Down,
+                            None => file
+                                .endpoints
+                                .get(&key)
+                                .is_none_or(|rec| rec.state != "down"),
+                        }
+                    })
+                    .count();
+                if serving >= r.min_up.needed(r.endpoints.len()) {
+                    Effective::Up
+                } else {
+                    Effective::Down
+                }
+            }
+        };
+        view.set(r.id, state);
+    }
+    view
 }

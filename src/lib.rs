@@ -9,6 +9,7 @@ pub mod dns;
 pub mod explain;
 pub mod geo;
 pub mod health;
+pub mod iana;
 pub mod metrics;
 pub mod name;
 pub mod policy;

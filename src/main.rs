@@ -156,12 +156,15 @@ fn main() -> ExitCode {
 fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
     let config = match Config::load(&cli.config, overrides) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} errors", errors.len());
             return ExitCode::FAILURE;
         }
     };
-    match Snapshot::build(&config, &mut RegionIds::default()) {
+    match Snapshot::build(&config, &mut RegionIds::default(), &Default::default()) {
         Ok(built) => {
             for w in &built.warnings {
                 eprintln!("warning: {w}");
@@ -226,13 +229,16 @@ fn admin(
 ) -> ExitCode {
     let config = match Config::load(&cli.config, overrides) {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("{e}");
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} errors", errors.len());
             return ExitCode::FAILURE;
         }
     };
-    let base = format!("http://{}", config.http_listen);
-    let token = token.or_else(|| config.admin_token.clone());
+    let base = format!("http://{}", config.startup.http_listen);
+    let token = token.or_else(|| config.startup.admin_token.clone());
     let (method_post, path, body) = match action {
         AdminAction::Reload => (true, "/api/v1/reload".to_string(), None),
         AdminAction::Status => (false, "/api/v1/status".to_string(), None),
@@ -333,9 +339,14 @@ fn query(
     };
     let config = match Config::load(&cli.config, overrides) {
         Ok(c) => c,
-        Err(e) => return fail(e.to_string()),
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
     };
-    let built = match Snapshot::build(&config, &mut RegionIds::default()) {
+    let built = match Snapshot::build(&config, &mut RegionIds::default(), &Default::default()) {
         Ok(b) => b,
         Err(errors) => {
             for e in &errors {
@@ -344,7 +355,8 @@ fn query(
             return ExitCode::FAILURE;
         }
     };
-    let health = meridian::health::last_known_view(&built.snapshot, config.state_file.as_deref());
+    let health =
+        meridian::explain::last_known_view(&built.snapshot, config.startup.state_file.as_deref());
     match meridian::explain::explain(&built.snapshot, &health, name, qtype, client, down) {
         Ok(e) if json => match serde_json::to_string_pretty(&e) {
             Ok(text) => {
@@ -361,8 +373,12 @@ fn query(
     }
 }
 
-fn build_or_report(config: &Config, ids: &mut RegionIds) -> Result<Snapshot, anyhow::Error> {
-    match Snapshot::build(config, ids) {
+fn build_or_report(
+    config: &Config,
+    ids: &mut RegionIds,
+    metrics: &Metrics,
+) -> Result<Snapshot, anyhow::Error> {
+    match Snapshot::build(config, ids, &metrics.policies) {
         Ok(built) => {
             for w in &built.warnings {
                 warn!("{}:{}: {}", w.file.display(), w.line, w.message);
@@ -382,12 +398,15 @@ fn build_or_report(config: &Config, ids: &mut RegionIds) -> Result<Snapshot, any
 }
 
 fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
-    let config = Config::load(&cli.config, overrides)?;
+    let config = Config::load(&cli.config, overrides).map_err(|errors| {
+        for e in &errors {
+            error!("{e}");
+        }
+        anyhow::anyhow!("{} errors in {}", errors.len(), cli.config.display())
+    })?;
     let mut ids = RegionIds::default();
     let metrics = Arc::new(Metrics::new());
-    let mut snapshot = build_or_report(&config, &mut ids)?;
-    snapshot.attach_metrics(&metrics);
-    let snapshot = Arc::new(snapshot);
+    let snapshot = Arc::new(build_or_report(&config, &mut ids, &metrics)?);
     info!(
         zones = snapshot.zones.len(),
         policies = snapshot.policies.policies.len(),
@@ -407,31 +426,34 @@ fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         // Bind first: a port in use fails now, not after the probe round.
-        let bound = server::bind(&config.dns)?;
-        let http = tokio::net::TcpListener::bind(config.http_listen)
+        let bound = server::bind(&config.startup.dns)?;
+        let http = tokio::net::TcpListener::bind(config.startup.http_listen)
             .await
-            .map_err(|e| anyhow::anyhow!("cannot listen on HTTP {}: {e}", config.http_listen))?;
+            .map_err(|e| {
+                anyhow::anyhow!("cannot listen on HTTP {}: {e}", config.startup.http_listen)
+            })?;
         let health = HealthHandle::start(
-            snapshot,
-            config.state_file.clone(),
-            config.startup_wait,
+            Arc::new(snapshot.health_plan()),
+            config.startup.state_file.clone(),
+            config.startup.startup_wait,
             metrics.clone(),
         );
         let reloader = Arc::new(Reloader::new(
             cli.config.clone(),
             overrides.clone(),
+            config.startup.clone(),
             ids,
             shared.clone(),
             health.clone(),
             metrics.clone(),
         ));
         let (tx, rx) = watch::channel(false);
-        if config.admin_token.is_none() {
+        if config.startup.admin_token.is_none() {
             info!("no admin token configured: admin API writes are disabled");
         }
         let admin_state = Arc::new(AdminState {
             reloader: reloader.clone(),
-            token: config.admin_token.clone(),
+            token: config.startup.admin_token.clone(),
         });
         info!(listen = %http.local_addr()?, "serving HTTP: /metrics /status /api/v1");
         let admin = tokio::spawn(meridian::admin::serve(http, admin_state, rx.clone()));
@@ -444,7 +466,7 @@ fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
             health: health.view.clone(),
             metrics,
         };
-        let dns = tokio::spawn(server::run(bound, ctx, config.dns.clone(), rx));
+        let dns = tokio::spawn(server::run(bound, ctx, config.startup.dns.clone(), rx));
         signals(&reloader).await?;
         info!("shutting down: finishing open exchanges");
         let _ = tx.send(true);

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, LazyLock, Mutex};
 
+use crate::iana::{OptRcode, Rtype, Transport};
 use prometheus::{
     Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
     Opts, Registry, TextEncoder,
@@ -149,45 +150,70 @@ impl Default for Metrics {
     }
 }
 
-const QTYPES: &[(u16, &str)] = &[
-    (1, "A"),
-    (2, "NS"),
-    (5, "CNAME"),
-    (6, "SOA"),
-    (12, "PTR"),
-    (15, "MX"),
-    (16, "TXT"),
-    (28, "AAAA"),
-    (33, "SRV"),
-    (35, "NAPTR"),
-    (39, "DNAME"),
-    (43, "DS"),
-    (44, "SSHFP"),
-    (52, "TLSA"),
-    (64, "SVCB"),
-    (65, "HTTPS"),
-    (255, "ANY"),
-    (257, "CAA"),
-    (251, "IXFR"),
-    (252, "AXFR"),
+/// The query types with a label of their own; the rest count as `other`.
+const QTYPES: &[Rtype] = &[
+    Rtype::A,
+    Rtype::NS,
+    Rtype::CNAME,
+    Rtype::SOA,
+    Rtype::PTR,
+    Rtype::MX,
+    Rtype::TXT,
+    Rtype::AAAA,
+    Rtype::SRV,
+    Rtype::NAPTR,
+    Rtype::DNAME,
+    Rtype::DS,
+    Rtype::SSHFP,
+    Rtype::TLSA,
+    Rtype::SVCB,
+    Rtype::HTTPS,
+    Rtype::ANY,
+    Rtype::CAA,
+    Rtype::IXFR,
+    Rtype::AXFR,
 ];
 
-fn qtype_index(t: u16) -> usize {
-    QTYPES
-        .iter()
-        .position(|(v, _)| *v == t)
-        .unwrap_or(QTYPES.len())
+fn qtype_index(t: Rtype) -> usize {
+    QTYPES.iter().position(|v| *v == t).unwrap_or(QTYPES.len())
 }
 
 /// A bounded label for a query type.
-pub fn qtype_label(t: u16) -> &'static str {
+pub fn qtype_label(t: Rtype) -> &'static str {
     QTYPES
         .get(qtype_index(t))
-        .map(|(_, l)| *l)
+        .and_then(|t| t.to_mnemonic_str())
         .unwrap_or("other")
 }
 
-const RCODES: usize = 8;
+/// The response codes with a label of their own; the rest count as `other`.
+const RCODE_LABELS: [OptRcode; 8] = [
+    OptRcode::NOERROR,
+    OptRcode::FORMERR,
+    OptRcode::SERVFAIL,
+    OptRcode::NXDOMAIN,
+    OptRcode::NOTIMP,
+    OptRcode::REFUSED,
+    OptRcode::YXDOMAIN,
+    OptRcode::BADVERS,
+];
+
+fn rcode_index(r: OptRcode) -> usize {
+    RCODE_LABELS
+        .iter()
+        .position(|v| *v == r)
+        .unwrap_or(RCODE_LABELS.len())
+}
+
+/// A bounded label for a response code: its mnemonic, or `other`.
+pub fn rcode_label(r: OptRcode) -> &'static str {
+    RCODE_LABELS
+        .get(rcode_index(r))
+        .and_then(|r| r.to_mnemonic_str())
+        .unwrap_or("other")
+}
+
+const RCODES: usize = RCODE_LABELS.len() + 1;
 
 /// Query counters of one socket thread: handles cached per zone, and increments summed
 /// locally and added to the shared counter when the key changes or at `flush` (the end
@@ -207,10 +233,17 @@ struct Pending {
 }
 
 impl QueryCounters {
-    pub fn inc(&mut self, m: &Metrics, zone: &str, qtype: u16, rcode: u8, transport: &'static str) {
-        let t = usize::from(transport == "tcp");
+    pub fn inc(
+        &mut self,
+        m: &Metrics,
+        zone: &str,
+        qtype: Rtype,
+        rcode: OptRcode,
+        transport: Transport,
+    ) {
+        let t = usize::from(transport == Transport::Tcp);
         let q = qtype_index(qtype);
-        let r = usize::from(rcode).min(RCODES - 1);
+        let r = rcode_index(rcode);
         let slot_index = (q * RCODES + r) * 2 + t;
         if let Some(p) = &mut self.pending
             && p.slot == slot_index
@@ -236,7 +269,7 @@ impl QueryCounters {
                 zone,
                 qtype_label(qtype),
                 rcode_label(rcode),
-                transport,
+                transport.name(),
             ])
         });
         self.pending = Some(Pending {
@@ -252,42 +285,6 @@ impl QueryCounters {
         if let Some(p) = self.pending.take() {
             p.counter.inc_by(p.count);
         }
-    }
-}
-
-pub fn rcode_label(r: u8) -> &'static str {
-    match r {
-        0 => "NOERROR",
-        1 => "FORMERR",
-        2 => "SERVFAIL",
-        3 => "NXDOMAIN",
-        4 => "NOTIMP",
-        5 => "REFUSED",
-        6 => "YXDOMAIN",
-        _ => "other",
-    }
-}
-
-/// The category of a transition's reason, as a bounded label.
-pub fn reason_label(reason: &str) -> &'static str {
-    if reason.contains("consecutive failures") {
-        "consecutive_failures"
-    } else if reason.starts_with("error rate") {
-        "error_rate"
-    } else if reason.contains("degraded") {
-        "latency_degraded"
-    } else if reason.contains("latency") && reason.contains(">=") {
-        "latency"
-    } else if reason.contains("cooldown holds") {
-        "cooldown_held"
-    } else if reason.starts_with("operator override") {
-        "override"
-    } else if reason.contains("endpoints serving") {
-        "endpoints"
-    } else if reason.contains("did not report") {
-        "probe_silent"
-    } else {
-        "recovered"
     }
 }
 

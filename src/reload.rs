@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use serde::Serialize;
 use tracing::{error, info, warn};
 
-use crate::config::{Config, Overrides};
+use crate::config::{Config, Overrides, Startup};
 use crate::health::RegionIds;
 use crate::health::checker::HealthHandle;
 use crate::metrics::Metrics;
@@ -24,11 +24,18 @@ pub struct ReloadReport {
     pub added: Vec<String>,
     pub changed: Vec<String>,
     pub removed: Vec<String>,
+    /// Startup settings the new file changes: they take effect only after a restart.
+    pub restart_required: Vec<String>,
+    /// What to tell the operator, e.g. "restart required: dns.listen".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 pub struct Reloader {
     pub config_file: PathBuf,
     pub overrides: Overrides,
+    /// The startup settings the server runs with (a reload cannot change them).
+    pub startup: Startup,
     /// Only touched while loading, never on the query path.
     pub ids: Mutex<RegionIds>,
     pub shared: Shared,
@@ -97,6 +104,7 @@ impl Reloader {
     pub fn new(
         config_file: PathBuf,
         overrides: Overrides,
+        startup: Startup,
         ids: RegionIds,
         shared: Shared,
         health: HealthHandle,
@@ -105,6 +113,7 @@ impl Reloader {
         Reloader {
             config_file,
             overrides,
+            startup,
             ids: Mutex::new(ids),
             shared,
             health,
@@ -119,19 +128,19 @@ impl Reloader {
         let this = self.clone();
         let built = tokio::task::spawn_blocking(move || {
             let config = Config::load(&this.config_file, &this.overrides)
-                .map_err(|e| vec![e.to_string()])?;
+                .map_err(|errs| errs.iter().map(|d| d.to_string()).collect::<Vec<_>>())?;
             let mut ids = match this.ids.lock() {
                 Ok(g) => g,
                 Err(p) => p.into_inner(),
             };
-            Snapshot::build(&config, &mut ids)
+            Snapshot::build(&config, &mut ids, &this.metrics.policies)
                 .map(|b| (b, config))
                 .map_err(|errs| errs.iter().map(|d| d.to_string()).collect::<Vec<_>>())
         })
         .await
         .unwrap_or_else(|e| Err(vec![format!("reload task failed: {e}")]));
         match built {
-            Ok((built, _config)) => {
+            Ok((built, config)) => {
                 for w in &built.warnings {
                     warn!("{w}");
                 }
@@ -153,14 +162,26 @@ impl Reloader {
                     .filter(|k| !new.contains_key(*k))
                     .cloned()
                     .collect();
-                let mut snapshot = built.snapshot;
-                snapshot.attach_metrics(&self.metrics);
-                let snapshot = Arc::new(snapshot);
+                report.restart_required = self
+                    .startup
+                    .changed(&config.startup)
+                    .into_iter()
+                    .map(String::from)
+                    .collect();
+                if !report.restart_required.is_empty() {
+                    let message =
+                        format!("restart required: {}", report.restart_required.join(", "));
+                    warn!(
+                        "{message} (the running server keeps its startup settings; the rest of the reload applied)"
+                    );
+                    report.message = Some(message);
+                }
+                let snapshot = Arc::new(built.snapshot);
                 self.metrics
                     .geoip_build_epoch
                     .set(snapshot.geo.build_epoch as i64);
                 self.shared.store(snapshot.clone());
-                self.health.reconfigure(snapshot);
+                self.health.reconfigure(Arc::new(snapshot.health_plan()));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 self.metrics.last_reload_success.set(now_secs());
                 info!(

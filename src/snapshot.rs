@@ -2,16 +2,16 @@
 //! compiled, and published whole through one `ArcSwap` (a reload swaps it or changes
 //! nothing).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 
-use std::collections::BTreeMap;
-
 use crate::config::Config;
 use crate::diag::Diagnostic;
 use crate::geo::{GeoTable, db};
-use crate::health::{Effective, HealthView, Override, RegionIds};
+use crate::health::{HealthPlan, HealthView, Override, PlanRegion, RegionIds};
+use crate::metrics::{PolicyCounterStore, PolicyCounters};
 use crate::name;
 use crate::policy::{self, PolicySet, compile};
 use crate::zone::{self, ZoneSet};
@@ -26,6 +26,9 @@ pub struct Snapshot {
     pub config_overrides: BTreeMap<String, Override>,
     /// Our EDNS UDP payload size, advertised in every OPT we send.
     pub edns_udp_size: u16,
+    /// Each policy's answer counters, by policy index (owned by the metrics registry;
+    /// counts carry over reloads by name).
+    pub counters: Box<[PolicyCounters]>,
 }
 
 pub type Shared = Arc<ArcSwap<Snapshot>>;
@@ -38,7 +41,14 @@ pub struct Built {
 impl Snapshot {
     /// Reads, validates and compiles everything the configuration names. Every error
     /// from every file comes back at once.
-    pub fn build(config: &Config, ids: &mut RegionIds) -> Result<Built, Vec<Diagnostic>> {
+    ///
+    /// The policies' answer counters come from `counters` (the serving registry's, or a
+    /// throwaway store for `check` and `query`).
+    pub fn build(
+        config: &Config,
+        ids: &mut RegionIds,
+        counters: &PolicyCounterStore,
+    ) -> Result<Built, Vec<Diagnostic>> {
         let mut errors = Vec::new();
         let mut warnings = config.warnings.clone();
         let mut zones = match zone::load_dir(&config.zones_dir) {
@@ -102,7 +112,10 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(errors);
         }
-        compile::compile(&mut policies, &geo);
+        if let Err(e) = compile::compile(&mut policies, &geo) {
+            errors.push(e);
+            return Err(errors);
+        }
         for (i, p) in policies.policies.iter().enumerate() {
             match ZoneSet::find_in(&zones, &p.name) {
                 None => errors.push(Diagnostic::new(
@@ -128,9 +141,10 @@ impl Snapshot {
         let mut config_overrides = BTreeMap::new();
         for o in &config.overrides {
             if policies.region_index(&o.region).is_none() {
-                errors.push(Diagnostic::new(
+                errors.push(Diagnostic::at(
                     &config.file,
-                    o.line as usize,
+                    o.line,
+                    o.column,
                     format!("override for unknown region {:?}", o.region),
                 ));
                 continue;
@@ -147,13 +161,25 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let regions = &policies.regions;
+        let counters = counters
+            .attach(policies.policies.iter().map(|p| {
+                let names = p
+                    .candidates
+                    .iter()
+                    .map(|&r| regions.get(usize::from(r)).map_or("", |r| r.name.as_str()))
+                    .collect();
+                (&*p.display, names, p.all_down.name())
+            }))
+            .into_boxed_slice();
         Ok(Built {
             snapshot: Snapshot {
                 zones: ZoneSet::new(zones),
                 geo,
                 policies,
                 config_overrides,
-                edns_udp_size: config.dns.edns_udp_size,
+                edns_udp_size: config.edns_udp_size,
+                counters,
             },
             warnings,
         })
@@ -161,33 +187,38 @@ impl Snapshot {
 }
 
 impl Snapshot {
-    /// Resolves the per-policy metric handles the query path increments.
-    pub fn attach_metrics(&mut self, m: &crate::metrics::Metrics) {
-        let regions = &self.policies.regions;
-        let counters = m.policies.attach(self.policies.policies.iter().map(|p| {
-            let names = p
-                .candidates
+    /// What the health checker watches: every region with its endpoints and thresholds,
+    /// the policies using it, and the configuration's overrides.
+    pub fn health_plan(&self) -> HealthPlan {
+        let set = &self.policies;
+        let mut using: Vec<Vec<&str>> = vec![Vec::new(); set.regions.len()];
+        for p in &set.policies {
+            for &r in &p.candidates {
+                if let Some(u) = using.get_mut(usize::from(r)) {
+                    u.push(p.display.trim_end_matches('.'));
+                }
+            }
+        }
+        HealthPlan {
+            regions: set
+                .regions
                 .iter()
-                .map(|&r| regions.get(usize::from(r)).map_or("", |r| r.name.as_str()))
-                .collect();
-            (&*p.display, names, p.all_down.name())
-        }));
-        for (p, c) in self.policies.policies.iter_mut().zip(counters) {
-            p.counters = c;
+                .zip(using)
+                .map(|(r, names)| PlanRegion {
+                    name: r.name.clone(),
+                    id: r.id,
+                    endpoints: r.endpoints.clone(),
+                    thresholds: r.thresholds.clone(),
+                    min_up: r.min_up,
+                    policies: names.join(","),
+                })
+                .collect(),
+            config_overrides: self.config_overrides.clone(),
         }
     }
 
     /// The health view before any probe has run: configured overrides only.
     pub fn static_health(&self) -> HealthView {
-        let mut view = HealthView::default();
-        for r in &self.policies.regions {
-            let state = self
-                .config_overrides
-                .get(&r.name)
-                .map(|o| o.kind.effective())
-                .unwrap_or(Effective::Up);
-            view.set(r.id, state);
-        }
-        view
+        self.health_plan().static_view()
     }
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use subtle::ConstantTimeEq;
 
 use crate::health::OverrideKind;
-use crate::health::checker::{Status, Target};
+use crate::health::status::{Status, Target};
 use crate::reload::Reloader;
 
 /// Answer shares cover the last 2.5 to 5 minutes: the policy counters are marked this

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
 use crate::health::Effective;
-use crate::health::checker::Status;
+use crate::health::status::Status;
 use crate::health::store::now_unix;
 
 fn esc(s: &str) -> String {

@@ -7,31 +7,26 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::request::{self, Parsed, Query};
-use super::response::{self, OptOut, RCODE_BADVERS};
+use super::response::{self, OptOut};
 use smallvec::SmallVec;
 
+use crate::iana::Rtype;
+pub use crate::iana::Transport;
+use crate::iana::{Class, OptRcode, Rcode};
 use crate::policy::decide::{self, HealthView, Outcome};
 use crate::policy::{AllDown, PolicySet};
 use crate::snapshot::Snapshot;
-use crate::zone::lookup::{self, Dynamic, DynamicAnswers, Rcode};
-use crate::zone::rtype;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Transport {
-    Udp,
-    Tcp,
-}
+use crate::zone::lookup::{self, Dynamic, DynamicAnswers};
 
 /// Classic DNS over UDP without EDNS (RFC 1035 4.2.1).
 const CLASSIC_UDP_LIMIT: usize = 512;
-const CLASS_IN: u16 = 1;
 
 /// What was answered, for metrics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Handled<'s> {
     pub zone: Option<&'s str>,
-    pub qtype: u16,
-    pub rcode: u8,
+    pub qtype: Rtype,
+    pub rcode: OptRcode,
 }
 
 /// Policy answers counted while handling a batch, applied to the policies' counters
@@ -47,15 +42,15 @@ pub struct AnswerTally {
 
 impl AnswerTally {
     pub fn apply(&mut self, snapshot: &Snapshot) {
-        let policies = &snapshot.policies.policies;
+        let counters = &snapshot.counters;
         for (p, slot) in self.answered.drain(..) {
-            if let Some(p) = policies.get(p as usize) {
-                p.counters.answered(usize::from(slot));
+            if let Some(c) = counters.get(p as usize) {
+                c.answered(usize::from(slot));
             }
         }
         for p in self.all_down.drain(..) {
-            if let Some(p) = policies.get(p as usize) {
-                p.counters.all_down();
+            if let Some(c) = counters.get(p as usize) {
+                c.all_down();
             }
         }
     }
@@ -125,20 +120,15 @@ pub fn handle_parsed<'s>(
             response::header_only(out, id, flags, rcode);
             return Some(Handled {
                 zone: None,
-                qtype: 0,
-                rcode,
+                qtype: Rtype::from_int(0),
+                rcode: OptRcode::from_rcode(rcode),
             });
         }
         Parsed::Query(q) => q,
     };
     let qtype = q.qtype;
-    let handled = move |rcode: u16, zone: Option<&'s str>| {
-        Some(Handled {
-            zone,
-            qtype,
-            rcode: (rcode & 0xFF) as u8,
-        })
-    };
+    let handled =
+        move |rcode: OptRcode, zone: Option<&'s str>| Some(Handled { zone, qtype, rcode });
     let our_size = snapshot.edns_udp_size;
     let mut opt_out = q.edns.map(|_| OptOut {
         udp_size: our_size,
@@ -148,27 +138,29 @@ pub fn handle_parsed<'s>(
         && e.version > 0
     {
         // RFC 6891 6.1.3: we speak version 0 only.
-        response::error(out, &q, RCODE_BADVERS, opt_out);
-        return handled(RCODE_BADVERS, None);
+        response::error(out, &q, OptRcode::BADVERS, opt_out);
+        return handled(OptRcode::BADVERS, None);
     }
     let limit = match (transport, q.edns) {
         (Transport::Tcp, _) => usize::from(u16::MAX),
         (Transport::Udp, None) => CLASSIC_UDP_LIMIT,
         (Transport::Udp, Some(e)) => usize::from(e.udp_size.clamp(512, our_size.max(512))),
     };
-    if q.qclass != CLASS_IN {
-        response::error(out, &q, Rcode::Refused as u16, opt_out);
-        return handled(Rcode::Refused as u16, None);
+    let refused = OptRcode::from_rcode(Rcode::REFUSED);
+    if Class::from_int(q.qclass) != Class::IN {
+        response::error(out, &q, refused, opt_out);
+        return handled(refused, None);
     }
     match q.qtype {
         // Zone transfers are not offered; the RFC 1035 mail meta-queries are obsolete.
-        rtype::AXFR | rtype::IXFR => {
-            response::error(out, &q, Rcode::Refused as u16, opt_out);
-            handled(Rcode::Refused as u16, None)
+        Rtype::AXFR | Rtype::IXFR => {
+            response::error(out, &q, refused, opt_out);
+            handled(refused, None)
         }
-        rtype::MAILA | rtype::MAILB => {
-            response::error(out, &q, Rcode::NotImp as u16, opt_out);
-            handled(Rcode::NotImp as u16, None)
+        Rtype::MAILA | Rtype::MAILB => {
+            let notimp = OptRcode::from_rcode(Rcode::NOTIMP);
+            response::error(out, &q, notimp, opt_out);
+            handled(notimp, None)
         }
         _ => {
             // RFC 7871: the ECS address when given (source 0: no client information),
@@ -189,7 +181,7 @@ pub fn handle_parsed<'s>(
                 o.ecs = q.ecs.map(|e| (e, policies.scope));
             }
             response::encode(out, &q, &ans, limit, opt_out);
-            handled(ans.rcode as u16, ans.zone)
+            handled(OptRcode::from_rcode(ans.rcode), ans.zone)
         }
     }
 }
@@ -228,7 +220,7 @@ fn log_all_down(policy: &str, behaviour: &str) {
 }
 
 impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
-    fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic<'s> {
+    fn answer(&mut self, policy: u32, qtype: Rtype) -> Dynamic<'s> {
         let set: &'s PolicySet = &self.snapshot.policies;
         // The route is all a decision reads; the policy itself only for all-down.
         let Some(route) = set.routes.get(policy as usize) else {

@@ -8,8 +8,8 @@
 
 use std::net::IpAddr;
 
+use crate::iana::{OptionCode, Rcode, Rtype, flags as flag};
 use crate::name;
-use crate::zone::rtype;
 
 pub const HEADER_LEN: usize = 12;
 
@@ -53,7 +53,8 @@ impl Ecs<'_> {
     }
 }
 
-pub const OPTION_ECS: u16 = 8;
+/// EDNS Client Subnet (RFC 7871).
+pub const OPTION_ECS: u16 = OptionCode::CLIENT_SUBNET.to_int();
 
 /// Finds and checks the ECS option; `Err` means FORMERR (RFC 7871 7.1.1: unknown family,
 /// a prefix longer than the family, an address of the wrong length or with bits set
@@ -105,7 +106,7 @@ pub struct Query<'a> {
     /// Question as received, byte for byte (RFC 1035 4.1.2; 0x20 case kept).
     pub question: &'a [u8],
     pub qname: &'a [u8],
-    pub qtype: u16,
+    pub qtype: Rtype,
     pub qclass: u16,
     pub edns: Option<Edns<'a>>,
     pub ecs: Option<Ecs<'a>>,
@@ -118,7 +119,7 @@ pub enum Parsed<'a> {
     HeaderOnly {
         id: u16,
         flags: u16,
-        rcode: u8,
+        rcode: Rcode,
     },
     Drop,
 }
@@ -132,10 +133,6 @@ impl<'a> Parsed<'a> {
         }
     }
 }
-
-pub const RCODE_FORMERR: u8 = 1;
-pub const RCODE_NOTIMP: u8 = 4;
-const FLAG_QR: u16 = 0x8000;
 
 pub(super) fn u16_at(p: &[u8], at: usize) -> Option<u16> {
     Some(u16::from_be_bytes([*p.get(at)?, *p.get(at + 1)?]))
@@ -209,20 +206,20 @@ pub fn parse(p: &[u8]) -> Parsed<'_> {
     let (Some(id), Some(flags)) = (u16_at(p, 0), u16_at(p, 2)) else {
         return Parsed::Drop;
     };
-    if p.len() < HEADER_LEN || flags & FLAG_QR != 0 {
+    if p.len() < HEADER_LEN || flags & flag::QR != 0 {
         return Parsed::Drop;
     }
     let formerr = Parsed::HeaderOnly {
         id,
         flags,
-        rcode: RCODE_FORMERR,
+        rcode: Rcode::FORMERR,
     };
-    let opcode = (flags >> 11) & 0xF;
+    let opcode = (flags & flag::OPCODE_MASK) >> flag::OPCODE_SHIFT;
     if opcode != 0 {
         return Parsed::HeaderOnly {
             id,
             flags,
-            rcode: RCODE_NOTIMP,
+            rcode: Rcode::NOTIMP,
         };
     }
     let counts = (u16_at(p, 4), u16_at(p, 6), u16_at(p, 8), u16_at(p, 10));
@@ -242,7 +239,8 @@ pub fn parse(p: &[u8]) -> Parsed<'_> {
     ) else {
         return formerr;
     };
-    if matches!(qtype, rtype::OPT) {
+    let qtype = Rtype::from_int(qtype);
+    if qtype == Rtype::OPT {
         return formerr;
     }
     let mut pos = question_end;
@@ -264,7 +262,7 @@ pub fn parse(p: &[u8]) -> Parsed<'_> {
         let Some(rdata) = p.get(rdata_start..rdata_end) else {
             return formerr;
         };
-        if t == rtype::OPT {
+        if Rtype::from_int(t) == Rtype::OPT {
             let in_additional = i >= u32::from(an) + u32::from(ns);
             // RFC 6891 6.1.1: one OPT, owned by the root, in the additional section.
             if edns.is_some() || !in_additional || p.get(pos..name_end) != Some(name::ROOT) {
@@ -347,29 +345,47 @@ mod tests {
         let truncated = &query(WWW, 1, &[], 0)[..20];
         assert!(matches!(
             parse(truncated),
-            Parsed::HeaderOnly { rcode: 1, .. }
+            Parsed::HeaderOnly {
+                rcode: Rcode::FORMERR,
+                ..
+            }
         ));
         let two_opts = query(WWW, 1, &[OPT, OPT].concat(), 2);
         assert!(matches!(
             parse(&two_opts),
-            Parsed::HeaderOnly { rcode: 1, .. }
+            Parsed::HeaderOnly {
+                rcode: Rcode::FORMERR,
+                ..
+            }
         ));
         let mut two_questions = query(WWW, 1, &[], 0);
         two_questions[5] = 2;
         assert!(matches!(
             parse(&two_questions),
-            Parsed::HeaderOnly { rcode: 1, .. }
+            Parsed::HeaderOnly {
+                rcode: Rcode::FORMERR,
+                ..
+            }
         ));
         let compressed = query(&[0xC0, 12], 1, &[], 0);
         assert!(matches!(
             parse(&compressed),
-            Parsed::HeaderOnly { rcode: 1, .. }
+            Parsed::HeaderOnly {
+                rcode: Rcode::FORMERR,
+                ..
+            }
         ));
         let mut bad_opt = OPT.to_vec();
         bad_opt.truncate(9);
         bad_opt.extend_from_slice(&[0, 3, 0, 8, 0]);
         let p = query(WWW, 1, &bad_opt, 1);
-        assert!(matches!(parse(&p), Parsed::HeaderOnly { rcode: 1, .. }));
+        assert!(matches!(
+            parse(&p),
+            Parsed::HeaderOnly {
+                rcode: Rcode::FORMERR,
+                ..
+            }
+        ));
     }
 
     fn with_ecs(option: &[u8]) -> Vec<u8> {
@@ -407,7 +423,13 @@ mod tests {
             &[0, 1],                             // truncated
         ] {
             assert!(
-                matches!(parse(&with_ecs(bad)), Parsed::HeaderOnly { rcode: 1, .. }),
+                matches!(
+                    parse(&with_ecs(bad)),
+                    Parsed::HeaderOnly {
+                        rcode: Rcode::FORMERR,
+                        ..
+                    }
+                ),
                 "{bad:?}"
             );
         }
@@ -419,7 +441,10 @@ mod tests {
         notify[2] = 0x20; // opcode 4
         assert!(matches!(
             parse(&notify),
-            Parsed::HeaderOnly { rcode: 4, .. }
+            Parsed::HeaderOnly {
+                rcode: Rcode::NOTIMP,
+                ..
+            }
         ));
     }
 }

@@ -6,18 +6,14 @@
 //! back into the message itself (no per-name allocation) and copies zone RDATA verbatim.
 
 use super::request::{Ecs, HEADER_LEN, OPTION_ECS, Query};
+use crate::iana::{OptRcode, Rcode, Rtype, flags as flag};
 use crate::name;
 use crate::zone::lookup::{Answer, Rr};
-use crate::zone::rtype;
 
-const FLAG_QR: u16 = 0x8000;
-const FLAG_AA: u16 = 0x0400;
-const FLAG_TC: u16 = 0x0200;
 /// Opcode, RD and CD are copied from the query (RFC 1035 4.1.1, RFC 6840 5.9).
-const COPIED_FLAGS: u16 = 0x7800 | 0x0100 | 0x0010;
+const COPIED_FLAGS: u16 = flag::OPCODE_MASK | flag::RD | flag::CD;
 const OPT_LEN: usize = 11;
 const MAX_COMPRESSION_TARGETS: usize = 64;
-pub const RCODE_BADVERS: u16 = 16;
 
 /// EDNS parameters of the response's OPT record.
 #[derive(Debug, Clone, Copy)]
@@ -115,15 +111,15 @@ impl Writer<'_> {
     }
 
     /// RDATA with the names RFC 3597 4 allows to compress (the RFC 1035 types) compressed.
-    fn rdata(&mut self, rtype: u16, rdata: &[u8]) {
+    fn rdata(&mut self, rtype: Rtype, rdata: &[u8]) {
         match rtype {
-            rtype::NS | rtype::CNAME | rtype::PTR => self.name(rdata, true),
-            rtype::MX if rdata.len() > 2 => {
+            Rtype::NS | Rtype::CNAME | Rtype::PTR => self.name(rdata, true),
+            Rtype::MX if rdata.len() > 2 => {
                 self.buf
                     .extend_from_slice(rdata.get(..2).unwrap_or_default());
                 self.name(rdata.get(2..).unwrap_or_default(), true);
             }
-            rtype::SOA => {
+            Rtype::SOA => {
                 let mname_end = skip(rdata, 0);
                 let rname_end = skip(rdata, mname_end);
                 self.name(rdata.get(..mname_end).unwrap_or_default(), true);
@@ -139,7 +135,7 @@ impl Writer<'_> {
         let mark = self.buf.len();
         let marked_targets = self.n_targets;
         self.name(&rr.owner, true);
-        self.buf.extend_from_slice(&rr.rtype.to_be_bytes());
+        self.buf.extend_from_slice(&rr.rtype.to_int().to_be_bytes());
         self.buf.extend_from_slice(&1u16.to_be_bytes());
         self.buf.extend_from_slice(&rr.ttl.to_be_bytes());
         let len_at = self.buf.len();
@@ -194,12 +190,12 @@ fn header(buf: &mut Vec<u8>, id: u16, flags: u16) {
     buf.extend_from_slice(&[0; 8]);
 }
 
-fn opt(buf: &mut Vec<u8>, out: OptOut<'_>, extended_rcode: u16) {
+fn opt(buf: &mut Vec<u8>, out: OptOut<'_>, rcode: OptRcode) {
     buf.push(0);
-    buf.extend_from_slice(&rtype::OPT.to_be_bytes());
+    buf.extend_from_slice(&Rtype::OPT.to_int().to_be_bytes());
     buf.extend_from_slice(&out.udp_size.to_be_bytes());
     // TTL field: extended rcode (upper 8 bits of 12), version 0, flags 0 (we do not sign).
-    buf.extend_from_slice(&[(extended_rcode >> 4) as u8, 0, 0, 0]);
+    buf.extend_from_slice(&[rcode.ext(), 0, 0, 0]);
     match out.ecs {
         Some((ecs, scope)) => {
             let len = 4 + ecs.address.len() as u16;
@@ -215,21 +211,21 @@ fn opt(buf: &mut Vec<u8>, out: OptOut<'_>, extended_rcode: u16) {
 }
 
 /// A response of just a header with `rcode` (FORMERR for unparsable queries, NOTIMP).
-pub fn header_only(buf: &mut Vec<u8>, id: u16, query_flags: u16, rcode: u8) {
+pub fn header_only(buf: &mut Vec<u8>, id: u16, query_flags: u16, rcode: Rcode) {
     header(
         buf,
         id,
-        FLAG_QR | (query_flags & COPIED_FLAGS) | u16::from(rcode & 0xF),
+        flag::QR | (query_flags & COPIED_FLAGS) | u16::from(rcode.to_int()),
     );
 }
 
 /// A response with the question and no records, carrying a possibly extended rcode
 /// (BADVERS = 16 needs the OPT record).
-pub fn error(buf: &mut Vec<u8>, q: &Query<'_>, rcode: u16, opt_out: Option<OptOut<'_>>) {
+pub fn error(buf: &mut Vec<u8>, q: &Query<'_>, rcode: OptRcode, opt_out: Option<OptOut<'_>>) {
     header(
         buf,
         q.id,
-        FLAG_QR | (q.flags & COPIED_FLAGS) | (rcode & 0xF),
+        flag::QR | (q.flags & COPIED_FLAGS) | u16::from(rcode.rcode().to_int()),
     );
     buf.extend_from_slice(q.question);
     set_u16(buf, 4, 1);
@@ -247,10 +243,10 @@ pub fn encode(
     limit: usize,
     opt_out: Option<OptOut>,
 ) {
-    let rcode = ans.rcode as u16;
-    let mut flags = FLAG_QR | (q.flags & COPIED_FLAGS) | (rcode & 0xF);
+    let rcode = OptRcode::from_rcode(ans.rcode);
+    let mut flags = flag::QR | (q.flags & COPIED_FLAGS) | u16::from(ans.rcode.to_int());
     if ans.aa {
-        flags |= FLAG_AA;
+        flags |= flag::AA;
     }
     header(buf, q.id, flags);
     buf.extend_from_slice(q.question);
@@ -293,7 +289,7 @@ pub fn encode(
     };
     let buf = w.buf;
     if truncated && let Some(b) = buf.get_mut(2) {
-        *b |= (FLAG_TC >> 8) as u8;
+        *b |= (flag::TC >> 8) as u8;
     }
     set_u16(buf, 6, an);
     set_u16(buf, 8, ns);
@@ -321,7 +317,7 @@ pub fn cut_to_question(buf: &mut Vec<u8>) -> bool {
         buf.extend_from_slice(&o);
     }
     if let Some(b) = buf.get_mut(2) {
-        *b |= (FLAG_TC >> 8) as u8;
+        *b |= (flag::TC >> 8) as u8;
     }
     true
 }
@@ -341,7 +337,7 @@ fn locate_question_and_opt(msg: &[u8]) -> Option<(usize, Option<std::ops::Range<
         at = skip_name(msg, at)?;
         let rr_type = u16_at(msg, at)?;
         let end = at + 10 + usize::from(u16_at(msg, at + 8)?);
-        if i >= u32::from(an) + u32::from(ns) && rr_type == rtype::OPT {
+        if i >= u32::from(an) + u32::from(ns) && Rtype::from_int(rr_type) == Rtype::OPT {
             opt = Some(start..end);
         }
         at = end;

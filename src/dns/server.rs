@@ -146,12 +146,13 @@ impl Ctx {
     ) -> bool {
         match handler::handle_parsed(snapshot, view, parsed, peer, transport, Some(tally), out) {
             Some(h) => {
-                let t = if transport == Transport::Udp {
-                    "udp"
-                } else {
-                    "tcp"
-                };
-                counters.inc(&self.metrics, h.zone.unwrap_or("none"), h.qtype, h.rcode, t);
+                counters.inc(
+                    &self.metrics,
+                    h.zone.unwrap_or("none"),
+                    h.qtype,
+                    h.rcode,
+                    transport,
+                );
                 true
             }
             None => false,

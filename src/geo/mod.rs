@@ -14,7 +14,6 @@
 
 pub mod countries;
 pub mod db;
-pub mod latency;
 
 use std::collections::HashMap;
 use std::net::IpAddr;

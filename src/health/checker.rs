@@ -1,6 +1,10 @@
 //! The running checker: probe tasks feed one core task that owns every window, state
 //! machine and override, and publishes a fresh [`HealthView`] after each change. The
 //! query path only ever loads that view; nothing here is shared behind a lock.
+//!
+//! The core is given a [`HealthPlan`] (what to probe, with which thresholds), never the
+//! snapshot. Deciding is left to pure functions (`state::observe`,
+//! `aggregate::region`); exporting gauges and the state file is in `export`.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
@@ -8,81 +12,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::probe::{self, Endpoint};
-use super::state::{self, Sample, State, Thresholds, Window};
+use super::aggregate::{self, Member, RegionState};
+use super::cause::Cause;
+use super::model::{Endpoint, Thresholds};
+use super::plan::HealthPlan;
+use super::probe;
+use super::state::{self, Sample, State, Window};
+use super::status::{EndpointStatus, HISTORY, RegionStatus, Status, Target, TransitionRecord};
 use super::store::{self, EndpointRecord, StateFile};
-use super::{Effective, HealthView, MinUp, Override, OverrideKind, RegionHealth};
-use crate::metrics::{Metrics, reason_label};
-use crate::snapshot::Snapshot;
-
-/// Transitions kept for the status page.
-const HISTORY: usize = 200;
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    Region(String),
-    Endpoint { region: String, endpoint: String },
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct TransitionRecord {
-    pub at: u64,
-    /// `region/endpoint`, or `region` for a region's effective state.
-    pub key: String,
-    pub policies: String,
-    pub from: String,
-    pub to: String,
-    pub reason: String,
-    pub cooldown_held: bool,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EndpointStatus {
-    pub region: String,
-    pub endpoint: String,
-    pub probe: String,
-    pub address: String,
-    pub measured: String,
-    pub effective: Effective,
-    pub samples: usize,
-    pub error_rate: f64,
-    pub latency_p50_ms: Option<f64>,
-    pub latency_p90_ms: Option<f64>,
-    pub latency_p99_ms: Option<f64>,
-    pub consecutive_failures: u32,
-    pub consecutive_successes: u32,
-    pub in_state_seconds: u64,
-    pub cooldown_remaining_seconds: u64,
-    pub r#override: Option<Override>,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct RegionStatus {
-    pub region: String,
-    pub measured: Effective,
-    pub effective: Effective,
-    pub r#override: Option<Override>,
-    pub endpoints_up: usize,
-    pub endpoints: usize,
-    pub needed: usize,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Status {
-    pub ready: bool,
-    pub regions: Vec<RegionStatus>,
-    pub endpoints: Vec<EndpointStatus>,
-    pub transitions: Vec<TransitionRecord>,
-}
+use super::view::{Effective, HealthView, Override, OverrideKind, RegionHealth};
+use crate::metrics::Metrics;
 
 enum Command {
-    Reconfigure(Arc<Snapshot>),
+    Reconfigure(Arc<HealthPlan>),
     Override {
         target: Target,
         kind: Option<OverrideKind>,
@@ -100,15 +47,22 @@ pub struct HealthHandle {
     ready: watch::Receiver<bool>,
 }
 
+/// Where samples come from: the real probe tasks, or (tests) nowhere but `observe`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Probing {
+    Tasks,
+    #[cfg(test)]
+    Off,
+}
+
 impl HealthHandle {
-    /// Starts probing everything `snapshot` names. Must run inside a tokio runtime.
+    /// Starts probing everything `plan` names. Must run inside a tokio runtime.
     pub fn start(
-        snapshot: Arc<Snapshot>,
+        plan: Arc<HealthPlan>,
         state_file: Option<PathBuf>,
         startup_wait: Duration,
         metrics: Arc<Metrics>,
     ) -> HealthHandle {
-        let view = Arc::new(ArcSwap::from_pointee(HealthView::default()));
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
         let (sample_tx, sample_rx) = mpsc::unbounded_channel();
@@ -119,31 +73,24 @@ impl HealthHandle {
             }),
             None => StateFile::default(),
         };
-        let mut core = Core {
-            snapshot: snapshot.clone(),
-            endpoints: BTreeMap::new(),
-            region_overrides: persisted.region_overrides.clone(),
-            endpoint_overrides: persisted.endpoint_overrides.clone(),
-            last_region: HashMap::new(),
-            view: view.clone(),
-            sample_tx,
+        let core = Core::new(
+            plan,
+            &persisted,
             state_file,
-            history: VecDeque::new(),
             ready_tx,
-            generation: 0,
+            sample_tx,
             metrics,
-            gauges_stale: true,
-        };
-        core.reconfigure(snapshot, Some(&persisted));
-        core.publish(false);
+            Probing::Tasks,
+        );
+        let view = core.view.clone();
         let deadline = Instant::now() + startup_wait;
         tokio::spawn(core.run(rx, sample_rx, deadline));
         HealthHandle { view, tx, ready }
     }
 
-    /// A new snapshot (reload): states carry over for endpoints that persist.
-    pub fn reconfigure(&self, snapshot: Arc<Snapshot>) {
-        let _ = self.tx.send(Command::Reconfigure(snapshot));
+    /// A new plan (reload): states carry over for endpoints that persist.
+    pub fn reconfigure(&self, plan: Arc<HealthPlan>) {
+        let _ = self.tx.send(Command::Reconfigure(plan));
     }
 
     /// Sets (`Some`) or clears (`None`) an operator override; persisted.
@@ -182,25 +129,25 @@ impl HealthHandle {
     }
 }
 
-struct EndpointRt {
-    region: String,
-    ep: Endpoint,
-    thresholds: Thresholds,
-    window: Window,
-    state: State,
-    since: Instant,
-    since_unix: u64,
+pub(super) struct EndpointRt {
+    pub(super) region: String,
+    pub(super) ep: Endpoint,
+    pub(super) thresholds: Thresholds,
+    pub(super) window: Window,
+    pub(super) state: State,
+    pub(super) since: Instant,
+    pub(super) since_unix: u64,
     probed: bool,
     /// When the probe task last reported; a task that stops reporting (it panicked or
     /// hangs) is replaced and its silence counted as a failure.
     last_report: Instant,
     generation: u64,
-    task: JoinHandle<()>,
+    task: Option<JoinHandle<()>>,
 }
 
 impl EndpointRt {
     /// How long a down endpoint must still wait before it may recover (zero otherwise).
-    fn cooldown_left(&self, now: Instant) -> Duration {
+    pub(super) fn cooldown_left(&self, now: Instant) -> Duration {
         match self.state {
             State::Down { since, .. } => self
                 .thresholds
@@ -209,29 +156,45 @@ impl EndpointRt {
             _ => Duration::ZERO,
         }
     }
+
+    fn measured(&self) -> Effective {
+        match self.state {
+            State::Up => Effective::Up,
+            State::Degraded => Effective::Degraded,
+            State::Down { .. } => Effective::Down,
+        }
+    }
+
+    fn stop(&mut self) {
+        if let Some(t) = self.task.take() {
+            t.abort();
+        }
+    }
 }
 
 impl Drop for EndpointRt {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop();
     }
 }
 
-struct Core {
-    snapshot: Arc<Snapshot>,
-    endpoints: BTreeMap<String, EndpointRt>,
-    region_overrides: BTreeMap<String, Override>,
-    endpoint_overrides: BTreeMap<String, Override>,
-    last_region: HashMap<String, Effective>,
-    view: Arc<ArcSwap<HealthView>>,
+pub(super) struct Core {
+    pub(super) plan: Arc<HealthPlan>,
+    pub(super) endpoints: BTreeMap<String, EndpointRt>,
+    pub(super) region_overrides: BTreeMap<String, Override>,
+    pub(super) endpoint_overrides: BTreeMap<String, Override>,
+    /// Each region's state at the last publication, by name.
+    pub(super) last_region: HashMap<String, RegionState>,
+    pub(super) view: Arc<ArcSwap<HealthView>>,
     sample_tx: mpsc::UnboundedSender<(String, u64, Sample)>,
-    state_file: Option<PathBuf>,
-    history: VecDeque<TransitionRecord>,
+    pub(super) state_file: Option<PathBuf>,
+    pub(super) history: VecDeque<TransitionRecord>,
     ready_tx: watch::Sender<bool>,
     generation: u64,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
     /// Set when regions or endpoints change: the next export starts the gauges afresh.
-    gauges_stale: bool,
+    pub(super) gauges_stale: bool,
+    probing: Probing,
 }
 
 fn jitter(key: &str, interval: Duration) -> Duration {
@@ -285,6 +248,36 @@ fn restore(rec: &EndpointRecord, now: Instant) -> (State, Instant, u64) {
 }
 
 impl Core {
+    pub(super) fn new(
+        plan: Arc<HealthPlan>,
+        persisted: &StateFile,
+        state_file: Option<PathBuf>,
+        ready_tx: watch::Sender<bool>,
+        sample_tx: mpsc::UnboundedSender<(String, u64, Sample)>,
+        metrics: Arc<Metrics>,
+        probing: Probing,
+    ) -> Core {
+        let mut core = Core {
+            plan: plan.clone(),
+            endpoints: BTreeMap::new(),
+            region_overrides: persisted.region_overrides.clone(),
+            endpoint_overrides: persisted.endpoint_overrides.clone(),
+            last_region: HashMap::new(),
+            view: Arc::new(ArcSwap::from_pointee(HealthView::default())),
+            sample_tx,
+            state_file,
+            history: VecDeque::new(),
+            ready_tx,
+            generation: 0,
+            metrics,
+            gauges_stale: true,
+            probing,
+        };
+        core.reconfigure(plan, Some(persisted));
+        core.publish(false);
+        core
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Command>,
@@ -302,8 +295,8 @@ impl Core {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
                     None => return,
-                    Some(Command::Reconfigure(s)) => {
-                        self.reconfigure(s, None);
+                    Some(Command::Reconfigure(plan)) => {
+                        self.reconfigure(plan, None);
                         self.publish(true);
                     }
                     Some(Command::Override { target, kind, reason, reply }) => {
@@ -319,7 +312,7 @@ impl Core {
                     }
                 },
                 Some((key, generation, sample)) = samples.recv() => {
-                    let changed = self.observe(&key, generation, sample);
+                    let changed = self.observe(&key, generation, sample, None);
                     self.publish_after(true, Some(&key));
                     if changed {
                         self.persist();
@@ -346,27 +339,27 @@ impl Core {
         }
     }
 
-    fn policies_using(&self, region: &str) -> String {
-        let set = &self.snapshot.policies;
-        let Some(idx) = set.region_index(region) else {
-            return String::new();
+    fn spawn(&mut self, key: &str, ep: &Endpoint) -> (u64, Option<JoinHandle<()>>) {
+        self.generation += 1;
+        let task = match self.probing {
+            Probing::Tasks => Some(spawn_probe(
+                key.to_string(),
+                ep.clone(),
+                self.generation,
+                self.sample_tx.clone(),
+            )),
+            #[cfg(test)]
+            Probing::Off => None,
         };
-        let names: Vec<&str> = set
-            .policies
-            .iter()
-            .filter(|p| p.candidates.contains(&idx))
-            .map(|p| p.display.trim_end_matches('.'))
-            .collect();
-        names.join(",")
+        (self.generation, task)
     }
 
-    fn reconfigure(&mut self, snapshot: Arc<Snapshot>, persisted: Option<&StateFile>) {
-        self.snapshot = snapshot;
+    pub(super) fn reconfigure(&mut self, plan: Arc<HealthPlan>, persisted: Option<&StateFile>) {
+        self.plan = plan.clone();
         self.gauges_stale = true;
         let now = Instant::now();
         let mut next: BTreeMap<String, EndpointRt> = BTreeMap::new();
-        let regions = self.snapshot.policies.regions.clone();
-        for region in &regions {
+        for region in &plan.regions {
             for ep in &region.endpoints {
                 let key = format!("{}/{}", region.name, ep.name);
                 match self.endpoints.remove(&key) {
@@ -377,21 +370,15 @@ impl Core {
                     }
                     // Changed probe: keep the state, restart the probing.
                     Some(mut rt) => {
-                        self.generation += 1;
-                        rt.task.abort();
-                        rt.task = spawn_probe(
-                            key.clone(),
-                            ep.clone(),
-                            self.generation,
-                            self.sample_tx.clone(),
-                        );
-                        rt.generation = self.generation;
+                        rt.stop();
+                        let (generation, task) = self.spawn(&key, ep);
+                        rt.task = task;
+                        rt.generation = generation;
                         rt.ep = ep.clone();
                         rt.thresholds = region.thresholds.clone();
                         next.insert(key, rt);
                     }
                     None => {
-                        self.generation += 1;
                         let (state, since, since_unix) = persisted
                             .and_then(|p| p.endpoints.get(&key))
                             .map(|r| restore(r, now))
@@ -399,8 +386,9 @@ impl Core {
                         if state.is_down() {
                             info!(key, "restored as down from the state file");
                         }
+                        let (generation, task) = self.spawn(&key, ep);
                         next.insert(
-                            key.clone(),
+                            key,
                             EndpointRt {
                                 region: region.name.clone(),
                                 ep: ep.clone(),
@@ -411,13 +399,8 @@ impl Core {
                                 since_unix,
                                 probed: false,
                                 last_report: now,
-                                generation: self.generation,
-                                task: spawn_probe(
-                                    key,
-                                    ep.clone(),
-                                    self.generation,
-                                    self.sample_tx.clone(),
-                                ),
+                                generation,
+                                task,
                             },
                         );
                     }
@@ -428,35 +411,55 @@ impl Core {
         self.endpoints = next;
     }
 
-    fn record(&mut self, rec: TransitionRecord) {
-        let (region, endpoint) = rec.key.split_once('/').unwrap_or((rec.key.as_str(), ""));
+    fn policies_using(&self, region: &str) -> String {
+        self.plan
+            .region(region)
+            .map(|r| r.policies.clone())
+            .unwrap_or_default()
+    }
+
+    fn record(&mut self, key: String, from: &str, to: &str, cause: Cause, cooldown_held: bool) {
+        let (region, endpoint) = key.split_once('/').unwrap_or((key.as_str(), ""));
+        let policies = self.policies_using(region);
         self.metrics
             .transitions
-            .with_label_values(&[
-                region,
-                endpoint,
-                rec.from.as_str(),
-                rec.to.as_str(),
-                reason_label(&rec.reason),
-            ])
+            .with_label_values(&[region, endpoint, from, to, cause.label()])
             .inc();
+        let reason = cause.to_string();
         info!(
-            key = rec.key,
-            policies = rec.policies,
-            from = rec.from,
-            to = rec.to,
-            cooldown_held = rec.cooldown_held,
-            "health transition: {}",
-            rec.reason
+            key,
+            policies,
+            from,
+            to,
+            cause = cause.label(),
+            cooldown_held,
+            "health transition: {reason}"
         );
-        self.history.push_back(rec);
+        self.history.push_back(TransitionRecord {
+            at: store::now_unix(),
+            key,
+            policies,
+            from: from.to_string(),
+            to: to.to_string(),
+            cause: cause.label(),
+            reason,
+            cooldown_held,
+        });
         while self.history.len() > HISTORY {
             self.history.pop_front();
         }
     }
 
-    /// Returns whether a persisted state changed.
-    fn observe(&mut self, key: &str, generation: u64, sample: Sample) -> bool {
+    /// Feeds one sample to an endpoint's window and state machine. `silent` is set when
+    /// the sample stands for a probe task's silence: a transition it causes is then
+    /// labelled `probe_silent`. Returns whether a persisted state changed.
+    pub(super) fn observe(
+        &mut self,
+        key: &str,
+        generation: u64,
+        sample: Sample,
+        silent: Option<Duration>,
+    ) -> bool {
         let now = Instant::now();
         let Some(rt) = self.endpoints.get_mut(key) else {
             return false;
@@ -479,18 +482,18 @@ impl Core {
             rt.since = now;
             rt.since_unix = store::now_unix();
         }
-        let region = rt.region.clone();
         if let Some(tr) = tr {
-            let policies = self.policies_using(&region);
-            self.record(TransitionRecord {
-                at: store::now_unix(),
-                key: key.to_string(),
-                policies,
-                from: tr.from.into(),
-                to: tr.to.into(),
-                reason: tr.reason,
-                cooldown_held: tr.cooldown_held,
-            });
+            let metric = rt.ep.is_metric();
+            let cause = match (silent, metric, tr.to) {
+                (Some(silent_for), ..) if tr.to == "down" && !tr.cooldown_held => {
+                    Cause::ProbeSilent { silent_for }
+                }
+                // The metric pseudo-endpoint's own transitions say what they mean.
+                (_, true, "down") if !tr.cooldown_held => Cause::MetricVeto,
+                (_, true, "up") => Cause::MetricCleared,
+                _ => tr.cause,
+            };
+            self.record(key.to_string(), tr.from, tr.to, cause, tr.cooldown_held);
         }
         changed
     }
@@ -498,30 +501,27 @@ impl Core {
     /// Replaces probe tasks that have not reported for two intervals plus a timeout
     /// plus a second, counting the silence as a failed probe. Returns whether a
     /// persisted state changed.
-    fn revive_silent_probes(&mut self) -> bool {
+    pub(super) fn revive_silent_probes(&mut self) -> bool {
         let now = Instant::now();
-        let silent: Vec<(String, Duration)> = self
+        let silent: Vec<(String, Duration, Duration)> = self
             .endpoints
             .iter()
-            .filter(|(_, e)| {
-                now.saturating_duration_since(e.last_report)
-                    > e.ep.interval * 2 + e.ep.timeout + Duration::from_secs(1)
+            .map(|(k, e)| (k, e, now.saturating_duration_since(e.last_report)))
+            .filter(|(_, e, quiet)| {
+                *quiet > e.ep.interval * 2 + e.ep.timeout + Duration::from_secs(1)
             })
-            .map(|(k, e)| (k.clone(), e.ep.timeout))
+            .map(|(k, e, quiet)| (k.clone(), e.ep.timeout, quiet))
             .collect();
         let mut changed = false;
-        for (key, timeout) in silent {
+        for (key, timeout, quiet) in silent {
             warn!(key, "probe task stopped reporting: restarting it");
-            self.generation += 1;
-            let generation = self.generation;
+            let Some(ep) = self.endpoints.get(&key).map(|rt| rt.ep.clone()) else {
+                continue;
+            };
+            let (generation, task) = self.spawn(&key, &ep);
             if let Some(rt) = self.endpoints.get_mut(&key) {
-                rt.task.abort();
-                rt.task = spawn_probe(
-                    key.clone(),
-                    rt.ep.clone(),
-                    generation,
-                    self.sample_tx.clone(),
-                );
+                rt.stop();
+                rt.task = task;
                 rt.generation = generation;
             }
             changed |= self.observe(
@@ -531,33 +531,42 @@ impl Core {
                     ok: false,
                     latency: timeout,
                 },
+                Some(quiet),
             );
         }
         changed
     }
 
-    fn set_override(
+    pub(super) fn set_override(
         &mut self,
         target: Target,
         kind: Option<OverrideKind>,
         reason: Option<String>,
     ) -> Result<(), String> {
-        let (map, key) = match &target {
+        let endpoint_key = match &target {
             Target::Region(r) => {
-                if self.snapshot.policies.region_index(r).is_none() {
+                if self.plan.region(r).is_none() {
                     return Err(format!("no region {r:?}"));
                 }
-                (&mut self.region_overrides, r.clone())
+                None
             }
             Target::Endpoint { region, endpoint } => {
                 let key = format!("{region}/{endpoint}");
                 if !self.endpoints.contains_key(&key) {
                     return Err(format!("no endpoint {key:?}"));
                 }
-                (&mut self.endpoint_overrides, key)
+                Some(key)
             }
         };
-        let what = match kind {
+        let before = endpoint_key
+            .as_deref()
+            .and_then(|k| self.endpoint_effective(k));
+        let (map, key) = match (&target, &endpoint_key) {
+            (Target::Region(r), _) => (&mut self.region_overrides, r.clone()),
+            (_, Some(k)) => (&mut self.endpoint_overrides, k.clone()),
+            (_, None) => return Err("no target".into()),
+        };
+        let cause = match kind {
             Some(k) => {
                 map.insert(
                     key.clone(),
@@ -567,173 +576,121 @@ impl Core {
                         since: store::now_unix(),
                     },
                 );
-                k.name().to_string()
+                Cause::OverrideSet {
+                    kind: k,
+                    reason: reason.clone(),
+                }
             }
             None => {
                 map.remove(&key);
-                "cleared".to_string()
+                Cause::OverrideCleared
             }
         };
         info!(
             target = key,
-            override_ = what,
+            override_ = cause.label(),
             reason = reason.as_deref().unwrap_or(""),
             "operator override"
         );
+        // An endpoint's change is its own transition; a region's is recorded when the
+        // view is published (`publish`), with the same cause.
+        if let Some(k) = endpoint_key {
+            let after = self.endpoint_effective(&k);
+            if let (Some(b), Some(a)) = (before, after)
+                && a != b
+            {
+                self.record(k, b.name(), a.name(), cause, false);
+            }
+        }
         Ok(())
     }
 
-    fn endpoint_effective(&self, key: &str, rt: &EndpointRt) -> Effective {
-        if let Some(o) = self.endpoint_overrides.get(key) {
-            return o.kind.effective();
-        }
-        match rt.state {
-            State::Up => Effective::Up,
-            State::Degraded => Effective::Degraded,
-            State::Down { .. } => Effective::Down,
-        }
+    fn endpoint_effective(&self, key: &str) -> Option<Effective> {
+        let rt = self.endpoints.get(key)?;
+        Some(aggregate::endpoint(
+            rt.measured(),
+            self.endpoint_overrides.get(key),
+        ))
     }
 
-    /// Measured region state, endpoints up, endpoints needed.
-    /// The endpoints of every region, in one pass over the endpoint map.
-    fn by_region(&self) -> HashMap<&str, Vec<(&String, &EndpointRt)>> {
-        let mut out: HashMap<&str, Vec<(&String, &EndpointRt)>> = HashMap::new();
+    /// Every region's aggregate state, in plan order, in one pass over the endpoints.
+    pub(super) fn regions(&self) -> Vec<RegionState> {
+        let mut members: HashMap<&str, Vec<Member>> = HashMap::new();
         for (k, e) in &self.endpoints {
-            out.entry(e.region.as_str()).or_default().push((k, e));
+            members.entry(e.region.as_str()).or_default().push(Member {
+                state: aggregate::endpoint(e.measured(), self.endpoint_overrides.get(k)),
+                metric: e.ep.is_metric(),
+            });
         }
-        out
-    }
-
-    fn region_measured(
-        &self,
-        eps: &[(&String, &EndpointRt)],
-        min_up: MinUp,
-    ) -> (Effective, usize, usize, usize) {
-        // A failing metric takes the region out whatever its probes say.
-        let metric_down = eps
+        self.plan
+            .regions
             .iter()
-            .any(|(k, e)| e.ep.is_metric() && self.endpoint_effective(k, e) == Effective::Down);
-        let eps: Vec<&(&String, &EndpointRt)> =
-            eps.iter().filter(|(_, e)| !e.ep.is_metric()).collect();
-        if eps.is_empty() {
-            let state = if metric_down {
-                Effective::Down
-            } else {
-                Effective::Up
-            };
-            return (state, 0, 0, 0);
-        }
-        let needed = min_up.needed(eps.len());
-        let states: Vec<Effective> = eps
-            .iter()
-            .map(|(k, e)| self.endpoint_effective(k, e))
-            .collect();
-        let up = states.iter().filter(|s| **s == Effective::Up).count();
-        let serving = states.iter().filter(|s| **s != Effective::Down).count();
-        let state = if metric_down {
-            Effective::Down
-        } else if up >= needed {
-            Effective::Up
-        } else if serving >= needed {
-            Effective::Degraded
-        } else {
-            Effective::Down
-        };
-        (state, serving, eps.len(), needed)
+            .map(|r| {
+                aggregate::region(
+                    members.get(r.name.as_str()).map_or(&[][..], Vec::as_slice),
+                    r.min_up,
+                    self.region_overrides.get(&r.name),
+                    self.plan.config_overrides.get(&r.name),
+                )
+            })
+            .collect()
     }
 
-    fn region_override(&self, name: &str) -> Option<Override> {
-        self.region_overrides
-            .get(name)
-            .or_else(|| self.snapshot.config_overrides.get(name))
-            .cloned()
-    }
-
-    /// Publishes the health view and the gauges. Runs after every sample, so it is one
-    /// pass over the endpoints (it was regions × endpoints, 10 000 window evaluations
-    /// per sample with a hundred regions).
-    fn publish(&mut self, log: bool) {
+    pub(super) fn publish(&mut self, log: bool) {
         self.publish_after(log, None);
     }
 
-    /// `publish` after a sample of `sampled`: the gauges of that endpoint and of regions
-    /// whose state changed are updated, not every series.
+    /// Publishes the health view after a change (a sample of `sampled`, or anything
+    /// else when `None`), records region transitions, and updates the gauges: after a
+    /// sample only that endpoint's and the changed regions' series. One pass over the
+    /// endpoints: it runs after every sample.
     fn publish_after(&mut self, log: bool, sampled: Option<&str>) {
         let now = Instant::now();
-        let mut changed_regions: Vec<String> = Vec::new();
-        let mut view = HealthView::default();
-        let regions = self.snapshot.policies.regions.clone();
-        let mut changes = Vec::new();
-        let groups = self.by_region();
-        let mut measured_regions = Vec::with_capacity(regions.len());
-        for region in &regions {
-            let eps = groups
-                .get(region.name.as_str())
-                .map(Vec::as_slice)
-                .unwrap_or_default();
-            // Health-aware TTL: the soonest any endpoint of the region could change.
-            let ttl_cap = eps
-                .iter()
-                .filter_map(|(_, e)| {
-                    let s = e.window.signals(e.thresholds.latency_percentile);
-                    state::time_to_change(e.state, &s, &e.thresholds, e.ep.interval, now)
-                })
-                .min()
-                .map(|d| d.as_secs().clamp(1, u64::from(u32::MAX)) as u32);
-            measured_regions.push((self.region_measured(eps, region.min_up), ttl_cap));
+        // Health-aware TTL: the soonest any endpoint of the region could change.
+        let mut ttl_caps: HashMap<&str, Duration> = HashMap::new();
+        for e in self.endpoints.values() {
+            let s = e.window.signals(e.thresholds.latency_percentile);
+            if let Some(d) = state::time_to_change(e.state, &s, &e.thresholds, e.ep.interval, now) {
+                let cap = ttl_caps.entry(e.region.as_str()).or_insert(d);
+                *cap = (*cap).min(d);
+            }
         }
-        drop(groups);
-        for (region, ((measured, up, total, needed), ttl_cap)) in
-            regions.iter().zip(measured_regions)
-        {
-            let effective = self
-                .region_override(&region.name)
-                .map(|o| o.kind.effective())
-                .unwrap_or(measured);
-            let i = region.id as usize;
-            if view.regions.len() <= i {
-                view.regions.resize(i + 1, None);
-            }
-            if let Some(slot) = view.regions.get_mut(i) {
-                *slot = Some(RegionHealth {
-                    state: effective,
-                    ttl_cap,
-                });
-            }
-            let prev = self.last_region.insert(region.name.clone(), effective);
-            if prev != Some(effective) {
+        let ttl_caps: HashMap<String, u32> = ttl_caps
+            .into_iter()
+            .map(|(r, d)| {
+                (
+                    r.to_string(),
+                    d.as_secs().clamp(1, u64::from(u32::MAX)) as u32,
+                )
+            })
+            .collect();
+        let states = self.regions();
+        let plan = self.plan.clone();
+        let mut view = HealthView::default();
+        let mut changed_regions = Vec::new();
+        for (region, next) in plan.regions.iter().zip(states) {
+            view.put(
+                region.id,
+                RegionHealth {
+                    state: next.effective,
+                    ttl_cap: ttl_caps.get(&region.name).copied(),
+                },
+            );
+            let prev = self.last_region.get(&region.name);
+            if prev.is_none_or(|p| p.effective != next.effective) {
                 changed_regions.push(region.name.clone());
             }
-            if log && prev.is_some_and(|p| p != effective) {
-                let why = match self.region_override(&region.name) {
-                    Some(o) => format!(
-                        "operator override {} ({})",
-                        o.kind.name(),
-                        o.reason.unwrap_or_default()
-                    ),
-                    None if effective == Effective::Down && up >= needed && total > 0 => {
-                        "the region's Prometheus metric is at or above fail_above".to_string()
-                    }
-                    None if total == 0 && effective == Effective::Down => {
-                        "the region's Prometheus metric is at or above fail_above".to_string()
-                    }
-                    None if total == 0 => "no endpoints: up unless overridden".to_string(),
-                    None => format!("{up} of {total} endpoints serving, {needed} needed"),
-                };
-                changes.push((region.name.clone(), prev, effective, why));
+            if log && let Some(cause) = aggregate::transition(prev, &next) {
+                let from = prev.map_or(Effective::Up, |p| p.effective);
+                self.record(
+                    region.name.clone(),
+                    from.name(),
+                    next.effective.name(),
+                    cause,
+                    false,
+                );
             }
-        }
-        for (name, prev, now_state, why) in changes {
-            let policies = self.policies_using(&name);
-            self.record(TransitionRecord {
-                at: store::now_unix(),
-                key: name,
-                policies,
-                from: format!("{:?}", prev.unwrap_or(Effective::Up)).to_lowercase(),
-                to: format!("{now_state:?}").to_lowercase(),
-                reason: why,
-                cooldown_held: false,
-            });
+            self.last_region.insert(region.name.clone(), next);
         }
         self.view.store(Arc::new(view));
         match sampled {
@@ -744,101 +701,7 @@ impl Core {
         }
     }
 
-    fn export_sample_gauges(&self, now: Instant, key: &str, changed_regions: &[String]) {
-        let m = &self.metrics;
-        for r in changed_regions {
-            let up = self
-                .last_region
-                .get(r)
-                .is_none_or(|s| *s != Effective::Down);
-            m.region_healthy
-                .with_label_values(&[r.as_str()])
-                .set(i64::from(up));
-        }
-        if let Some(e) = self.endpoints.get(key) {
-            self.export_endpoint(now, e);
-        }
-    }
-
-    fn export_endpoint(&self, now: Instant, e: &EndpointRt) {
-        let m = &self.metrics;
-        let (region, ep) = (e.region.as_str(), e.ep.name.as_str());
-        for st in ["up", "degraded", "down"] {
-            m.endpoint_state
-                .with_label_values(&[region, ep, st])
-                .set(i64::from(e.state.name() == st));
-        }
-        let s = e.window.signals(e.thresholds.latency_percentile);
-        m.endpoint_error_rate
-            .with_label_values(&[region, ep])
-            .set(s.error_rate);
-        m.cooldown_remaining
-            .with_label_values(&[region, ep])
-            .set(e.cooldown_left(now).as_secs_f64());
-    }
-
-    fn export_gauges(&mut self, now: Instant) {
-        let m = &self.metrics;
-        // Series of removed regions and endpoints go at a reconfiguration; otherwise the
-        // existing series are set in place (a reset drops and re-creates every labelled
-        // series, which was most of the checker's CPU with a hundred endpoints).
-        if std::mem::take(&mut self.gauges_stale) {
-            m.region_healthy.reset();
-            m.endpoint_state.reset();
-            m.endpoint_error_rate.reset();
-            m.cooldown_remaining.reset();
-        }
-        m.overrides.reset();
-        for r in &self.snapshot.policies.regions {
-            let up = self
-                .last_region
-                .get(&r.name)
-                .is_none_or(|s| *s != Effective::Down);
-            m.region_healthy
-                .with_label_values(&[r.name.as_str()])
-                .set(i64::from(up));
-            if let Some(o) = self.region_override(&r.name) {
-                m.overrides
-                    .with_label_values(&[r.name.as_str(), "", o.kind.name()])
-                    .set(1);
-            }
-        }
-        for (key, e) in &self.endpoints {
-            self.export_endpoint(now, e);
-            if let Some(o) = self.endpoint_overrides.get(key) {
-                m.overrides
-                    .with_label_values(&[e.region.as_str(), e.ep.name.as_str(), o.kind.name()])
-                    .set(1);
-            }
-        }
-    }
-
-    fn persist(&self) {
-        let Some(path) = &self.state_file else { return };
-        let file = StateFile {
-            version: store::STATE_VERSION,
-            endpoints: self
-                .endpoints
-                .iter()
-                .map(|(k, e)| {
-                    (
-                        k.clone(),
-                        EndpointRecord {
-                            state: e.state.name().into(),
-                            since: e.since_unix,
-                        },
-                    )
-                })
-                .collect(),
-            region_overrides: self.region_overrides.clone(),
-            endpoint_overrides: self.endpoint_overrides.clone(),
-        };
-        if let Err(e) = file.save(path) {
-            warn!("cannot write state file {}: {e}", path.display());
-        }
-    }
-
-    fn status(&self) -> Status {
+    pub(super) fn status(&self) -> Status {
         let now = Instant::now();
         let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         let endpoints = self
@@ -846,14 +709,13 @@ impl Core {
             .iter()
             .map(|(k, e)| {
                 let s = e.window.signals(e.thresholds.latency_percentile);
-                let cooldown_remaining_seconds = e.cooldown_left(now).as_secs();
                 EndpointStatus {
                     region: e.region.clone(),
                     endpoint: e.ep.name.clone(),
                     probe: e.ep.kind().into(),
                     address: e.ep.address.to_string(),
                     measured: e.state.name().into(),
-                    effective: self.endpoint_effective(k, e),
+                    effective: self.endpoint_effective(k).unwrap_or(Effective::Up),
                     samples: s.samples,
                     error_rate: s.error_rate,
                     latency_p50_ms: ms(s.p50),
@@ -862,33 +724,24 @@ impl Core {
                     consecutive_failures: s.consecutive_failures,
                     consecutive_successes: s.consecutive_successes,
                     in_state_seconds: now.saturating_duration_since(e.since).as_secs(),
-                    cooldown_remaining_seconds,
+                    cooldown_remaining_seconds: e.cooldown_left(now).as_secs(),
                     r#override: self.endpoint_overrides.get(k).cloned(),
                 }
             })
             .collect();
-        let groups = self.by_region();
         let regions = self
-            .snapshot
-            .policies
+            .plan
             .regions
             .iter()
-            .map(|r| {
-                let eps = groups
-                    .get(r.name.as_str())
-                    .map(Vec::as_slice)
-                    .unwrap_or_default();
-                let (measured, up, total, needed) = self.region_measured(eps, r.min_up);
-                let o = self.region_override(&r.name);
-                RegionStatus {
-                    region: r.name.clone(),
-                    measured,
-                    effective: o.as_ref().map(|o| o.kind.effective()).unwrap_or(measured),
-                    r#override: o,
-                    endpoints_up: up,
-                    endpoints: total,
-                    needed,
-                }
+            .zip(self.regions())
+            .map(|(r, st)| RegionStatus {
+                region: r.name.clone(),
+                measured: st.measured,
+                effective: st.effective,
+                r#override: st.r#override,
+                endpoints_up: st.serving,
+                endpoints: st.total,
+                needed: st.needed,
             })
             .collect();
         Status {
@@ -897,5 +750,161 @@ impl Core {
             endpoints,
             transitions: self.history.iter().cloned().collect(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The core on paused time, fed samples directly (no probe tasks): what it publishes
+    //! and how it labels each transition.
+    use super::*;
+    use crate::health::model::{MinUp, Probe};
+    use crate::health::plan::PlanRegion;
+
+    fn endpoint(name: &str, probe: Probe) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            address: "127.0.0.1:9".parse().unwrap(),
+            probe,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+        }
+    }
+
+    fn plan() -> Arc<HealthPlan> {
+        let metric = Probe::Metric {
+            url: "http://127.0.0.1:9".into(),
+            query: "up".into(),
+            fail_above: 1.0,
+            recover_below: 0.5,
+        };
+        Arc::new(HealthPlan {
+            regions: vec![PlanRegion {
+                name: "eu".into(),
+                id: 0,
+                endpoints: vec![endpoint("web", Probe::Tcp), endpoint("metric", metric)],
+                thresholds: Thresholds {
+                    cooldown: Duration::from_secs(30),
+                    ..Thresholds::aggressive()
+                },
+                min_up: MinUp::Count(1),
+                policies: "www.example".into(),
+            }],
+            config_overrides: BTreeMap::new(),
+        })
+    }
+
+    fn core() -> Core {
+        let (ready_tx, _) = watch::channel(false);
+        let (sample_tx, _) = mpsc::unbounded_channel();
+        Core::new(
+            plan(),
+            &StateFile::default(),
+            None,
+            ready_tx,
+            sample_tx,
+            Arc::new(Metrics::new()),
+            Probing::Off,
+        )
+    }
+
+    const OK: Sample = Sample {
+        ok: true,
+        latency: Duration::from_millis(5),
+    };
+    const FAIL: Sample = Sample {
+        ok: false,
+        latency: Duration::from_millis(500),
+    };
+
+    /// One sample a second, each followed by a publication.
+    async fn feed(c: &mut Core, key: &str, samples: &[Sample]) {
+        let generation = c.endpoints.get(key).map(|e| e.generation).unwrap();
+        for s in samples {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            c.observe(key, generation, *s, None);
+            c.publish(true);
+        }
+    }
+
+    fn causes(c: &Core) -> Vec<(String, String, &'static str)> {
+        c.history
+            .iter()
+            .map(|t| (t.key.clone(), format!("{}>{}", t.from, t.to), t.cause))
+            .collect()
+    }
+
+    fn eu(c: &Core) -> Effective {
+        c.view.load().state(0)
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_transition_is_labelled_by_its_cause() {
+        let mut c = core();
+        assert_eq!(eu(&c), Effective::Up);
+        // Two failed probes in a row (aggressive: fail_consecutive 2).
+        feed(&mut c, "eu/web", &[OK, FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        // Healthy again: held by the 30 s cooldown, then back.
+        feed(&mut c, "eu/web", &[OK; 5]).await;
+        assert_eq!(eu(&c), Effective::Down, "cooldown");
+        feed(&mut c, "eu/web", &[OK; 25]).await;
+        assert_eq!(eu(&c), Effective::Up);
+        // The metric vetoes the region although its endpoint is up, then clears.
+        feed(&mut c, "eu/metric", &[FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        // An operator drain and its removal.
+        c.set_override(
+            Target::Region("eu".into()),
+            Some(OverrideKind::ForceUp),
+            None,
+        )
+        .unwrap();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Up);
+        c.set_override(Target::Region("eu".into()), None, None)
+            .unwrap();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Down, "the metric still vetoes");
+        let got = causes(&c);
+        let want: Vec<(String, String, &str)> = [
+            ("eu/web", "up>down", "consecutive_failures"),
+            ("eu", "up>down", "endpoints"),
+            ("eu/web", "down>down", "cooldown_held"),
+            ("eu/web", "down>up", "recovered"),
+            ("eu", "down>up", "endpoints"),
+            ("eu/metric", "up>down", "metric_veto"),
+            ("eu", "up>down", "metric_veto"),
+            ("eu", "down>up", "override_set"),
+            ("eu", "up>down", "override_cleared"),
+        ]
+        .iter()
+        .map(|(k, t, c)| (k.to_string(), t.to_string(), *c))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_falls_silent_is_restarted_and_its_silence_labelled() {
+        let mut c = core();
+        feed(&mut c, "eu/web", &[OK, OK, OK]).await;
+        feed(&mut c, "eu/metric", &[OK]).await;
+        // No reports for longer than 2 intervals + timeout + 1 s, twice.
+        for _ in 0..2 {
+            tokio::time::advance(Duration::from_secs(4)).await;
+            let metric_generation = c.endpoints.get("eu/metric").map(|e| e.generation).unwrap();
+            c.observe("eu/metric", metric_generation, OK, None);
+            c.revive_silent_probes();
+            c.publish(true);
+        }
+        assert_eq!(eu(&c), Effective::Down);
+        let got = causes(&c);
+        assert_eq!(
+            got.first().map(|(k, t, c)| (k.as_str(), t.as_str(), *c)),
+            Some(("eu/web", "up>down", "probe_silent")),
+            "{got:?}"
+        );
+        let text = &c.history.front().unwrap().reason;
+        assert!(text.contains("did not report"), "{text}");
     }
 }

@@ -21,83 +21,13 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::cause::Cause;
+pub use super::model::Thresholds;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
     pub ok: bool,
     pub latency: Duration,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub struct Thresholds {
-    /// Probes the window keeps.
-    pub window: usize,
-    /// The error-rate rule needs at least this many samples.
-    pub min_samples: usize,
-    pub fail_error_rate: f64,
-    pub fail_latency: Duration,
-    pub fail_consecutive: u32,
-    pub recover_error_rate: f64,
-    pub recover_latency: Duration,
-    pub recover_consecutive: u32,
-    pub cooldown: Duration,
-    /// Latency percentile the latency rules look at (e.g. 90).
-    pub latency_percentile: u8,
-    /// Slow-but-working: at or above this the endpoint is Degraded.
-    pub degraded_latency: Option<Duration>,
-}
-
-impl Thresholds {
-    /// Meridian's default: fail at 50 % errors, recover at 10 %, cooldown 5 min.
-    pub fn default_preset() -> Self {
-        Thresholds {
-            window: 10,
-            min_samples: 4,
-            fail_error_rate: 0.5,
-            fail_latency: Duration::from_secs(5),
-            fail_consecutive: 3,
-            recover_error_rate: 0.1,
-            recover_latency: Duration::from_millis(2500),
-            recover_consecutive: 3,
-            cooldown: Duration::from_secs(300),
-            latency_percentile: 90,
-            degraded_latency: None,
-        }
-    }
-
-    /// Leave early: 10 % errors, 2 s latency, 2 consecutive failures.
-    pub fn aggressive() -> Self {
-        Thresholds {
-            fail_error_rate: 0.1,
-            fail_latency: Duration::from_secs(2),
-            fail_consecutive: 2,
-            recover_error_rate: 0.0,
-            recover_latency: Duration::from_secs(1),
-            recover_consecutive: 5,
-            ..Self::default_preset()
-        }
-    }
-
-    /// Leave late: 50 % errors, 10 s latency, 5 consecutive failures.
-    pub fn conservative() -> Self {
-        Thresholds {
-            fail_error_rate: 0.5,
-            fail_latency: Duration::from_secs(10),
-            fail_consecutive: 5,
-            recover_error_rate: 0.1,
-            recover_latency: Duration::from_secs(5),
-            recover_consecutive: 3,
-            ..Self::default_preset()
-        }
-    }
-
-    pub fn preset(name: &str) -> Option<Self> {
-        match name {
-            "default" => Some(Self::default_preset()),
-            "aggressive" => Some(Self::aggressive()),
-            "conservative" => Some(Self::conservative()),
-            _ => None,
-        }
-    }
 }
 
 /// What the window says about recent probes.
@@ -195,33 +125,35 @@ impl State {
 pub struct Transition {
     pub from: &'static str,
     pub to: &'static str,
-    /// The rule that fired, with the numbers: "error rate 0.60 >= 0.50".
-    pub reason: String,
+    /// The rule that fired, with the numbers.
+    pub cause: Cause,
     /// Recovery conditions are met but the cooldown holds the endpoint down.
     pub cooldown_held: bool,
 }
 
-fn fail_reason(s: &Signals, t: &Thresholds) -> Option<String> {
+fn fail_cause(s: &Signals, t: &Thresholds) -> Option<Cause> {
     if s.consecutive_failures >= t.fail_consecutive {
-        return Some(format!(
-            "{} consecutive failures >= {}",
-            s.consecutive_failures, t.fail_consecutive
-        ));
+        return Some(Cause::ConsecutiveFailures {
+            count: s.consecutive_failures,
+            threshold: t.fail_consecutive,
+        });
     }
     if s.samples >= t.min_samples.min(t.window) && s.error_rate >= t.fail_error_rate {
-        return Some(format!(
-            "error rate {:.2} >= {:.2} over {} probes",
-            s.error_rate, t.fail_error_rate, s.samples
-        ));
+        return Some(Cause::ErrorRate {
+            rate: s.error_rate,
+            threshold: t.fail_error_rate,
+            samples: s.samples,
+        });
     }
     if let Some(l) = s.latency
         && s.samples >= t.min_samples.min(t.window)
         && l >= t.fail_latency
     {
-        return Some(format!(
-            "p{} latency {:?} >= {:?}",
-            t.latency_percentile, l, t.fail_latency
-        ));
+        return Some(Cause::Latency {
+            percentile: t.latency_percentile,
+            latency: l,
+            threshold: t.fail_latency,
+        });
     }
     None
 }
@@ -239,27 +171,27 @@ pub fn observe(
     t: &Thresholds,
     now: Instant,
 ) -> (State, Option<Transition>) {
-    let to = |from: State, next: State, reason: String, held: bool| {
+    let to = |from: State, next: State, cause: Cause, held: bool| {
         (
             next,
             Some(Transition {
                 from: from.name(),
                 to: next.name(),
-                reason,
+                cause,
                 cooldown_held: held,
             }),
         )
     };
     match state {
         State::Up | State::Degraded => {
-            if let Some(reason) = fail_reason(s, t) {
+            if let Some(cause) = fail_cause(s, t) {
                 return to(
                     state,
                     State::Down {
                         since: now,
                         held_logged: false,
                     },
-                    reason,
+                    cause,
                     false,
                 );
             }
@@ -271,20 +203,14 @@ pub fn observe(
                 (State::Up, true) => to(
                     state,
                     State::Degraded,
-                    format!(
-                        "p{} latency {:?} >= degraded {:?}",
-                        t.latency_percentile,
-                        s.latency.unwrap_or_default(),
-                        t.degraded_latency.unwrap_or_default()
-                    ),
+                    Cause::Degraded {
+                        percentile: t.latency_percentile,
+                        latency: s.latency.unwrap_or_default(),
+                        threshold: t.degraded_latency.unwrap_or_default(),
+                    },
                     false,
                 ),
-                (State::Degraded, false) => to(
-                    state,
-                    State::Up,
-                    "latency back below the degraded threshold".into(),
-                    false,
-                ),
+                (State::Degraded, false) => to(state, State::Up, Cause::LatencyRecovered, false),
                 _ => (state, None),
             }
         }
@@ -306,10 +232,11 @@ pub fn observe(
                     Some(Transition {
                         from: "down",
                         to: "down",
-                        reason: format!(
-                            "recovered ({} successes, error rate {:.2}) but cooldown holds it down for {:?} more",
-                            s.consecutive_successes, s.error_rate, left
-                        ),
+                        cause: Cause::CooldownHeld {
+                            successes: s.consecutive_successes,
+                            error_rate: s.error_rate,
+                            left,
+                        },
                         cooldown_held: true,
                     }),
                 );
@@ -326,16 +253,15 @@ pub fn observe(
             to(
                 state,
                 next,
-                format!(
-                    "{} consecutive successes, error rate {:.2} <= {:.2}, p{} latency {:?} <= {:?}, down for {:?}",
-                    s.consecutive_successes,
-                    s.error_rate,
-                    t.recover_error_rate,
-                    t.latency_percentile,
-                    s.latency.unwrap_or_default(),
-                    t.recover_latency,
-                    elapsed
-                ),
+                Cause::Recovered {
+                    successes: s.consecutive_successes,
+                    error_rate: s.error_rate,
+                    threshold: t.recover_error_rate,
+                    percentile: t.latency_percentile,
+                    latency: s.latency.unwrap_or_default(),
+                    recover_latency: t.recover_latency,
+                    down_for: elapsed,
+                },
                 false,
             )
         }

@@ -11,6 +11,7 @@ use std::collections::{HashMap, HashSet};
 
 use super::route::{Head, Route};
 use super::{Method, Policy, PolicySet};
+use crate::diag::Diagnostic;
 use crate::geo::{self, Class, GeoTable, Location};
 
 /// Light in fibre covers about 200 km per millisecond.
@@ -261,7 +262,11 @@ fn intern(ids: &mut HashMap<Box<[u16]>, u32>, store: &mut Vec<Box<[u16]>>, order
 /// GeoIP data, so the memory is one small array per policy (a byte per class, plus its
 /// lists) rather than a range table per policy, and 10 000 policies compile in well
 /// under a second.
-pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
+///
+/// An error means a route could not be packed (a count past its field's width, which
+/// `validate` rules out): a logic bug reported as a load error rather than a policy that
+/// silently answers nothing.
+pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<(), Diagnostic> {
     // Distances from every class to every region, once: the rankings read them.
     let distances: Vec<Option<Box<[f64]>>> = geo
         .classes
@@ -316,7 +321,6 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
             .iter()
             .map(|&id| list_store.get(id as usize).map_or(&[][..], |l| &l[..]))
             .collect();
-        // Packing fails only past 65 535 regions, which `load` refuses.
         let head = Head {
             answers: u16::try_from(policy.answers).unwrap_or(u16::MAX),
             weighted: matches!(policy.method, Method::Weighted),
@@ -327,7 +331,13 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
                 .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
         };
         let route = Route::try_new(head, &policy.candidates, &classes, no_client, &lists, &ids)
-            .unwrap_or_default();
+            .ok_or_else(|| {
+                Diagnostic::new(
+                    &policy.file,
+                    policy.line,
+                    "internal error: the policy's compiled route does not fit its layout",
+                )
+            })?;
         assigned.push(match routes.get(&route) {
             Some(r) => r.clone(),
             None => {
@@ -343,4 +353,5 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) {
     set.lists = list_store;
     set.classes_v4 = geo.v4.clone();
     set.classes_v6 = geo.v6.clone();
+    Ok(())
 }

@@ -9,7 +9,7 @@ use super::{MAX_ANSWERS, Policy, PolicySet, Route};
 use crate::geo::{self, Family};
 use crate::health::Effective;
 pub use crate::health::HealthView;
-use crate::zone::rtype;
+use crate::iana::Rtype;
 
 /// Weighted answers are stable per client /24 (IPv4) or /56 (IPv6).
 pub const WEIGHTED_V4_PREFIX: u8 = 24;
@@ -93,14 +93,14 @@ fn weighted_order(
     n
 }
 
-fn eligible(set: &PolicySet, region: u16, qtype: u16) -> Option<bool> {
+fn eligible(set: &PolicySet, region: u16, qtype: Rtype) -> Option<bool> {
     let r = set.regions.get(usize::from(region))?;
     if r.cname.is_some() {
         return Some(true);
     }
     let has = match qtype {
-        rtype::A => !r.a.is_empty(),
-        rtype::AAAA => !r.aaaa.is_empty(),
+        Rtype::A => !r.a.is_empty(),
+        Rtype::AAAA => !r.aaaa.is_empty(),
         _ => false,
     };
     has.then_some(false)
@@ -133,7 +133,7 @@ fn walk(
     set: &PolicySet,
     health: &HealthView,
     order: impl Iterator<Item = (u16, u16)> + Clone,
-    qtype: u16,
+    qtype: Rtype,
     answers: usize,
     ignore_health: bool,
 ) -> Taken {
@@ -182,7 +182,7 @@ pub fn decide(
     set: &PolicySet,
     health: &HealthView,
     policy: &Policy,
-    qtype: u16,
+    qtype: Rtype,
     client: Option<IpAddr>,
 ) -> Decision {
     decide_route(set, health, &policy.route, qtype, client)
@@ -193,7 +193,7 @@ pub fn decide_route(
     set: &PolicySet,
     health: &HealthView,
     route: &Route,
-    qtype: u16,
+    qtype: Rtype,
     client: Option<IpAddr>,
 ) -> Decision {
     let (at, mut scope, bits) = match client.map(geo::addr_bits) {

@@ -9,6 +9,7 @@ use ipnet::IpNet;
 use super::decide::{HealthView, Outcome, decide};
 use super::*;
 use crate::geo::{GeoTable, Location};
+use crate::iana::Rtype;
 
 const REGIONS: &str = r#"
 regions:
@@ -76,7 +77,7 @@ fn world(policies: &str, latency: Option<&str>) -> World {
     });
     let mut set = load(dir.path(), lat.as_deref(), 5.0).unwrap_or_else(|e| panic!("{e:?}"));
     let geo = GeoTable::compile(networks(), set.overlays(), None, "test".into());
-    compile::compile(&mut set, &geo);
+    compile::compile(&mut set, &geo).unwrap();
     World { set, _dir: dir }
 }
 
@@ -92,7 +93,7 @@ fn ask(
     w: &World,
     policy: usize,
     client: &str,
-    qtype: u16,
+    qtype: Rtype,
     down: &[&str],
 ) -> (Vec<String>, Vec<String>, u8, Outcome) {
     let mut health = HealthView::default();
@@ -110,8 +111,8 @@ fn ask(
     )
 }
 
-const A: u16 = crate::zone::rtype::A;
-const AAAA: u16 = crate::zone::rtype::AAAA;
+const A: Rtype = Rtype::A;
+const AAAA: Rtype = Rtype::AAAA;
 
 #[test]
 fn nearest_ranks_by_great_circle_distance_with_the_merged_network_as_scope() {
@@ -472,7 +473,7 @@ fn shared_class_tables_agree_with_ranking_and_scopes_hold() {
     .unwrap();
     let mut set = load(dir.path(), None, 5.0).unwrap_or_else(|e| panic!("{e:?}"));
     let geo = GeoTable::compile(nets, set.overlays(), None, "t".into());
-    compile::compile(&mut set, &geo);
+    compile::compile(&mut set, &geo).unwrap();
     let health = HealthView::default();
     let list_of = |p: usize, addr: u32| {
         let ip = IpAddr::from(std::net::Ipv4Addr::from(addr));

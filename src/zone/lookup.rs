@@ -11,27 +11,18 @@
 
 use std::borrow::Cow;
 
-use super::{Node, RRset, Zone, ZoneSet, rtype};
+use super::{Node, RRset, Zone, ZoneSet};
+pub use crate::iana::Rcode;
+use crate::iana::Rtype;
 use crate::name;
 
 /// Longest CNAME/DNAME chain followed before giving up (BIND and NSD use similar limits).
 const MAX_CHAIN: usize = 12;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Rcode {
-    NoError = 0,
-    FormErr = 1,
-    ServFail = 2,
-    NxDomain = 3,
-    NotImp = 4,
-    Refused = 5,
-    YxDomain = 6,
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rr<'a> {
     pub owner: Cow<'a, [u8]>,
-    pub rtype: u16,
+    pub rtype: Rtype,
     pub ttl: u32,
     pub rdata: Cow<'a, [u8]>,
 }
@@ -64,7 +55,7 @@ impl<'a> Answer<'a> {
     }
 
     pub fn refused() -> Self {
-        Answer::new(Rcode::Refused, false)
+        Answer::new(Rcode::REFUSED, false)
     }
 }
 
@@ -84,7 +75,7 @@ fn push_set<'a>(out: &mut Vec<Rr<'a>>, owner: &Cow<'a, [u8]>, set: &'a RRset) {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Dynamic<'a> {
     Records {
-        rtype: u16,
+        rtype: Rtype,
         ttl: u32,
         rdata: smallvec::SmallVec<[&'a [u8]; 8]>,
     },
@@ -98,14 +89,14 @@ pub enum Dynamic<'a> {
 
 /// Answers A/AAAA at names bound to a traffic policy.
 pub trait DynamicAnswers<'a> {
-    fn answer(&mut self, policy: u32, qtype: u16) -> Dynamic<'a>;
+    fn answer(&mut self, policy: u32, qtype: Rtype) -> Dynamic<'a>;
 }
 
 /// For callers without policies (tests, static-only use).
 pub struct NoPolicies;
 
 impl<'a> DynamicAnswers<'a> for NoPolicies {
-    fn answer(&mut self, _: u32, _: u16) -> Dynamic<'a> {
+    fn answer(&mut self, _: u32, _: Rtype) -> Dynamic<'a> {
         Dynamic::NoData
     }
 }
@@ -123,7 +114,7 @@ enum Step<'a> {
     NxDomain,
 }
 
-fn walk<'a>(zone: &'a Zone, lower: &[u8], qtype: u16) -> Step<'a> {
+fn walk<'a>(zone: &'a Zone, lower: &[u8], qtype: Rtype) -> Step<'a> {
     let mut offsets = [0u8; 128];
     let mut n = 0usize;
     for o in name::suffix_offsets(lower) {
@@ -156,10 +147,10 @@ fn walk<'a>(zone: &'a Zone, lower: &[u8], qtype: u16) -> Step<'a> {
             };
         };
         let is_apex = d == apex_labels;
-        let is_cut = !is_apex && node.rrset(rtype::NS).is_some();
+        let is_cut = !is_apex && node.rrset(Rtype::NS).is_some();
         if d == total {
             if is_cut {
-                if qtype == rtype::DS {
+                if qtype == Rtype::DS {
                     return Step::Node {
                         node,
                         wildcard: false,
@@ -177,7 +168,7 @@ fn walk<'a>(zone: &'a Zone, lower: &[u8], qtype: u16) -> Step<'a> {
         if is_cut {
             return Step::Referral(node);
         }
-        if node.rrset(rtype::DNAME).is_some() {
+        if node.rrset(Rtype::DNAME).is_some() {
             return Step::Dname(node);
         }
     }
@@ -189,11 +180,11 @@ fn walk<'a>(zone: &'a Zone, lower: &[u8], qtype: u16) -> Step<'a> {
 pub fn resolve<'a>(
     zones: &'a ZoneSet,
     qname: &'a [u8],
-    qtype: u16,
+    qtype: Rtype,
     dynamic: &mut impl DynamicAnswers<'a>,
 ) -> Answer<'a> {
     let mut cur: Cow<'a, [u8]> = Cow::Borrowed(qname);
-    let mut ans = Answer::new(Rcode::NoError, true);
+    let mut ans = Answer::new(Rcode::NOERROR, true);
     let mut visited: Vec<Vec<u8>> = Vec::new();
     for hop in 0..MAX_CHAIN {
         let lower = name::lowercase(&cur);
@@ -202,7 +193,7 @@ pub fn resolve<'a>(
         }
         let zone = match zones.find(&lower) {
             // DS lives on the parent side of a cut (RFC 4035 3.1.4.1).
-            Some(z) if qtype == rtype::DS && *z.apex == *lower => {
+            Some(z) if qtype == Rtype::DS && *z.apex == *lower => {
                 zones.find_parent(&lower).unwrap_or(z)
             }
             Some(z) => z,
@@ -214,7 +205,7 @@ pub fn resolve<'a>(
         }
         match walk(zone, &lower, qtype) {
             Step::NxDomain => {
-                ans.rcode = Rcode::NxDomain;
+                ans.rcode = Rcode::NXDOMAIN;
                 push_negative(&mut ans, zone);
                 break;
             }
@@ -223,14 +214,14 @@ pub fn resolve<'a>(
                     ans.aa = false;
                 }
                 let owner = Cow::Borrowed(&cut.owner[..]);
-                if let Some(ns) = cut.rrset(rtype::NS) {
+                if let Some(ns) = cut.rrset(Rtype::NS) {
                     push_set(&mut ans.authority, &owner, ns);
                     add_glue(&mut ans, zone, cut, ns);
                 }
                 break;
             }
             Step::Dname(node) => {
-                let Some(dname) = node.rrset(rtype::DNAME) else {
+                let Some(dname) = node.rrset(Rtype::DNAME) else {
                     break;
                 };
                 let Some(target) = dname.rdata.first() else {
@@ -243,12 +234,12 @@ pub fn resolve<'a>(
                 synth.extend_from_slice(cur.get(..prefix_len).unwrap_or_default());
                 synth.extend_from_slice(target);
                 if synth.len() > name::MAX_NAME_LEN {
-                    ans.rcode = Rcode::YxDomain;
+                    ans.rcode = Rcode::YXDOMAIN;
                     break;
                 }
                 ans.answer.push(Rr {
                     owner: cur.clone(),
-                    rtype: rtype::CNAME,
+                    rtype: Rtype::CNAME,
                     ttl: dname.ttl,
                     rdata: Cow::Owned(synth.clone()),
                 });
@@ -266,20 +257,20 @@ pub fn resolve<'a>(
                     Cow::Borrowed(&node.owner[..])
                 };
                 if let (Some(policy), false) = (node.policy, from_parent_side)
-                    && matches!(qtype, rtype::A | rtype::AAAA | rtype::CNAME | rtype::ANY)
+                    && matches!(qtype, Rtype::A | Rtype::AAAA | Rtype::CNAME | Rtype::ANY)
                 {
                     // CNAME and ANY ask what an A query would get.
-                    let asked = if matches!(qtype, rtype::AAAA) {
+                    let asked = if matches!(qtype, Rtype::AAAA) {
                         qtype
                     } else {
-                        rtype::A
+                        Rtype::A
                     };
                     match dynamic.answer(policy, asked) {
                         Dynamic::Records {
                             rtype: t,
                             ttl,
                             rdata,
-                        } if qtype != rtype::CNAME => {
+                        } if qtype != Rtype::CNAME => {
                             ans.answer.extend(rdata.into_iter().map(|d| Rr {
                                 owner: owner.clone(),
                                 rtype: t,
@@ -291,39 +282,39 @@ pub fn resolve<'a>(
                         Dynamic::Cname { ttl, target } => {
                             ans.answer.push(Rr {
                                 owner: owner.clone(),
-                                rtype: rtype::CNAME,
+                                rtype: Rtype::CNAME,
                                 ttl,
                                 rdata: Cow::Borrowed(target),
                             });
-                            if qtype == rtype::CNAME {
+                            if qtype == Rtype::CNAME {
                                 break;
                             }
                             visited.push(lower);
                             cur = Cow::Borrowed(target);
                             continue;
                         }
-                        Dynamic::ServFail if qtype != rtype::CNAME => {
-                            ans.rcode = Rcode::ServFail;
+                        Dynamic::ServFail if qtype != Rtype::CNAME => {
+                            ans.rcode = Rcode::SERVFAIL;
                             ans.aa = false;
                             ans.answer.clear();
                             break;
                         }
-                        Dynamic::NoData if qtype != rtype::ANY => {
+                        Dynamic::NoData if qtype != Rtype::ANY => {
                             push_negative(&mut ans, zone);
                             break;
                         }
-                        _ if qtype == rtype::CNAME => {
+                        _ if qtype == Rtype::CNAME => {
                             push_negative(&mut ans, zone);
                             break;
                         }
                         _ => {} // ANY with nothing dynamic: the zone's own RRsets
                     }
                 }
-                if qtype == rtype::ANY {
+                if qtype == Rtype::ANY {
                     // RFC 8482 4.1: one RRset is enough; the CNAME if there is one.
                     let pick = node
-                        .rrset(rtype::CNAME)
-                        .or_else(|| node.rrsets.iter().find(|s| s.rtype != rtype::RRSIG));
+                        .rrset(Rtype::CNAME)
+                        .or_else(|| node.rrsets.iter().find(|s| s.rtype != Rtype::RRSIG));
                     match pick {
                         Some(set) => push_set(&mut ans.answer, &owner, set),
                         None => push_negative(&mut ans, zone),
@@ -335,7 +326,7 @@ pub fn resolve<'a>(
                     add_additional(&mut ans, zones, set);
                     break;
                 }
-                if !from_parent_side && let Some(cname) = node.rrset(rtype::CNAME) {
+                if !from_parent_side && let Some(cname) = node.rrset(Rtype::CNAME) {
                     push_set(&mut ans.answer, &owner, cname);
                     let Some(target) = cname.rdata.first() else {
                         break;
@@ -364,18 +355,18 @@ fn push_negative<'a>(ans: &mut Answer<'a>, zone: &'a Zone) {
 
 /// The name inside an RR's data that additional-section processing chases
 /// (RFC 1035 3.3.9, 3.3.11; RFC 2782).
-fn target_of(rtype: u16, rdata: &[u8]) -> Option<&[u8]> {
+fn target_of(rtype: Rtype, rdata: &[u8]) -> Option<&[u8]> {
     match rtype {
-        rtype::NS => Some(rdata),
-        rtype::MX => rdata.get(2..),
-        rtype::SRV => rdata.get(6..),
+        Rtype::NS => Some(rdata),
+        Rtype::MX => rdata.get(2..),
+        Rtype::SRV => rdata.get(6..),
         _ => None,
     }
 }
 
 fn push_addresses<'a>(out: &mut Vec<Rr<'a>>, node: &'a Node) {
     let owner = Cow::Borrowed(&node.owner[..]);
-    for t in [rtype::A, rtype::AAAA] {
+    for t in [Rtype::A, Rtype::AAAA] {
         if let Some(set) = node.rrset(t)
             && !out.iter().any(|r| r.rtype == t && r.owner == owner)
         {
@@ -405,7 +396,7 @@ fn add_glue<'a>(ans: &mut Answer<'a>, zone: &'a Zone, cut: &Node, ns: &'a RRset)
                 && node
                     .rrsets
                     .iter()
-                    .any(|s| matches!(s.rtype, rtype::A | rtype::AAAA))
+                    .any(|s| matches!(s.rtype, Rtype::A | Rtype::AAAA))
             {
                 ans.glue_required = true;
             }

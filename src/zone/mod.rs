@@ -11,6 +11,7 @@
 //! Everything a lookup needs (node presence for empty non-terminals, the negative-answer
 //! SOA TTL, which nodes are zone cuts) is computed here, at load time.
 
+mod build;
 pub mod lexer;
 pub mod lookup;
 pub mod parse;
@@ -19,6 +20,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use crate::iana::Rtype;
 use crate::name;
 pub use parse::ZoneError;
 
@@ -31,34 +33,12 @@ pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
 /// name could be compared.
 pub type NameKey = smallvec::SmallVec<[u8; 24]>;
 
-pub mod rtype {
-    pub const A: u16 = 1;
-    pub const NS: u16 = 2;
-    pub const CNAME: u16 = 5;
-    pub const SOA: u16 = 6;
-    pub const PTR: u16 = 12;
-    pub const MX: u16 = 15;
-    pub const TXT: u16 = 16;
-    pub const AAAA: u16 = 28;
-    pub const SRV: u16 = 33;
-    pub const DNAME: u16 = 39;
-    pub const OPT: u16 = 41;
-    pub const DS: u16 = 43;
-    pub const RRSIG: u16 = 46;
-    pub const NSEC: u16 = 47;
-    pub const IXFR: u16 = 251;
-    pub const AXFR: u16 = 252;
-    pub const MAILB: u16 = 253;
-    pub const MAILA: u16 = 254;
-    pub const ANY: u16 = 255;
-}
-
 /// One RR's data in uncompressed wire form.
 pub type Rdata = Box<[u8]>;
 
 #[derive(Debug, Clone)]
 pub struct RRset {
-    pub rtype: u16,
+    pub rtype: Rtype,
     pub ttl: u32,
     pub rdata: Box<[Rdata]>,
 }
@@ -74,7 +54,7 @@ pub struct Node {
 }
 
 impl Node {
-    pub fn rrset(&self, rtype: u16) -> Option<&RRset> {
+    pub fn rrset(&self, rtype: Rtype) -> Option<&RRset> {
         self.rrsets
             .binary_search_by_key(&rtype, |s| s.rtype)
             .ok()
@@ -116,14 +96,14 @@ impl Zone {
                 break;
             }
             if let Some(n) = self.nodes.get(anc) {
-                if n.rrset(rtype::NS).is_some() {
+                if n.rrset(Rtype::NS).is_some() {
                     return Err(format!(
                         "{} is below the delegation at {}",
                         name::to_text(name),
                         name::to_text(anc)
                     ));
                 }
-                if n.rrset(rtype::DNAME).is_some() {
+                if n.rrset(Rtype::DNAME).is_some() {
                     return Err(format!(
                         "{} is below the DNAME at {}",
                         name::to_text(name),
@@ -134,14 +114,14 @@ impl Zone {
             up = crate::name::parent(anc);
         }
         if let Some(node) = self.nodes.get_mut(name) {
-            for t in [rtype::A, rtype::AAAA, rtype::CNAME] {
+            for t in [Rtype::A, Rtype::AAAA, Rtype::CNAME] {
                 if node.rrset(t).is_some() {
                     return Err(format!(
                         "zone {} already has {} records at {} ({}); the policy answers those: remove them",
                         name::to_text(&self.apex),
                         match t {
-                            rtype::A => "A",
-                            rtype::AAAA => "AAAA",
+                            Rtype::A => "A",
+                            Rtype::AAAA => "AAAA",
                             _ => "CNAME",
                         },
                         name::to_text(name),
@@ -149,7 +129,7 @@ impl Zone {
                     ));
                 }
             }
-            if *name != *self.apex && node.rrset(rtype::NS).is_some() {
+            if *name != *self.apex && node.rrset(Rtype::NS).is_some() {
                 return Err(format!("{} is a delegation point", name::to_text(name)));
             }
             node.policy = Some(policy);
@@ -198,7 +178,7 @@ impl Zone {
             })
             .map_err(|e| vec![file_err(0, format!("file name is not a zone name: {e}"))])?;
         let (records, mut errors) = parse::parse_file(path, &apex, zones_dir);
-        let built = build(&apex, path, records);
+        let built = build::build(&apex, path, records);
         let (zone, warnings) = match built {
             Ok(z) => z,
             Err(mut e) => {
@@ -212,258 +192,6 @@ impl Zone {
             Err(errors)
         }
     }
-}
-
-/// Groups records into nodes and RRsets and checks the rules a nameserver must refuse
-/// to serve around (RFC 1034, RFC 2181 10.1, RFC 6672 2.4). Returns warnings too.
-fn build(
-    apex: &[u8],
-    path: &Path,
-    records: Vec<parse::ParsedRecord>,
-) -> Result<(Zone, Vec<ZoneError>), Vec<ZoneError>> {
-    let apex_lower = name::lowercase(apex);
-    let mut errors = Vec::new();
-    let mut warnings = Vec::new();
-    // owner → (owner as written, type → (ttl, rdatas, first line))
-    struct Pending {
-        owner: Vec<u8>,
-        line: usize,
-        file: PathBuf,
-        sets: Vec<(u16, u32, Vec<Rdata>, usize)>,
-    }
-    let mut pending: HashMap<Vec<u8>, Pending> = HashMap::new();
-    let mut count = 0usize;
-    for r in records {
-        let lower = name::lowercase(&r.owner);
-        let at = |message: String| ZoneError {
-            column: None,
-            file: r.file.clone(),
-            line: r.line,
-            message,
-        };
-        if !name::is_at_or_below(&lower, &apex_lower) {
-            errors.push(at(format!(
-                "owner {} is outside the zone {}",
-                name::to_text(&r.owner),
-                name::to_text(apex)
-            )));
-            continue;
-        }
-        if r.rtype == rtype::SOA && lower != apex_lower {
-            errors.push(at(format!(
-                "SOA record at {} is not at the zone apex {}",
-                name::to_text(&r.owner),
-                name::to_text(apex)
-            )));
-            continue;
-        }
-        let node = pending.entry(lower).or_insert_with(|| Pending {
-            owner: r.owner.clone(),
-            line: r.line,
-            file: r.file.clone(),
-            sets: Vec::new(),
-        });
-        match node.sets.iter_mut().find(|s| s.0 == r.rtype) {
-            Some(set) => {
-                if set.2.iter().any(|d| **d == *r.rdata) {
-                    // RFC 2181 5: an RRset holds no duplicates; a repeated line is harmless.
-                    continue;
-                }
-                if r.rtype == rtype::SOA {
-                    errors.push(at("a zone has exactly one SOA record".into()));
-                    continue;
-                }
-                if r.rtype == rtype::CNAME || r.rtype == rtype::DNAME {
-                    errors.push(at(format!(
-                        "{} already has a {} record; there can be only one",
-                        name::to_text(&r.owner),
-                        if r.rtype == rtype::CNAME {
-                            "CNAME"
-                        } else {
-                            "DNAME"
-                        }
-                    )));
-                    continue;
-                }
-                if set.1 != r.ttl {
-                    // RFC 2181 5.2: the RRset gets one TTL; we take the lowest, as BIND does.
-                    warnings.push(at(format!(
-                        "TTL {} differs from the RRset's TTL {}; using the lower",
-                        r.ttl, set.1
-                    )));
-                    set.1 = set.1.min(r.ttl);
-                }
-                set.2.push(r.rdata.into_boxed_slice());
-            }
-            None => {
-                node.sets
-                    .push((r.rtype, r.ttl, vec![r.rdata.into_boxed_slice()], r.line));
-            }
-        }
-        count += 1;
-    }
-
-    // Per-node rules.
-    for (lower, p) in &pending {
-        let at = |line: usize, message: String| ZoneError {
-            column: None,
-            file: p.file.clone(),
-            line,
-            message,
-        };
-        let has = |t: u16| p.sets.iter().find(|s| s.0 == t);
-        if let Some(c) = has(rtype::CNAME) {
-            let others: Vec<u16> = p
-                .sets
-                .iter()
-                .map(|s| s.0)
-                .filter(|&t| !matches!(t, rtype::CNAME | rtype::RRSIG | rtype::NSEC))
-                .collect();
-            if !others.is_empty() {
-                errors.push(at(
-                    c.3,
-                    format!(
-                        "{} has a CNAME and other data (RFC 1034 3.6.2, RFC 2181 10.1)",
-                        name::to_text(&p.owner)
-                    ),
-                ));
-            }
-            if *lower == apex_lower {
-                errors.push(at(c.3, "CNAME at the zone apex".into()));
-            }
-        }
-        if lower.as_slice() != apex_lower.as_slice() && has(rtype::NS).is_none() {
-            // Data below a zone cut other than glue is occluded: it can never be served.
-            let mut up = name::parent(lower);
-            while let Some(anc) = up {
-                if anc == apex_lower.as_slice() {
-                    break;
-                }
-                if let Some(a) = pending.get(anc) {
-                    if a.sets.iter().any(|s| s.0 == rtype::DNAME) {
-                        errors.push(at(
-                            p.line,
-                            format!(
-                                "{} lies below the DNAME at {} (RFC 6672 2.4)",
-                                name::to_text(&p.owner),
-                                name::to_text(&a.owner)
-                            ),
-                        ));
-                        break;
-                    }
-                    if a.sets.iter().any(|s| s.0 == rtype::NS)
-                        && p.sets
-                            .iter()
-                            .any(|s| !matches!(s.0, rtype::A | rtype::AAAA))
-                    {
-                        warnings.push(at(
-                            p.line,
-                            format!(
-                                "{} lies below the delegation at {} and is not glue: it is never served",
-                                name::to_text(&p.owner),
-                                name::to_text(&a.owner)
-                            ),
-                        ));
-                        break;
-                    }
-                }
-                up = name::parent(anc);
-            }
-        }
-    }
-
-    let apex_sets = pending.get(&apex_lower);
-    let soa = apex_sets.and_then(|p| p.sets.iter().find(|s| s.0 == rtype::SOA));
-    let Some(soa) = soa else {
-        errors.push(ZoneError {
-            column: None,
-            file: path.to_path_buf(),
-            line: 0,
-            message: format!("zone {} has no SOA record at its apex", name::to_text(apex)),
-        });
-        return Err(errors);
-    };
-    if apex_sets.is_some_and(|p| !p.sets.iter().any(|s| s.0 == rtype::NS)) {
-        errors.push(ZoneError {
-            column: None,
-            file: path.to_path_buf(),
-            line: soa.3,
-            message: format!("zone {} has no NS records at its apex", name::to_text(apex)),
-        });
-    }
-    let negative_soa = {
-        let rdata = soa.2.first().cloned().unwrap_or_default();
-        let minimum = rdata
-            .len()
-            .checked_sub(4)
-            .and_then(|o| rdata.get(o..))
-            .and_then(|b| <[u8; 4]>::try_from(b).ok())
-            .map(u32::from_be_bytes)
-            .unwrap_or(0);
-        RRset {
-            rtype: rtype::SOA,
-            ttl: soa.1.min(minimum),
-            rdata: vec![rdata].into_boxed_slice(),
-        }
-    };
-    if !errors.is_empty() {
-        return Err(errors);
-    }
-
-    let mut nodes: FastMap<NameKey, Node> =
-        FastMap::with_capacity_and_hasher(pending.len() * 2, Default::default());
-    for (lower, p) in pending {
-        // Empty non-terminals (RFC 4592 2.2.2) exist: they answer NODATA and block wildcards.
-        let mut up = name::parent(&lower);
-        while let Some(anc) = up {
-            if !name::is_at_or_below(anc, &apex_lower) {
-                break;
-            }
-            if !nodes.contains_key(anc) {
-                let owner_case = name::suffix_with_labels(&p.owner, name::label_count(anc))
-                    .unwrap_or(anc)
-                    .into();
-                nodes.insert(
-                    anc.into(),
-                    Node {
-                        owner: owner_case,
-                        rrsets: Box::new([]),
-                        policy: None,
-                    },
-                );
-            }
-            up = name::parent(anc);
-        }
-        let mut sets: Vec<RRset> = p
-            .sets
-            .into_iter()
-            .map(|(t, ttl, rdata, _)| RRset {
-                rtype: t,
-                ttl,
-                rdata: rdata.into_boxed_slice(),
-            })
-            .collect();
-        sets.sort_by_key(|s| s.rtype);
-        nodes.insert(
-            NameKey::from_slice(&lower),
-            Node {
-                owner: p.owner.into_boxed_slice(),
-                rrsets: sets.into_boxed_slice(),
-                policy: None,
-            },
-        );
-    }
-    Ok((
-        Zone {
-            display: name::to_text(&apex_lower).into_boxed_str(),
-            apex: apex_lower.into_boxed_slice(),
-            file: path.to_path_buf(),
-            nodes,
-            negative_soa,
-            record_count: count,
-        },
-        warnings,
-    ))
 }
 
 /// Every served zone, keyed by lowercase apex.

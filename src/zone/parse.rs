@@ -27,7 +27,7 @@ pub struct ParsedRecord {
     pub line: usize,
     /// Wire form, case as written.
     pub owner: Vec<u8>,
-    pub rtype: u16,
+    pub rtype: Rtype,
     pub ttl: u32,
     pub rdata: Vec<u8>,
 }
@@ -221,7 +221,7 @@ fn confine(zones_dir: &Path, file: &str) -> Result<PathBuf, String> {
     Ok(resolved)
 }
 
-type Fields = (Vec<u8>, u16, u32, Vec<u8>);
+type Fields = (Vec<u8>, Rtype, u32, Vec<u8>);
 
 fn record(entry: &Entry<'_>, state: &mut State) -> Result<Fields, String> {
     let mut tokens = entry.tokens.iter().peekable();
@@ -265,7 +265,7 @@ fn record(entry: &Entry<'_>, state: &mut State) -> Result<Fields, String> {
     };
     let rdata_text: Vec<&str> = tokens.map(|t| t.raw).collect();
     let rdata = parse_rdata(rtype, rtype_token.raw, &rdata_text.join(" "), &state.origin)?;
-    Ok((owner, rtype.to_int(), ttl, rdata))
+    Ok((owner, rtype, ttl, rdata))
 }
 
 fn is_class(s: &str) -> bool {

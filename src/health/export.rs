@@ -1,0 +1,110 @@
+//! What the checker core exports after a publication: the health gauges of
+//! `meridian_*` and the state file. Kept apart from deciding (`checker`, `aggregate`).
+
+use tokio::time::Instant;
+use tracing::warn;
+
+use super::checker::{Core, EndpointRt};
+use super::store::{self, EndpointRecord, StateFile};
+use super::view::Effective;
+
+impl Core {
+    fn region_up(&self, name: &str) -> bool {
+        self.last_region
+            .get(name)
+            .is_none_or(|s| s.effective != Effective::Down)
+    }
+
+    /// After a sample: the sampled endpoint's series and the changed regions'.
+    pub(super) fn export_sample_gauges(&self, now: Instant, key: &str, changed_regions: &[String]) {
+        for r in changed_regions {
+            self.metrics
+                .region_healthy
+                .with_label_values(&[r.as_str()])
+                .set(i64::from(self.region_up(r)));
+        }
+        if let Some(e) = self.endpoints.get(key) {
+            self.export_endpoint(now, e);
+        }
+    }
+
+    fn export_endpoint(&self, now: Instant, e: &EndpointRt) {
+        let m = &self.metrics;
+        let (region, ep) = (e.region.as_str(), e.ep.name.as_str());
+        for st in ["up", "degraded", "down"] {
+            m.endpoint_state
+                .with_label_values(&[region, ep, st])
+                .set(i64::from(e.state.name() == st));
+        }
+        let s = e.window.signals(e.thresholds.latency_percentile);
+        m.endpoint_error_rate
+            .with_label_values(&[region, ep])
+            .set(s.error_rate);
+        m.cooldown_remaining
+            .with_label_values(&[region, ep])
+            .set(e.cooldown_left(now).as_secs_f64());
+    }
+
+    /// Every series. Series of removed regions and endpoints go at a reconfiguration;
+    /// otherwise the existing series are set in place (a reset drops and re-creates every
+    /// labelled series, which was most of the checker's CPU with a hundred endpoints).
+    pub(super) fn export_gauges(&mut self, now: Instant) {
+        if std::mem::take(&mut self.gauges_stale) {
+            let m = &self.metrics;
+            m.region_healthy.reset();
+            m.endpoint_state.reset();
+            m.endpoint_error_rate.reset();
+            m.cooldown_remaining.reset();
+        }
+        let m = &self.metrics;
+        m.overrides.reset();
+        for r in &self.plan.regions {
+            m.region_healthy
+                .with_label_values(&[r.name.as_str()])
+                .set(i64::from(self.region_up(&r.name)));
+            let o = self
+                .last_region
+                .get(&r.name)
+                .and_then(|s| s.r#override.as_ref());
+            if let Some(o) = o {
+                m.overrides
+                    .with_label_values(&[r.name.as_str(), "", o.kind.name()])
+                    .set(1);
+            }
+        }
+        for (key, e) in &self.endpoints {
+            self.export_endpoint(now, e);
+            if let Some(o) = self.endpoint_overrides.get(key) {
+                m.overrides
+                    .with_label_values(&[e.region.as_str(), e.ep.name.as_str(), o.kind.name()])
+                    .set(1);
+            }
+        }
+    }
+
+    /// Writes measured endpoint states and runtime overrides to the state file.
+    pub(super) fn persist(&self) {
+        let Some(path) = &self.state_file else { return };
+        let file = StateFile {
+            version: store::STATE_VERSION,
+            endpoints: self
+                .endpoints
+                .iter()
+                .map(|(k, e)| {
+                    (
+                        k.clone(),
+                        EndpointRecord {
+                            state: e.state.name().into(),
+                            since: e.since_unix,
+                        },
+                    )
+                })
+                .collect(),
+            region_overrides: self.region_overrides.clone(),
+            endpoint_overrides: self.endpoint_overrides.clone(),
+        };
+        if let Err(e) = file.save(path) {
+            warn!("cannot write state file {}: {e}", path.display());
+        }
+    }
+}

@@ -1,0 +1,49 @@
+//! What the checker is given to watch: per region its stable id, endpoints, thresholds,
+//! `MinUp` and the policies that use it (for logs), and the overrides written in the
+//! configuration. The snapshot builds it (`Snapshot::health_plan`); the checker never
+//! sees the snapshot itself.
+
+use std::collections::BTreeMap;
+
+use super::model::{Endpoint, MinUp, Thresholds};
+use super::view::{Effective, HealthView, Override};
+
+#[derive(Debug, Clone)]
+pub struct PlanRegion {
+    pub name: String,
+    /// Stable across reloads for the same name: the view is indexed by it.
+    pub id: u32,
+    pub endpoints: Vec<Endpoint>,
+    pub thresholds: Thresholds,
+    pub min_up: MinUp,
+    /// Names of the policies that may answer with this region, comma-separated.
+    pub policies: String,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HealthPlan {
+    pub regions: Vec<PlanRegion>,
+    /// Overrides written in the configuration (runtime ones, from the admin API and the
+    /// state file, take precedence).
+    pub config_overrides: BTreeMap<String, Override>,
+}
+
+impl HealthPlan {
+    pub fn region(&self, name: &str) -> Option<&PlanRegion> {
+        self.regions.iter().find(|r| r.name == name)
+    }
+
+    /// The view before any probe has run: configured overrides only.
+    pub fn static_view(&self) -> HealthView {
+        let mut view = HealthView::default();
+        for r in &self.regions {
+            let state = self
+                .config_overrides
+                .get(&r.name)
+                .map(|o| o.kind.effective())
+                .unwrap_or(Effective::Up);
+            view.set(r.id, state);
+        }
+        view
+    }
+}

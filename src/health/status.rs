@@ -1,0 +1,69 @@
+//! The checker's status as the admin API, the status page and `meridian admin status`
+//! show it, and the targets of operator overrides.
+
+use serde::Serialize;
+
+use super::view::{Effective, Override};
+
+/// Transitions kept for the status page.
+pub const HISTORY: usize = 200;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Region(String),
+    Endpoint { region: String, endpoint: String },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct TransitionRecord {
+    pub at: u64,
+    /// `region/endpoint`, or `region` for a region's effective state.
+    pub key: String,
+    pub policies: String,
+    pub from: String,
+    pub to: String,
+    /// `Cause::label`: the bounded reason label of the transitions metric.
+    pub cause: &'static str,
+    /// The cause rendered, with its numbers.
+    pub reason: String,
+    pub cooldown_held: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointStatus {
+    pub region: String,
+    pub endpoint: String,
+    pub probe: String,
+    pub address: String,
+    pub measured: String,
+    pub effective: Effective,
+    pub samples: usize,
+    pub error_rate: f64,
+    pub latency_p50_ms: Option<f64>,
+    pub latency_p90_ms: Option<f64>,
+    pub latency_p99_ms: Option<f64>,
+    pub consecutive_failures: u32,
+    pub consecutive_successes: u32,
+    pub in_state_seconds: u64,
+    pub cooldown_remaining_seconds: u64,
+    pub r#override: Option<Override>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct RegionStatus {
+    pub region: String,
+    pub measured: Effective,
+    pub effective: Effective,
+    pub r#override: Option<Override>,
+    pub endpoints_up: usize,
+    pub endpoints: usize,
+    pub needed: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub ready: bool,
+    pub regions: Vec<RegionStatus>,
+    pub endpoints: Vec<EndpointStatus>,
+    pub transitions: Vec<TransitionRecord>,
+}

@@ -1,0 +1,238 @@
+//! The validated policy model: regions, policies and the set the snapshot holds. Built by
+//! `validate` from the files; compiled into routes by `compile`; read by `decide`.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ipnet::IpNet;
+
+use super::latency::Latency;
+use super::route::Route;
+use crate::geo::{self, RangeTable};
+use crate::health::{Endpoint, MinUp, Thresholds};
+use crate::iana::Rtype;
+
+/// Most regions one answer may carry.
+pub const MAX_ANSWERS: usize = 8;
+
+/// The member states of the European Union, for `countries: [EU]`.
+pub const EU: &[&str] = &[
+    "AT", "BE", "BG", "CY", "CZ", "DE", "DK", "EE", "ES", "FI", "FR", "GR", "HR", "HU", "IE", "IT",
+    "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
+];
+
+/// A and AAAA answers in wire form, which the query path's answers borrow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AddressRdata {
+    a: Box<[[u8; 4]]>,
+    aaaa: Box<[[u8; 16]]>,
+}
+
+impl AddressRdata {
+    pub fn new(a: &[Ipv4Addr], aaaa: &[Ipv6Addr]) -> Self {
+        AddressRdata {
+            a: a.iter().map(|x| x.octets()).collect(),
+            aaaa: aaaa.iter().map(|x| x.octets()).collect(),
+        }
+    }
+
+    /// Appends the rdata of type `qtype` (A, else AAAA) to `out`.
+    pub fn push_to<'a>(&'a self, qtype: Rtype, out: &mut smallvec::SmallVec<[&'a [u8]; 8]>) {
+        if qtype == Rtype::A {
+            out.extend(self.a.iter().map(|x| &x[..]));
+        } else {
+            out.extend(self.aaaa.iter().map(|x| &x[..]));
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Region {
+    pub name: String,
+    pub point: (f64, f64),
+    pub a: Vec<Ipv4Addr>,
+    pub aaaa: Vec<Ipv6Addr>,
+    /// `a` and `aaaa` as answered.
+    pub rdata: AddressRdata,
+    /// Wire form; when set the region answers with this CNAME.
+    pub cname: Option<Box<[u8]>>,
+    pub weight: u32,
+    pub labels: BTreeMap<String, String>,
+    pub endpoints: Vec<Endpoint>,
+    pub thresholds: Thresholds,
+    pub min_up: MinUp,
+    /// Stable across reloads for the same name: the health view is indexed by it.
+    pub id: u32,
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct GeoRule {
+    pub countries: Vec<[u8; 2]>,
+    pub continents: Vec<[u8; 2]>,
+    pub subdivisions: Vec<String>,
+    pub cidrs: Vec<IpNet>,
+    pub regions: Vec<u16>,
+}
+
+#[derive(Debug, Clone)]
+pub enum Method {
+    Nearest,
+    Latency,
+    Geo {
+        rules: Vec<GeoRule>,
+        default: Vec<u16>,
+    },
+    Weighted,
+    Failover,
+}
+
+impl Method {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Method::Nearest => "nearest",
+            Method::Latency => "latency",
+            Method::Geo { .. } => "geo",
+            Method::Weighted => "weighted",
+            Method::Failover => "failover",
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Residency {
+    pub countries: Vec<[u8; 2]>,
+    pub continents: Vec<[u8; 2]>,
+    pub labels: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum AllDown {
+    FailOpen,
+    NoData,
+    ServFail,
+    Static {
+        a: Vec<Ipv4Addr>,
+        aaaa: Vec<Ipv6Addr>,
+        rdata: AddressRdata,
+    },
+}
+
+impl AllDown {
+    pub fn name(&self) -> &'static str {
+        match self {
+            AllDown::FailOpen => "fail_open",
+            AllDown::NoData => "nodata",
+            AllDown::ServFail => "servfail",
+            AllDown::Static { .. } => "static",
+        }
+    }
+}
+
+/// A compiled policy. A query reads its `route` (a copy of which is in
+/// `PolicySet::routes`); the rest serves explanations, metrics and all-down answers.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// What the query path reads, packed by `compile`: class → list, the lists, the list
+    /// for a query without client information (ECS source prefix 0), and the settings a
+    /// query needs (answers, TTL, weighted and its seed).
+    pub route: Route,
+    pub answers: usize,
+    pub ttl: u32,
+    /// Lowercase wire form (`*.x` for wildcards).
+    pub name: Box<[u8]>,
+    pub display: String,
+    pub method: Method,
+    /// The regions this policy may use, in the operator's order.
+    pub candidates: Vec<u16>,
+    pub residency: Vec<Residency>,
+    pub all_down: AllDown,
+    pub file: PathBuf,
+    pub line: usize,
+}
+
+#[derive(Debug, Default)]
+pub struct PolicySet {
+    pub regions: Vec<Region>,
+    pub policies: Vec<Policy>,
+    pub latency: Latency,
+    /// Interned ordered region lists (`Decision::list` indexes them).
+    pub lists: Vec<Box<[u16]>>,
+    /// Each policy's route, by policy index: the query path reads these and not the
+    /// policies, 16 bytes each instead of a policy's cache lines.
+    pub routes: Vec<Route>,
+    /// The GeoIP class tables, shared with the `GeoTable`.
+    pub classes_v4: Arc<RangeTable<u32>>,
+    pub classes_v6: Arc<RangeTable<u128>>,
+}
+
+impl PolicySet {
+    /// Brings the lines that the decisions for a batch of queries ((policy, client)
+    /// pairs) will read into the cache, one kind at a time so that each pass's misses
+    /// overlap instead of queueing one after another as they do inside a decision: the
+    /// routes' headers, the class tables (`RangeTable::warm`), then each route's class
+    /// entry and list. In the geo bench these dependent misses were most of the user
+    /// time (bench/README.md).
+    pub fn warm(&self, batch: &[(u32, IpAddr)]) {
+        let mut sink = 0u32;
+        // One route for the whole batch (one busy name) is in the cache after its first
+        // decision: only the class tables need the help.
+        let one_route = batch.windows(2).all(|w| matches!(w, [a, b] if a.0 == b.0));
+        for &(p, _) in batch.iter().filter(|_| !one_route) {
+            if let Some(r) = self.routes.get(p as usize) {
+                sink ^= u32::from(r.touch());
+            }
+        }
+        let bits = |want: geo::Family| {
+            batch
+                .iter()
+                .map(|&(_, c)| geo::addr_bits(c))
+                .filter(move |&(f, _)| f == want)
+                .map(|(_, b)| b)
+        };
+        sink ^= self.classes_v4.warm(bits(geo::Family::V4));
+        sink ^= self.classes_v6.warm(bits(geo::Family::V6));
+        for &(p, client) in batch.iter().filter(|_| !one_route) {
+            let Some(route) = self.routes.get(p as usize) else {
+                continue;
+            };
+            let (family, bits) = geo::addr_bits(client);
+            let class = match family {
+                geo::Family::V4 => self.classes_v4.lookup(bits),
+                geo::Family::V6 => self.classes_v6.lookup(bits),
+            };
+            if let Some(at) = class.and_then(|(c, ..)| route.class_list(c)) {
+                sink ^= route.list(at).id;
+            }
+        }
+        std::hint::black_box(sink);
+    }
+
+    pub fn region_index(&self, name: &str) -> Option<u16> {
+        self.regions
+            .iter()
+            .position(|r| r.name == name)
+            .map(|i| i as u16)
+    }
+
+    pub fn list(&self, id: u32) -> &[u16] {
+        self.lists
+            .get(id as usize)
+            .map(|l| &l[..])
+            .unwrap_or_default()
+    }
+
+    /// Every overlay CIDR the geo table must split at.
+    pub fn overlays(&self) -> Vec<IpNet> {
+        let mut out: Vec<IpNet> = self.latency.by_cidr.iter().map(|(n, _)| *n).collect();
+        for p in &self.policies {
+            if let Method::Geo { rules, .. } = &p.method {
+                out.extend(rules.iter().flat_map(|r| r.cidrs.iter().copied()));
+            }
+        }
+        out
+    }
+}
