@@ -369,12 +369,31 @@ fn a_real_traffic_error_ratio_from_prometheus_takes_a_healthy_region_out() {
     assert_eq!(answer(&m), EU, "probes and the error ratio are fine");
     prom.set("0.2");
     wait_for(&m, US, Duration::from_secs(3));
+    // The region's transition is counted as the metric's veto, not as a recovery.
+    let (_, metrics) = common::http(m.http, "GET", "/metrics", &[], "");
+    let vetoed = metrics.lines().any(|l| {
+        l.starts_with("meridian_health_transitions_total")
+            && l.contains("region=\"eu-west\"")
+            && l.contains("endpoint=\"\"")
+            && l.contains("to=\"down\"")
+            && l.contains("reason=\"metric_veto\"")
+    });
+    assert!(vetoed, "{metrics}");
+    let (_, status) = common::http(m.http, "GET", "/api/v1/status", &[], "");
+    assert!(status.contains("\"cause\":\"metric_veto\""), "{status}");
     // Inside the hysteresis band (above recover_below, below fail_above): stays out.
     prom.set("0.03");
     stays(&m, US, Duration::from_millis(1500));
     prom.set("0.001");
     wait_for(&m, EU, Duration::from_secs(4));
     assert!(m.log().contains("eu-west/metric"), "{}", m.log());
+    let (_, metrics) = common::http(m.http, "GET", "/metrics", &[], "");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.contains("region=\"eu-west\"") && l.contains("reason=\"metric_cleared\"")),
+        "{metrics}"
+    );
     assert!(
         eu.requests.load(std::sync::atomic::Ordering::SeqCst) > 5,
         "the probes kept running"

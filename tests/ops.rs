@@ -488,3 +488,98 @@ fn dnsperf_across_twenty_reloads_gets_every_answer() {
         22.0
     );
 }
+
+#[test]
+fn a_reload_that_changes_dns_listen_says_a_restart_is_required_and_keeps_serving() {
+    let d = example_copy();
+    let config = d.path().join("meridian.yaml");
+    let (dns, dns2, web) = (free_port(), free_port(), free_port());
+    let write = |port: u16| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let text = text
+            .lines()
+            .map(|l| match l.trim_start() {
+                t if t.starts_with("listen: [") => format!("  listen: [\"127.0.0.1:{port}\"]"),
+                t if t.starts_with("listen: \"") => format!("  listen: \"127.0.0.1:{web}\""),
+                _ => l.to_string(),
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&config, text + "\nhealth:\n  state_file: null\n").unwrap();
+    };
+    write(dns);
+    let log = d.path().join("meridian.log");
+    let mut child = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .env("MERIDIAN_ADMIN_TOKEN", TOKEN)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{dns}").parse().unwrap();
+    let probe = query_bytes("www.example.com.", RecordType::A, None);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while try_udp(addr, &probe, Duration::from_millis(200)).is_none() {
+        assert!(Instant::now() < deadline, "not serving");
+    }
+    // The file now asks for another DNS port: everything else reloads, the socket can't.
+    let text = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(
+        &config,
+        text.replace(&format!(":{dns}\""), &format!(":{dns2}\"")),
+    )
+    .unwrap();
+    let http_addr: std::net::SocketAddr = format!("127.0.0.1:{web}").parse().unwrap();
+    let auth = format!("Bearer {TOKEN}");
+    let (code, body) = http(
+        http_addr,
+        "POST",
+        "/api/v1/reload",
+        &[("Authorization", &auth)],
+        "",
+    );
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(code, 200, "{body}");
+    assert!(
+        body.contains("\"restart_required\":[\"dns.listen\"]"),
+        "{body}"
+    );
+    assert!(body.contains("restart required: dns.listen"), "{body}");
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.contains("restart required: dns.listen"), "{log}");
+}
+
+#[test]
+fn check_reports_every_mistake_in_meridian_yaml_with_line_and_column() {
+    let d = example_copy();
+    let config = d.path().join("meridian.yaml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let text = text
+        .replace("tcp_idle_timeout: 10s", "tcp_idle_timeout: ten seconds")
+        .replace("edns_udp_size: 1232", "edns_udp_size: 100")
+        .replace("listen: \"127.0.0.1:9153\"", "listen: \"localhost\"");
+    std::fs::write(&config, text).unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let lines: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("meridian.yaml:"))
+        .collect();
+    assert_eq!(lines.len(), 3, "{err}");
+    for l in &lines {
+        let pos: Vec<&str> = l.split(':').skip(1).take(2).collect();
+        assert!(
+            pos.iter().all(|p| p.parse::<u32>().is_ok()),
+            "FILE:LINE:COL: {l}"
+        );
+    }
+    for key in ["edns_udp_size", "tcp_idle_timeout", "http.listen"] {
+        assert!(err.contains(key), "{key} missing: {err}");
+    }
+}

@@ -337,3 +337,6 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Vec<ZoneError>> {
         Err(errors)
     }
 }
+
+#[cfg(test)]
+mod lookup_tests;
