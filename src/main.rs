@@ -193,6 +193,16 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     p.line
                 );
             }
+            let cs = &snap.compile_stats;
+            if !snap.policies.policies.is_empty() {
+                println!(
+                    "compiled {} policies as {} distinct routes in {:.2} s: {} KiB",
+                    snap.policies.policies.len(),
+                    cs.shapes,
+                    cs.time.as_secs_f64(),
+                    cs.bytes.div_ceil(1024)
+                );
+            }
             if !snap.geo.database.is_empty() {
                 println!(
                     "geoip {}: {} networks, {} client classes",

@@ -29,6 +29,8 @@ pub struct Snapshot {
     /// Each policy's answer counters, by policy index (owned by the metrics registry;
     /// counts carry over reloads by name).
     pub counters: Box<[PolicyCounters]>,
+    /// What compiling the policies cost (for `meridian check`).
+    pub compile_stats: compile::CompileStats,
 }
 
 pub type Shared = Arc<ArcSwap<Snapshot>>;
@@ -112,10 +114,13 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(errors);
         }
-        if let Err(e) = compile::compile(&mut policies, &geo) {
-            errors.push(e);
-            return Err(errors);
-        }
+        let compile_stats = match compile::compile(&mut policies, &geo) {
+            Ok(s) => s,
+            Err(e) => {
+                errors.push(e);
+                return Err(errors);
+            }
+        };
         for (i, p) in policies.policies.iter().enumerate() {
             match ZoneSet::find_in(&zones, &p.name) {
                 None => errors.push(Diagnostic::new(
@@ -180,6 +185,7 @@ impl Snapshot {
                 config_overrides,
                 edns_udp_size: config.edns_udp_size,
                 counters,
+                compile_stats,
             },
             warnings,
         })

@@ -30,10 +30,40 @@ struct Code<'a> {
     code: Option<&'a str>,
 }
 
+/// A coordinate stored as a double (MaxMind's files) or a 32-bit float (ip-location-db's
+/// city files): both are accepted.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Coord(f64);
+
+impl<'de> Deserialize<'de> for Coord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = Coord;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a coordinate (float or double)")
+            }
+            fn visit_f64<E>(self, v: f64) -> Result<Coord, E> {
+                Ok(Coord(v))
+            }
+            fn visit_f32<E>(self, v: f32) -> Result<Coord, E> {
+                Ok(Coord(f64::from(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<Coord, E> {
+                Ok(Coord(v as f64))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<Coord, E> {
+                Ok(Coord(v as f64))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
 #[derive(Deserialize, Default)]
 struct Point {
-    latitude: Option<f64>,
-    longitude: Option<f64>,
+    latitude: Option<Coord>,
+    longitude: Option<Coord>,
 }
 
 /// Both schemas at once; serde ignores what a record does not have.
@@ -50,8 +80,8 @@ struct Record<'a> {
     subdivisions: Option<Vec<Iso<'a>>>,
     #[serde(borrow)]
     country_code: Option<&'a str>,
-    latitude: Option<f64>,
-    longitude: Option<f64>,
+    latitude: Option<Coord>,
+    longitude: Option<Coord>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -97,8 +127,8 @@ fn to_location(r: &Record<'_>, unknown: &mut Vec<String>) -> Option<Location> {
                 longitude: Some(b),
             }),
             ..,
-        ) => Some((*a, *b)),
-        (_, Some(a), Some(b)) => Some((a, b)),
+        ) => Some((a.0, b.0)),
+        (_, Some(a), Some(b)) => Some((a.0, b.0)),
         _ => known.map(|k| (k.2, k.3)),
     }
     .filter(|(a, b)| a.is_finite() && b.is_finite() && a.abs() <= 90.0 && b.abs() <= 180.0);
@@ -243,5 +273,64 @@ mod tests {
             "private addresses are unknown"
         );
         assert_eq!(Family::V4, addr_bits("::ffff:8.8.8.8".parse().unwrap()).0);
+    }
+
+    /// ip-location-db's city files store coordinates as 32-bit floats, MaxMind's as
+    /// doubles; a file of each, written by `mmdb-writer`, gives the same locations.
+    #[test]
+    fn float_and_double_coordinates_both_load() {
+        use mmdb_writer::{Value, Writer};
+        let dir = tempfile::tempdir().unwrap();
+        let flat = dir.path().join("dbip-city.mmdb");
+        let mut w = Writer::new("dbip-city-ipv4");
+        let city = |cc: &str, lat: f32, lon: f32| {
+            Value::map([
+                ("country_code", Value::from(cc)),
+                ("latitude", Value::Float(lat)),
+                ("longitude", Value::Float(lon)),
+            ])
+        };
+        w.insert_value(
+            "192.0.2.0/24".parse::<IpNet>().unwrap(),
+            city("IE", 53.35, -6.26),
+        )
+        .unwrap();
+        w.insert_value(
+            "198.51.100.0/24".parse::<IpNet>().unwrap(),
+            city("JP", 35.68, 139.76),
+        )
+        .unwrap();
+        std::fs::write(&flat, w.to_bytes().unwrap()).unwrap();
+        let maxmind = dir.path().join("city.mmdb");
+        let mut w = Writer::new("GeoIP2-City");
+        w.insert_value(
+            "192.0.2.0/24".parse::<IpNet>().unwrap(),
+            Value::map([
+                ("country", Value::map([("iso_code", Value::from("IE"))])),
+                (
+                    "location",
+                    Value::map([
+                        ("latitude", Value::Double(53.35)),
+                        ("longitude", Value::Double(-6.26)),
+                    ]),
+                ),
+            ]),
+        )
+        .unwrap();
+        std::fs::write(&maxmind, w.to_bytes().unwrap()).unwrap();
+        for path in [&flat, &maxmind] {
+            let c = read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let dublin = c
+                .locations
+                .iter()
+                .find(|l| l.country_str() == Some("IE"))
+                .and_then(|l| l.point)
+                .unwrap();
+            assert!(
+                (dublin.0 - 53.35).abs() < 1e-4 && (dublin.1 + 6.26).abs() < 1e-4,
+                "{dublin:?}"
+            );
+        }
+        assert_eq!(read(&flat).unwrap().locations.len(), 2);
     }
 }

@@ -7,7 +7,7 @@
 //!
 //! `rank` is also what `meridian query` prints, so the explanation and the server agree.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use super::route::{Head, Route};
 use super::{Method, Policy, PolicySet};
@@ -242,6 +242,16 @@ fn rank_with(
     }
 }
 
+/// What compiling cost, for `meridian check`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CompileStats {
+    pub time: std::time::Duration,
+    /// Distinct policy shapes, each compiled once and shared by its policies.
+    pub shapes: usize,
+    /// Memory of the compiled routes and lists.
+    pub bytes: usize,
+}
+
 /// How far the ECS scope may widen over neighbouring networks with the same answer (see
 /// `RangeTable::lookup_mapped`): a few cache lines at most on the query path.
 pub const SCOPE_REACH: usize = 16;
@@ -266,7 +276,9 @@ fn intern(ids: &mut HashMap<Box<[u16]>, u32>, store: &mut Vec<Box<[u16]>>, order
 /// An error means a route could not be packed (a count past its field's width, which
 /// `validate` rules out): a logic bug reported as a load error rather than a policy that
 /// silently answers nothing.
-pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<(), Diagnostic> {
+pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<CompileStats, Diagnostic> {
+    let started = std::time::Instant::now();
+    let mut stats = CompileStats::default();
     // Distances from every class to every region, once: the rankings read them.
     let distances: Vec<Option<Box<[f64]>>> = geo
         .classes
@@ -287,9 +299,28 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<(), Diagnostic> {
     };
     let mut lists: HashMap<Box<[u16]>, u32> = HashMap::new();
     let mut list_store: Vec<Box<[u16]>> = Vec::new();
-    let mut routes: HashSet<Route> = HashSet::new();
+    // Policies with the same shape (method, candidates, residency rules) rank every class
+    // alike: the ranking and its allocation are made once per shape and shared.
+    let mut shapes: HashMap<String, Route> = HashMap::new();
     let mut assigned = Vec::with_capacity(set.policies.len());
     for policy in &set.policies {
+        let head = Head {
+            answers: u16::try_from(policy.answers).unwrap_or(u16::MAX),
+            weighted: matches!(policy.method, Method::Weighted),
+            ttl: policy.ttl,
+            seed: policy
+                .name
+                .iter()
+                .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+        };
+        let shape = format!(
+            "{:?}|{:?}|{:?}",
+            policy.method, policy.candidates, policy.residency
+        );
+        if let Some(shared) = shapes.get(&shape) {
+            assigned.push(shared.with_head(head));
+            continue;
+        }
         // The route holds the lists this policy uses, numbered locally (first use first).
         let mut ids: Vec<u32> = Vec::new();
         let mut local_of: HashMap<u32, u32> = HashMap::new();
@@ -321,15 +352,6 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<(), Diagnostic> {
             .iter()
             .map(|&id| list_store.get(id as usize).map_or(&[][..], |l| &l[..]))
             .collect();
-        let head = Head {
-            answers: u16::try_from(policy.answers).unwrap_or(u16::MAX),
-            weighted: matches!(policy.method, Method::Weighted),
-            ttl: policy.ttl,
-            seed: policy
-                .name
-                .iter()
-                .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
-        };
         let route = Route::try_new(head, &policy.candidates, &classes, no_client, &lists, &ids)
             .ok_or_else(|| {
                 Diagnostic::new(
@@ -338,14 +360,13 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<(), Diagnostic> {
                     "internal error: the policy's compiled route does not fit its layout",
                 )
             })?;
-        assigned.push(match routes.get(&route) {
-            Some(r) => r.clone(),
-            None => {
-                routes.insert(route.clone());
-                route
-            }
-        });
+        shapes.insert(shape, route.clone());
+        assigned.push(route);
     }
+    stats.shapes = shapes.len();
+    stats.bytes = shapes.values().map(Route::size).sum::<usize>()
+        + list_store.iter().map(|l| l.len() * 2).sum::<usize>()
+        + assigned.len() * std::mem::size_of::<Route>();
     set.routes = assigned.clone();
     for (p, route) in set.policies.iter_mut().zip(assigned) {
         p.route = route;
@@ -353,5 +374,6 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<(), Diagnostic> {
     set.lists = list_store;
     set.classes_v4 = geo.v4.clone();
     set.classes_v6 = geo.v6.clone();
-    Ok(())
+    stats.time = started.elapsed();
+    Ok(stats)
 }

@@ -1,5 +1,8 @@
-//! A policy's query-time data in one allocation: its client class → list mapping, the
-//! few ordered lists that mapping uses, and its candidate regions.
+//! A policy's query-time data: its own settings (`Head`, inline) and one shared
+//! allocation with its client class → list mapping, the few ordered lists that mapping
+//! uses, and its candidate regions. Policies with the same method, regions and rules rank
+//! every client class the same way, so they share the allocation (`policy::compile`
+//! builds it once per distinct shape).
 //!
 //! With ten thousand policies a query's policy is cold in the cache. Kept as separate
 //! boxes (mapping, class array, list table, list) a query paid five dependent cache
@@ -14,7 +17,6 @@ use std::sync::Arc;
 /// ```text
 /// [0,1] C classes (pair)  [2] words per class entry (1 or 2)  [3] K candidates
 /// [4,5] the no-client list (pair)  [6,7] where the class entries start (pair)
-/// [8] answers  [9] 1 when weighted  [10,11] TTL (pair)  [12..16] weighted seed (u64)
 /// then K candidate region indexes (the operator's order; counter slots index them),
 /// then each list: its length n, its global id (pair), n × (region, slot),
 /// then C class entries: the position of the class's list.
@@ -22,10 +24,11 @@ use std::sync::Arc;
 /// Lists come before the classes so that the few a policy uses sit next to the header.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Route {
+    head: Head,
     words: Arc<[u16]>,
 }
 
-const HEADER: usize = 16;
+const HEADER: usize = 8;
 /// Where a list's (region, slot) pairs start, from its position.
 const LIST_HEAD: usize = 3;
 
@@ -33,6 +36,7 @@ impl Default for Route {
     /// No classes, no candidates, an empty no-client list: nothing to try.
     fn default() -> Self {
         Route {
+            head: Head::default(),
             words: Arc::from([0u16; HEADER]),
         }
     }
@@ -40,7 +44,7 @@ impl Default for Route {
 
 /// The policy's own settings a query needs, kept in the route's header so that a query
 /// reads nothing else of the policy.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct Head {
     pub answers: u16,
     pub weighted: bool,
@@ -124,9 +128,6 @@ impl Route {
         w.extend([width as u16, small(cands.len())?]);
         w.extend(pair(position(no_client)?));
         w.extend(pair(big(classes_at)?));
-        w.extend([head.answers, u16::from(head.weighted)]);
-        w.extend(pair(head.ttl));
-        w.extend((0..4).map(|i| (head.seed >> (16 * i)) as u16));
         w.extend_from_slice(&cands);
         for (l, &id) in lists.iter().zip(ids) {
             w.push(small(l.len())?);
@@ -142,7 +143,23 @@ impl Route {
                 _ => w.extend(pair(at)),
             }
         }
-        Some(Route { words: w.into() })
+        Some(Route {
+            head,
+            words: w.into(),
+        })
+    }
+
+    /// The same shared data with another policy's settings.
+    pub fn with_head(&self, head: Head) -> Route {
+        Route {
+            head,
+            words: self.words.clone(),
+        }
+    }
+
+    /// Whether two routes share their class mapping and lists (one allocation).
+    pub fn shares_data_with(&self, other: &Route) -> bool {
+        Arc::ptr_eq(&self.words, &other.words)
     }
 
     #[inline]
@@ -206,24 +223,22 @@ impl Route {
 
     #[inline]
     pub fn answers(&self) -> usize {
-        self.word(8)
+        usize::from(self.head.answers)
     }
 
     #[inline]
     pub fn weighted(&self) -> bool {
-        self.word(9) == 1
+        self.head.weighted
     }
 
     #[inline]
     pub fn ttl(&self) -> u32 {
-        self.pair(10) as u32
+        self.head.ttl
     }
 
     #[inline]
     pub fn seed(&self) -> u64 {
-        (12..16)
-            .rev()
-            .fold(0u64, |x, i| (x << 16) | self.word(i) as u64)
+        self.head.seed
     }
 
     /// Bytes used by the packed data.

@@ -506,3 +506,31 @@ fn shared_class_tables_agree_with_ranking_and_scopes_hold() {
         }
     }
 }
+
+#[test]
+fn policies_of_one_shape_share_their_compiled_route_and_keep_their_own_settings() {
+    let w = world(
+        "  - { name: a.example.com, method: nearest, regions: [us-east, eu-west], ttl: 30 }\n  \
+         - { name: b.example.com, method: nearest, regions: [us-east, eu-west], ttl: 60, answers: 2 }\n  \
+         - { name: c.example.com, method: nearest, regions: [eu-west, us-east] }\n",
+        None,
+    );
+    let r = |i: usize| &w.set.policies[i].route;
+    assert!(
+        r(0).shares_data_with(r(1)),
+        "same method and regions: one route"
+    );
+    assert!(
+        !r(0).shares_data_with(r(2)),
+        "another operator order is another shape"
+    );
+    assert_eq!((r(0).ttl(), r(0).answers()), (30, 1));
+    assert_eq!((r(1).ttl(), r(1).answers()), (60, 2));
+    // Sharing changes no answer: each gets what it would get alone.
+    let (list_a, chosen_a, scope_a, _) = ask(&w, 0, "10.2.200.1", A, &[]);
+    let (list_b, chosen_b, scope_b, _) = ask(&w, 1, "10.2.200.1", A, &[]);
+    assert_eq!(list_a, list_b);
+    assert_eq!(scope_a, scope_b);
+    assert_eq!(chosen_a, ["eu-west"]);
+    assert_eq!(chosen_b, ["eu-west", "us-east"]);
+}
