@@ -1,6 +1,6 @@
 //! Sockets. UDP: several SO_REUSEPORT sockets per address (one per core by default),
-//! each served by one task looping recv → handle → send with buffers it reuses, so the
-//! kernel spreads load and no task is spawned per datagram. TCP: RFC 1035 4.2.2 / RFC
+//! each served by one OS thread looping recv → handle → send in batches with buffers it
+//! reuses, so the kernel spreads load and no task is spawned per datagram. TCP: RFC 1035 4.2.2 / RFC
 //! 7766 framing, several queries per connection, idle timeout, a connection cap.
 
 use std::net::SocketAddr;
