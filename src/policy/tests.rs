@@ -534,3 +534,67 @@ fn policies_of_one_shape_share_their_compiled_route_and_keep_their_own_settings(
     assert_eq!(chosen_a, ["eu-west"]);
     assert_eq!(chosen_b, ["eu-west", "us-east"]);
 }
+
+/// The shipped policy file loads, and a key no table knows is reported at its own line
+/// and column in each table of the schema (hickory-dns fuzzes unknown keys into its
+/// example configs the same way).
+#[test]
+fn the_shipped_policies_load_and_an_unknown_key_in_each_table_is_reported_where_it_is() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let set = load(
+        &root.join("policies"),
+        Some(&root.join("geoip/latency.yaml")),
+        5.0,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    assert!(set.policies.len() >= 6 && set.regions.len() == 3);
+    let region = "  - name: r1\n    location: { lat: 1, lon: 2 }\n    a: [192.0.2.1]\n";
+    // (text after `version: 1\n`, the line of the inserted key `colour`)
+    let cases: Vec<(String, usize)> = vec![
+        ("colour: 1\n".into(), 2),
+        (format!("regions:\n{region}    colour: 1\n"), 6),
+        (
+            "regions:\n  - name: r1\n    a: [192.0.2.1]\n    location: { lat: 1, lon: 2, colour: 1 }\n".into(),
+            5,
+        ),
+        (format!("regions:\n{region}    health:\n      colour: 1\n"), 7),
+        (
+            format!(
+                "regions:\n{region}    endpoints:\n      - name: w\n        probe: tcp\n        address: \"127.0.0.1:1\"\n        colour: 1\n"
+            ),
+            10,
+        ),
+        (
+            format!("regions:\n{region}policies:\n  - name: www.example.com\n    method: nearest\n    colour: 1\n"),
+            9,
+        ),
+        (
+            format!(
+                "regions:\n{region}policies:\n  - name: www.example.com\n    method: geo\n    geo:\n      default: [r1]\n      colour: 1\n"
+            ),
+            11,
+        ),
+        (
+            format!(
+                "regions:\n{region}policies:\n  - name: www.example.com\n    method: geo\n    geo:\n      default: [r1]\n      rules:\n        - countries: [IE]\n          regions: [r1]\n          colour: 1\n"
+            ),
+            14,
+        ),
+        (
+            format!(
+                "regions:\n{region}policies:\n  - name: www.example.com\n    method: nearest\n    residency:\n      - clients: {{ countries: [IE] }}\n        regions: {{ j: eu }}\n        colour: 1\n"
+            ),
+            12,
+        ),
+    ];
+    for (body, line) in cases {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("p.yaml"), format!("version: 1\n{body}")).unwrap();
+        let errors = load(dir.path(), None, 5.0).err().unwrap_or_default();
+        assert_eq!(errors.len(), 1, "{body}: {errors:?}");
+        let e = &errors[0];
+        assert!(e.message.contains("colour"), "{body}: {e}");
+        assert_eq!(e.line, line, "{body}: {e}");
+        assert!(e.column.is_some_and(|c| c > 0), "{body}: {e}");
+    }
+}
