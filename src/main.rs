@@ -391,7 +391,7 @@ fn build_or_report(
     match Snapshot::build(config, ids, &metrics.policies) {
         Ok(built) => {
             for w in &built.warnings {
-                warn!("{}:{}: {}", w.file.display(), w.line, w.message);
+                warn!("{w}");
             }
             Ok(built.snapshot)
         }

@@ -262,7 +262,7 @@ fn check_warns_about_an_edns_size_that_cannot_go_unfragmented() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "a warning is not an error: {stderr}");
     assert!(
-        stderr.contains(&format!("warning: {}:3: {warning}", config.display())),
+        stderr.contains(&format!("warning: {}:3:18: {warning}", config.display())),
         "{stderr}"
     );
     std::fs::write(&config, "version: 1\ndns:\n  edns_udp_size: 1400\n").unwrap();
