@@ -88,22 +88,6 @@ impl Cause {
             Cause::OverrideCleared => "override_cleared",
         }
     }
-
-    /// Every label, for documentation and tests.
-    pub const LABELS: [&'static str; 12] = [
-        "consecutive_failures",
-        "error_rate",
-        "latency",
-        "latency_degraded",
-        "recovered",
-        "cooldown_held",
-        "probe_silent",
-        "metric_veto",
-        "metric_cleared",
-        "endpoints",
-        "override_set",
-        "override_cleared",
-    ];
 }
 
 impl fmt::Display for Cause {

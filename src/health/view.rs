@@ -68,15 +68,10 @@ impl HealthView {
         }
     }
 
+    /// Sets a region's state, keeping its TTL cap.
     pub fn set(&mut self, id: u32, state: Effective) {
-        let i = id as usize;
-        if self.regions.len() <= i {
-            self.regions.resize(i + 1, None);
-        }
-        if let Some(slot) = self.regions.get_mut(i) {
-            let ttl_cap = slot.and_then(|r| r.ttl_cap);
-            *slot = Some(RegionHealth { state, ttl_cap });
-        }
+        let ttl_cap = self.ttl_cap(id);
+        self.put(id, RegionHealth { state, ttl_cap });
     }
 }
 
