@@ -205,7 +205,7 @@ pub fn explain(
                 Rtype::A
             };
             let d = decide::decide(set, &health, p, qt, client_addr);
-            let list = set.list(d.list);
+            let (list, _) = decide::order(set, &p.route, client_addr);
             explanation.policy = Some(PolicyInfo {
                 name: p.display.clone(),
                 file: p.file.display().to_string(),

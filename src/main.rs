@@ -195,20 +195,28 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
             }
             let cs = &snap.compile_stats;
             if !snap.policies.policies.is_empty() {
+                let kinds: Vec<String> = cs
+                    .kinds
+                    .iter()
+                    .filter(|(_, n)| *n > 0)
+                    .map(|(k, n)| format!("{n} {}", k.name()))
+                    .collect();
                 println!(
-                    "compiled {} policies as {} distinct routes in {:.2} s: {} KiB",
+                    "compiled {} policies as {} distinct routes ({}) in {:.2} s: {} KiB",
                     snap.policies.policies.len(),
                     cs.shapes,
+                    kinds.join(", "),
                     cs.time.as_secs_f64(),
                     cs.bytes.div_ceil(1024)
                 );
             }
             if !snap.geo.database.is_empty() {
                 println!(
-                    "geoip {}: {} networks, {} client classes",
+                    "geoip {}: {} networks, {} client classes in {} areas",
                     snap.geo.database,
                     snap.geo.networks,
-                    snap.geo.classes.len()
+                    snap.geo.classes.len(),
+                    snap.policies.classes.representatives.len()
                 );
             }
             println!(

@@ -178,15 +178,24 @@ impl GeoTable {
 #[derive(Default)]
 struct Interner {
     classes: Vec<Class>,
-    ids: HashMap<Class, u32>,
+    ids: HashMap<Class, u32, foldhash::fast::RandomState>,
+    /// The last class interned: neighbouring pieces are often of one class.
+    last: Option<(Class, u32)>,
 }
 
 impl Interner {
     fn id(&mut self, class: Class) -> u32 {
-        *self.ids.entry(class).or_insert_with(|| {
+        if let Some((c, id)) = self.last
+            && c == class
+        {
+            return id;
+        }
+        let id = *self.ids.entry(class).or_insert_with(|| {
             self.classes.push(class);
             (self.classes.len() - 1) as u32
-        })
+        });
+        self.last = Some((class, id));
+        id
     }
 }
 

@@ -16,6 +16,7 @@ use ipnet::IpNet;
 use maxminddb::{Reader, WithinOptions};
 use serde::Deserialize;
 
+use super::location::LocationKey;
 use super::{Location, Networks, country, two};
 
 #[derive(Deserialize, Default)]
@@ -185,8 +186,9 @@ pub fn read(path: &Path) -> Result<Contents, DbError> {
     let database_type = reader.metadata().database_type.clone();
     let build_epoch = reader.metadata().build_epoch;
     // Data offset → location id; identical locations from different records share an id.
-    let mut cache: HashMap<usize, Option<u32>> = HashMap::new();
-    let mut ids: HashMap<String, u32> = HashMap::new();
+    // Keys from the file, not from the network: foldhash (5.8 M look-ups in a city file).
+    let mut cache: HashMap<usize, Option<u32>, foldhash::fast::RandomState> = HashMap::default();
+    let mut ids: HashMap<LocationKey, u32, foldhash::fast::RandomState> = HashMap::default();
     let mut locations: Vec<Location> = Vec::new();
     let mut networks = Networks::default();
     let mut unknown = Vec::new();
@@ -198,15 +200,14 @@ pub fn read(path: &Path) -> Result<Contents, DbError> {
         let item = item.map_err(|e| DbError::Format(e.to_string()))?;
         let net = item.network().map_err(|e| DbError::Format(e.to_string()))?;
         let location = match item.offset() {
-            Some(off) if cache.contains_key(&off) => cache.get(&off).copied().flatten(),
+            Some(off) if let Some(&id) = cache.get(&off) => id,
             off => {
                 let rec: Record<'_> = item
                     .decode()
                     .map_err(|e| DbError::Format(e.to_string()))?
                     .unwrap_or_default();
                 let id = to_location(&rec, &mut unknown).map(|loc| {
-                    let key = format!("{loc:?}");
-                    *ids.entry(key).or_insert_with(|| {
+                    *ids.entry(loc.key()).or_insert_with(|| {
                         locations.push(loc);
                         (locations.len() - 1) as u32
                     })

@@ -13,7 +13,7 @@ pub struct Location {
     pub point: Option<(f64, f64)>,
 }
 
-pub(super) type LocationKey = (
+pub(crate) type LocationKey = (
     Option<[u8; 2]>,
     Option<[u8; 2]>,
     Option<Box<str>>,
@@ -82,4 +82,22 @@ pub fn distance_km(a: (f64, f64), b: (f64, f64)) -> f64 {
     let h = ((lat2 - lat1) / 2.0).sin().powi(2)
         + lat1.cos() * lat2.cos() * ((lon2 - lon1) / 2.0).sin().powi(2);
     2.0 * 6371.0 * h.sqrt().min(1.0).asin()
+}
+
+/// A point as a vector on the unit sphere. Ordering regions by `closeness` to a client's
+/// vector is ordering them by great-circle distance (the dot product is the cosine of the
+/// central angle), without a trigonometric call per comparison: the query path ranks a
+/// policy's few regions this way, and load-time ranking uses the same function so that
+/// both give the same order, ties included.
+pub type Unit = [f64; 3];
+
+pub fn unit(point: (f64, f64)) -> Unit {
+    let (lat, lon) = (point.0.to_radians(), point.1.to_radians());
+    [lat.cos() * lon.cos(), lat.cos() * lon.sin(), lat.sin()]
+}
+
+/// Larger is nearer (see [`Unit`]).
+#[inline]
+pub fn closeness(a: &Unit, b: &Unit) -> f64 {
+    a[0] * b[0] + a[1] * b[1] + a[2] * b[2]
 }

@@ -19,8 +19,8 @@ mod location;
 mod range;
 
 pub use compile::{Class, GeoTable, Networks};
-pub use location::{CONTINENTS, Location, country, distance_km, two};
-pub use range::{Key, RangeTable, scope_within};
+pub use location::{CONTINENTS, Location, Unit, closeness, country, distance_km, two, unit};
+pub use range::{Found, Key, RangeTable, scope_within};
 
 use std::net::IpAddr;
 

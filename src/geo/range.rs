@@ -70,6 +70,13 @@ impl Key for u128 {
     }
 }
 
+/// A range `RangeTable::find` landed on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Found {
+    index: usize,
+    pub value: u32,
+}
+
 /// Contiguous ranges covering a whole address family: entry `i` is (first address,
 /// value), and its range runs to the next entry's start - 1.
 ///
@@ -123,20 +130,13 @@ impl<K: Key> RangeTable<K> {
 
     /// The value for `addr` and the range it lies in.
     pub fn lookup(&self, addr: u128) -> Option<(u32, u128, u128)> {
-        self.lookup_mapped(addr, 0, |v| v)
+        let found = self.find(addr)?;
+        let (lo, hi) = self.widen(found, 0, |_| false);
+        Some((found.value, lo, hi))
     }
 
-    /// As `lookup`, with values mapped through `f` and the range widened over up to
-    /// `reach` neighbours on each side that map to the same value: the ECS scope of an
-    /// answer can then span neighbouring networks that get the same answer (as a
-    /// per-policy merged table would give) without a table per policy. Past `reach` the
-    /// range is narrower than it could be, never wrong.
-    pub fn lookup_mapped(
-        &self,
-        addr: u128,
-        reach: usize,
-        f: impl Fn(u32) -> u32,
-    ) -> Option<(u32, u128, u128)> {
+    /// The range `addr` lies in: its position and value (see `widen` for its extent).
+    pub fn find(&self, addr: u128) -> Option<Found> {
         let key = K::from_bits(addr);
         let b = Self::bucket(key);
         let (lo, hi) = match (self.buckets.get(b), self.buckets.get(b + 1)) {
@@ -146,24 +146,34 @@ impl<K: Key> RangeTable<K> {
         // The containing range is the last one starting at or before `addr`: inside this
         // block, or the one that began in an earlier block.
         let within = self.entries.get(lo..hi)?.partition_point(|e| e.0 <= key);
-        let i = (lo + within).checked_sub(1)?;
-        let v = f(self.entries.get(i)?.1);
-        let same = |j: usize| self.entries.get(j).is_some_and(|e| f(e.1) == v);
+        let index = (lo + within).checked_sub(1)?;
+        let value = self.entries.get(index)?.1;
+        Some(Found { index, value })
+    }
+
+    /// The addresses of a found range, widened over up to `reach` neighbours on each side
+    /// whose values `same` accepts: the ECS scope of an answer can then span neighbouring
+    /// networks that get the same answer (as a per-policy merged table would give)
+    /// without a table per policy. Past `reach` the range is narrower than it could be,
+    /// never wrong.
+    pub fn widen(&self, found: Found, reach: usize, same: impl Fn(u32) -> bool) -> (u128, u128) {
+        let i = found.index;
+        let ok = |j: usize| self.entries.get(j).is_some_and(|e| same(e.1));
         let mut first = i;
-        while first > 0 && i - first < reach && same(first - 1) {
+        while first > 0 && i - first < reach && ok(first - 1) {
             first -= 1;
         }
         let mut last = i;
-        while last - i < reach && same(last + 1) {
+        while last - i < reach && ok(last + 1) {
             last += 1;
         }
-        let lo = self.entries.get(first)?.0.bits();
+        let lo = self.entries.get(first).map_or(0, |e| e.0.bits());
         let hi = self
             .entries
             .get(last + 1)
             .map(|n| n.0.bits() - 1)
             .unwrap_or_else(Self::max);
-        Some((v, lo, hi))
+        (lo, hi)
     }
 
     /// Loads the cache lines that lookups of `addrs` will read: first every address's

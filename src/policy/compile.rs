@@ -9,7 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::route::{Head, Route};
+use super::classes::ClassView;
+use super::route::{Entries, Head, Kind, NEAREST_MAX, Route};
 use super::{Method, Policy, PolicySet};
 use crate::diag::Diagnostic;
 use crate::geo::{self, Class, GeoTable, Location};
@@ -118,22 +119,15 @@ fn geo_rule_list(
 
 /// Orders the policy's regions for one client class.
 pub fn rank(set: &PolicySet, geo: &GeoTable, policy: &Policy, class: &Class) -> Ranking {
-    let point = geo.class_location(class).and_then(|l| l.point);
-    let distance = |r: u16| {
-        let region = set.regions.get(usize::from(r))?;
-        point.map(|p| geo::distance_km(p, region.point))
-    };
-    rank_with(set, geo, policy, class, &distance, true)
+    rank_with(set, geo, policy, class, true)
 }
 
-/// `rank` with distances from `distance` (a table at compile time) and, when `explain`
-/// is false, without the notes.
+/// `rank`, without the notes when `explain` is false.
 fn rank_with(
     set: &PolicySet,
     geo: &GeoTable,
     policy: &Policy,
     class: &Class,
-    distance: &dyn Fn(u16) -> Option<f64>,
     explain: bool,
 ) -> Ranking {
     let loc = geo.class_location(class);
@@ -148,10 +142,14 @@ fn rank_with(
         .candidates
         .iter()
         .filter_map(|&r| {
-            set.regions.get(usize::from(r))?;
-            let distance_km = distance(r);
-            // Only latency ranking and explanations read the RTT.
-            let measured = if explain || matches!(policy.method, Method::Latency) {
+            let region = set.regions.get(usize::from(r))?;
+            // Only latency ranking and explanations read distances and RTTs (nearest
+            // compares unit vectors): a compile ranks 100 000 classes.
+            let rtts = explain || matches!(policy.method, Method::Latency);
+            let distance_km = point
+                .filter(|_| rtts)
+                .map(|p| geo::distance_km(p, region.point));
+            let measured = if rtts {
                 measured_rtt(set, geo, class, loc, r)
             } else {
                 None
@@ -166,19 +164,26 @@ fn rank_with(
             })
         })
         .collect();
-    let by = |key: fn(&Candidate) -> Option<f64>, cands: &mut Vec<Candidate>| {
-        // Stable: ties keep the operator's order.
+    // Nearest first by the one ordering function the query path uses as well
+    // (`classes::nearest`: a dot product of unit vectors, stable), so that the load-time
+    // tables, the per-query ranking and `meridian query` agree, ties included.
+    let by_distance = |cands: &mut Vec<Candidate>, p: (f64, f64)| {
+        let u = geo::unit(p);
+        let key = |c: &Candidate| {
+            set.regions
+                .get(usize::from(c.region))
+                .map_or(f64::NEG_INFINITY, |r| geo::closeness(&u, &r.unit))
+        };
         cands.sort_by(|a, b| {
-            key(a)
-                .unwrap_or(f64::INFINITY)
-                .partial_cmp(&key(b).unwrap_or(f64::INFINITY))
+            key(b)
+                .partial_cmp(&key(a))
                 .unwrap_or(std::cmp::Ordering::Equal)
         });
     };
     let mut order: Vec<u16> = match &policy.method {
         Method::Nearest => {
-            if point.is_some() {
-                by(|c| c.distance_km, &mut candidates);
+            if let Some(p) = point {
+                by_distance(&mut candidates, p);
                 note(&|| "nearest by great-circle distance".into());
             } else {
                 note(&|| "client location unknown: policy order".into());
@@ -186,10 +191,22 @@ fn rank_with(
             candidates.iter().map(|c| c.region).collect()
         }
         Method::Latency => {
-            if candidates.iter().any(|c| c.rtt_ms.is_some()) {
-                by(|c| c.rtt_ms, &mut candidates);
+            if candidates.iter().any(|c| c.measured) {
+                // Stable: ties keep the operator's order.
+                candidates.sort_by(|a, b| {
+                    a.rtt_ms
+                        .unwrap_or(f64::INFINITY)
+                        .partial_cmp(&b.rtt_ms.unwrap_or(f64::INFINITY))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
                 note(&|| {
                     "lowest round-trip time (measured where the table has it, else estimated from distance)".into()
+                });
+            } else if let Some(p) = point {
+                // Every estimate grows with distance alone: the nearest order.
+                by_distance(&mut candidates, p);
+                note(&|| {
+                    "lowest round-trip time, estimated from distance (no measured value for this client)".into()
                 });
             } else {
                 note(&|| "no latency data or location: policy order".into());
@@ -243,35 +260,195 @@ fn rank_with(
 }
 
 /// What compiling cost, for `meridian check`.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CompileStats {
     pub time: std::time::Duration,
     /// Distinct policy shapes, each compiled once and shared by its policies.
     pub shapes: usize,
-    /// Memory of the compiled routes and lists.
+    /// Memory of the compiled routes, their lists and the shared class view.
     pub bytes: usize,
+    /// Distinct shapes by route kind.
+    pub kinds: [(Kind, usize); 4],
+}
+
+impl Default for CompileStats {
+    fn default() -> Self {
+        CompileStats {
+            time: std::time::Duration::ZERO,
+            shapes: 0,
+            bytes: 0,
+            kinds: [Kind::Nearest, Kind::Area, Kind::One, Kind::Class].map(|k| (k, 0)),
+        }
+    }
 }
 
 /// How far the ECS scope may widen over neighbouring networks with the same answer (see
-/// `RangeTable::lookup_mapped`): a few cache lines at most on the query path.
+/// `RangeTable::widen`): a few cache lines at most on the query path.
 pub const SCOPE_REACH: usize = 16;
 
-fn intern(ids: &mut HashMap<Box<[u16]>, u32>, store: &mut Vec<Box<[u16]>>, order: Vec<u16>) -> u32 {
-    if let Some(&id) = ids.get(order.as_slice()) {
-        return id;
-    }
-    let order = order.into_boxed_slice();
-    store.push(order.clone());
-    let id = (store.len() - 1) as u32;
-    ids.insert(order, id);
-    id
+/// A route's lists while it is built: each distinct list once, numbered in first use.
+#[derive(Default)]
+struct Lists {
+    ids: HashMap<Vec<u16>, u32>,
+    store: Vec<Vec<u16>>,
 }
 
-/// Ranks every policy for every client class and packs the results into one [`Route`]
-/// per policy (identical routes shared). Every policy shares the one class table of the
-/// GeoIP data, so the memory is one small array per policy (a byte per class, plus its
-/// lists) rather than a range table per policy, and 10 000 policies compile in well
-/// under a second.
+impl Lists {
+    fn add(&mut self, order: Vec<u16>) -> u32 {
+        if let Some(&id) = self.ids.get(&order) {
+            return id;
+        }
+        self.store.push(order.clone());
+        let id = (self.store.len() - 1) as u32;
+        self.ids.insert(order, id);
+        id
+    }
+}
+
+/// Whether the latency table has a measured value for any of the policy's regions (then
+/// its order depends on more than the client's point).
+fn measures_any(set: &PolicySet, policy: &Policy) -> bool {
+    let has = |m: &HashMap<u16, f64>| policy.candidates.iter().any(|r| m.contains_key(r));
+    set.latency.by_cidr.iter().any(|(_, m)| has(m))
+        || set.latency.by_country.values().any(has)
+        || set.latency.by_continent.values().any(has)
+}
+
+/// The cheapest route kind that gives every client exactly `rank`'s order.
+fn kind_for(set: &PolicySet, policy: &Policy) -> Kind {
+    let few = policy.candidates.len() <= NEAREST_MAX;
+    match &policy.method {
+        Method::Nearest if few => Kind::Nearest,
+        Method::Latency if few && !measures_any(set, policy) => Kind::Nearest,
+        Method::Nearest | Method::Latency => Kind::Class,
+        Method::Geo { .. } | Method::Weighted | Method::Failover => Kind::Area,
+    }
+}
+
+/// Ranks one policy shape and packs its route.
+fn build(
+    set: &PolicySet,
+    geo: &GeoTable,
+    view: &ClassView,
+    policy: &Policy,
+    head: Head,
+) -> Option<Route> {
+    let mut lists = Lists::default();
+    let unknown_class = Class {
+        location: None,
+        overlay: None,
+    };
+    let no_client = lists.add(rank(set, geo, policy, &unknown_class).order);
+    let order_of = |class: &Class| rank_with(set, geo, policy, class, false).order;
+    let area_classes =
+        || (0..view.representatives.len() as u32).map(|a| view.representative(geo, a));
+    let refs = |lists: &Lists| -> Vec<Vec<u16>> { lists.store.clone() };
+    match kind_for(set, policy) {
+        Kind::Nearest => {
+            // Residency keeps a subset of the candidates per area: a mask over their slots.
+            let masks: Vec<u16> = if policy.residency.is_empty() {
+                Vec::new()
+            } else {
+                area_classes()
+                    .map(|class| {
+                        let kept = class.map(order_of).unwrap_or_default();
+                        policy
+                            .candidates
+                            .iter()
+                            .enumerate()
+                            .filter(|(_, r)| kept.contains(r))
+                            .fold(0u16, |m, (i, _)| m | (1 << i))
+                    })
+                    .collect()
+            };
+            let store = refs(&lists);
+            let l: Vec<&[u16]> = store.iter().map(|l| &l[..]).collect();
+            Route::try_new(
+                head,
+                &policy.candidates,
+                Entries::Nearest(&masks),
+                no_client,
+                &l,
+            )
+        }
+        Kind::Area | Kind::One => {
+            let by_area: Vec<u32> = area_classes()
+                .map(|class| lists.add(class.map(order_of).unwrap_or_default()))
+                .collect();
+            let store = refs(&lists);
+            let l: Vec<&[u16]> = store.iter().map(|l| &l[..]).collect();
+            match by_area.split_first() {
+                Some((&first, rest)) if rest.iter().all(|&x| x == first) => {
+                    Route::try_new(head, &policy.candidates, Entries::One(first), no_client, &l)
+                }
+                _ => Route::try_new(
+                    head,
+                    &policy.candidates,
+                    Entries::ByArea(&by_area),
+                    no_client,
+                    &l,
+                ),
+            }
+        }
+        Kind::Class => {
+            // Classes differ by overlay and location; the order by point and area only.
+            let mut projection: HashMap<([u64; 3], u32), u32> = HashMap::new();
+            let mut distinct: Vec<u32> = Vec::new();
+            let by_class: Vec<u32> = (0..geo.classes.len() as u32)
+                .map(|c| {
+                    let u = view.unit(c);
+                    let key = (u.map(f64::to_bits), view.area(c).unwrap_or(u32::MAX));
+                    *projection.entry(key).or_insert_with(|| {
+                        distinct.push(c);
+                        (distinct.len() - 1) as u32
+                    })
+                })
+                .collect();
+            let orders = rank_parallel(&distinct, &|c| {
+                geo.class(c).map(order_of).unwrap_or_default()
+            });
+            let ids: Vec<u32> = orders.into_iter().map(|o| lists.add(o)).collect();
+            let entries: Vec<u32> = by_class
+                .iter()
+                .map(|&d| ids.get(d as usize).copied().unwrap_or(no_client))
+                .collect();
+            let store = refs(&lists);
+            let l: Vec<&[u16]> = store.iter().map(|l| &l[..]).collect();
+            Route::try_new(
+                head,
+                &policy.candidates,
+                Entries::ByClass(&entries),
+                no_client,
+                &l,
+            )
+        }
+    }
+}
+
+/// `rank` over many classes on every core: a policy over a hundred regions on a
+/// city-level database ranks ~100 000 locations.
+fn rank_parallel(classes: &[u32], order_of: &(dyn Fn(u32) -> Vec<u16> + Sync)) -> Vec<Vec<u16>> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if threads < 2 || classes.len() < 4096 {
+        return classes.iter().map(|&c| order_of(c)).collect();
+    }
+    let chunk = classes.len().div_ceil(threads);
+    std::thread::scope(|s| {
+        let parts: Vec<_> = classes
+            .chunks(chunk)
+            .map(|part| s.spawn(move || part.iter().map(|&c| order_of(c)).collect::<Vec<_>>()))
+            .collect();
+        parts
+            .into_iter()
+            .flat_map(|h| h.join().unwrap_or_default())
+            .collect()
+    })
+}
+
+/// Ranks every policy and packs the results into one [`Route`] per policy shape, shared
+/// by the policies of that shape, of the kind that keeps the least (see `route`): for
+/// most policies no per-class data at all, so memory and time grow with the policies and
+/// their areas, not with policies × client classes.
 ///
 /// An error means a route could not be packed (a count past its field's width, which
 /// `validate` rules out): a logic bug reported as a load error rather than a policy that
@@ -279,26 +456,7 @@ fn intern(ids: &mut HashMap<Box<[u16]>, u32>, store: &mut Vec<Box<[u16]>>, order
 pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<CompileStats, Diagnostic> {
     let started = std::time::Instant::now();
     let mut stats = CompileStats::default();
-    // Distances from every class to every region, once: the rankings read them.
-    let distances: Vec<Option<Box<[f64]>>> = geo
-        .classes
-        .iter()
-        .map(|class| {
-            let point = geo.class_location(class)?.point?;
-            Some(
-                set.regions
-                    .iter()
-                    .map(|r| geo::distance_km(point, r.point))
-                    .collect(),
-            )
-        })
-        .collect();
-    let unknown_class = Class {
-        location: None,
-        overlay: None,
-    };
-    let mut lists: HashMap<Box<[u16]>, u32> = HashMap::new();
-    let mut list_store: Vec<Box<[u16]>> = Vec::new();
+    let view = ClassView::build(set, geo);
     // Policies with the same shape (method, candidates, residency rules) rank every class
     // alike: the ranking and its allocation are made once per shape and shared.
     let mut shapes: HashMap<String, Route> = HashMap::new();
@@ -321,57 +479,27 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<CompileStats, Diag
             assigned.push(shared.with_head(head));
             continue;
         }
-        // The route holds the lists this policy uses, numbered locally (first use first).
-        let mut ids: Vec<u32> = Vec::new();
-        let mut local_of: HashMap<u32, u32> = HashMap::new();
-        let mut local = |id: u32| {
-            *local_of.entry(id).or_insert_with(|| {
-                ids.push(id);
-                (ids.len() - 1) as u32
-            })
-        };
-        let classes: Vec<u32> = geo
-            .classes
-            .iter()
-            .zip(&distances)
-            .map(|(class, dist)| {
-                let distance = |r: u16| dist.as_ref()?.get(usize::from(r)).copied();
-                local(intern(
-                    &mut lists,
-                    &mut list_store,
-                    rank_with(set, geo, policy, class, &distance, false).order,
-                ))
-            })
-            .collect();
-        let no_client = local(intern(
-            &mut lists,
-            &mut list_store,
-            rank(set, geo, policy, &unknown_class).order,
-        ));
-        let lists: Vec<&[u16]> = ids
-            .iter()
-            .map(|&id| list_store.get(id as usize).map_or(&[][..], |l| &l[..]))
-            .collect();
-        let route = Route::try_new(head, &policy.candidates, &classes, no_client, &lists, &ids)
-            .ok_or_else(|| {
-                Diagnostic::new(
-                    &policy.file,
-                    policy.line,
-                    "internal error: the policy's compiled route does not fit its layout",
-                )
-            })?;
+        let route = build(set, geo, &view, policy, head).ok_or_else(|| {
+            Diagnostic::new(
+                &policy.file,
+                policy.line,
+                "internal error: the policy's compiled route does not fit its layout",
+            )
+        })?;
         shapes.insert(shape, route.clone());
         assigned.push(route);
     }
     stats.shapes = shapes.len();
     stats.bytes = shapes.values().map(Route::size).sum::<usize>()
-        + list_store.iter().map(|l| l.len() * 2).sum::<usize>()
+        + view.bytes()
         + assigned.len() * std::mem::size_of::<Route>();
+    stats.kinds = [Kind::Nearest, Kind::Area, Kind::One, Kind::Class]
+        .map(|k| (k, shapes.values().filter(|r| r.kind() == k).count()));
     set.routes = assigned.clone();
     for (p, route) in set.policies.iter_mut().zip(assigned) {
         p.route = route;
     }
-    set.lists = list_store;
+    set.classes = view;
     set.classes_v4 = geo.v4.clone();
     set.classes_v6 = geo.v6.clone();
     stats.time = started.elapsed();

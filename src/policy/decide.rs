@@ -4,7 +4,9 @@
 
 use std::net::IpAddr;
 
+use super::classes;
 use super::compile::SCOPE_REACH;
+use super::route::{Kind, List, NEAREST_MAX};
 use super::{MAX_ANSWERS, Policy, PolicySet, Route};
 use crate::geo::{self, Family};
 use crate::health::Effective;
@@ -39,8 +41,6 @@ pub struct Decision {
     pub fail_open_cname: bool,
     /// ECS SCOPE PREFIX-LENGTH for the response (RFC 7871 7.2.1).
     pub scope: u8,
-    /// The ordered list the decision walked (index into `PolicySet::lists`).
-    pub list: u32,
 }
 
 impl Decision {
@@ -196,26 +196,8 @@ pub fn decide_route(
     qtype: Rtype,
     client: Option<IpAddr>,
 ) -> Decision {
-    let (at, mut scope, bits) = match client.map(geo::addr_bits) {
-        Some((fam, bits)) => {
-            // Neighbours are compared by list position: the class entries alone, no list
-            // is read until the range is known.
-            let f = |class: u32| route.class_list(class).unwrap_or(u32::MAX);
-            let (found, width) = match fam {
-                Family::V4 => (set.classes_v4.lookup_mapped(bits, SCOPE_REACH, f), 32),
-                Family::V6 => (set.classes_v6.lookup_mapped(bits, SCOPE_REACH, f), 128),
-            };
-            match found {
-                Some((v, lo, hi)) if v != u32::MAX => {
-                    (v, geo::scope_within(width, bits, lo, hi), Some((fam, bits)))
-                }
-                _ => (route.no_client(), 0, None),
-            }
-        }
-        None => (route.no_client(), 0, None),
-    };
-    let base = route.list(at);
-    let list = base.id;
+    let mut computed = [0u16; 2 * NEAREST_MAX];
+    let (base, mut scope, bits) = resolve(set, route, client, &mut computed);
     let mut buf = [(0u16, 0u16); 64];
     let weighted_n = match (route.weighted(), bits) {
         (true, Some((fam, bits))) => {
@@ -265,7 +247,6 @@ pub fn decide_route(
             },
             fail_open_cname: false,
             scope,
-            list,
         };
     }
     // Nothing healthy. Fail-open needs the regions as if all were up; the caller applies
@@ -287,6 +268,90 @@ pub fn decide_route(
         },
         fail_open_cname: taken.cname,
         scope,
-        list,
     }
+}
+
+/// The ordered list `route` gives `client`, with the ECS scope over which every client
+/// gets that same list, and the client's address bits. `computed` holds the list when the
+/// route ranks per query (`Kind::Nearest`).
+fn resolve<'a>(
+    set: &PolicySet,
+    route: &'a Route,
+    client: Option<IpAddr>,
+    computed: &'a mut [u16; 2 * NEAREST_MAX],
+) -> (List<'a>, u8, Option<(Family, u128)>) {
+    let no_client = (route.list(route.no_client()), 0, None);
+    let Some((fam, bits)) = client.map(geo::addr_bits) else {
+        return no_client;
+    };
+    let found = match fam {
+        Family::V4 => set.classes_v4.find(bits),
+        Family::V6 => set.classes_v6.find(bits),
+    };
+    let Some(found) = found else {
+        return no_client;
+    };
+    let scope = |same: &dyn Fn(u32) -> bool| {
+        let (width, (lo, hi)) = match fam {
+            Family::V4 => (32, set.classes_v4.widen(found, SCOPE_REACH, same)),
+            Family::V6 => (128, set.classes_v6.widen(found, SCOPE_REACH, same)),
+        };
+        geo::scope_within(width, bits, lo, hi)
+    };
+    let view = &set.classes;
+    let class = found.value;
+    // Neighbours are compared by what decides their list (an entry, an area's entry, or
+    // the order of the candidates), never by reading their lists.
+    let by_entry = |entry: &dyn Fn(u32) -> Option<u32>| match entry(class) {
+        Some(at) => (
+            route.list(at),
+            scope(&|n| entry(n) == Some(at)),
+            Some((fam, bits)),
+        ),
+        None => (route.list(route.no_client()), 0, None),
+    };
+    match route.kind() {
+        // Every client the same list: valid for all of them.
+        Kind::One => (route.list(route.one()), 0, Some((fam, bits))),
+        Kind::Class => by_entry(&|c| route.entry(c)),
+        Kind::Area => by_entry(&|c| view.area(c).and_then(|a| route.entry(a))),
+        Kind::Nearest => {
+            // Without residency there are no entries: every candidate.
+            let mask_of = |c: u32| {
+                view.area(c)
+                    .and_then(|a| route.entry(a))
+                    .unwrap_or(u32::MAX)
+            };
+            let mask = mask_of(class);
+            let mut items = [(0u16, 0u16); NEAREST_MAX];
+            let mut n = 0;
+            for (slot, &r) in route.candidates().iter().enumerate().take(NEAREST_MAX) {
+                if mask & (1 << slot) != 0
+                    && let Some(item) = items.get_mut(n)
+                {
+                    *item = (r, slot as u16);
+                    n += 1;
+                }
+            }
+            let items = items.get_mut(..n).unwrap_or_default();
+            classes::nearest(view, view.unit(class), items);
+            let items = &*items;
+            let scope = scope(&|c| {
+                mask_of(c) == mask && classes::is_nearest_order(view, view.unit(c), items)
+            });
+            for (pair, &(r, slot)) in computed.chunks_exact_mut(2).zip(items) {
+                pair.copy_from_slice(&[r, slot]);
+            }
+            let pairs = computed.get(..2 * n).unwrap_or_default();
+            (List::from_pairs(pairs), scope, Some((fam, bits)))
+        }
+    }
+}
+
+/// The ordered regions `route` gives `client` and the ECS scope: what a decision walks
+/// (for explanations and tests; the query path uses `decide`).
+pub fn order(set: &PolicySet, route: &Route, client: Option<IpAddr>) -> (Vec<u16>, u8) {
+    let mut computed = [0u16; 2 * NEAREST_MAX];
+    let (list, scope, _) = resolve(set, route, client, &mut computed);
+    (list.regions(), scope)
 }

@@ -9,6 +9,7 @@
 //!  query: decide(set, health, policy, qtype, client) → Decision (pure, no allocation)
 //! ```
 
+pub mod classes;
 pub mod compile;
 pub mod decide;
 pub mod latency;

@@ -8,8 +8,9 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use super::classes::ClassView;
 use super::latency::Latency;
-use super::route::Route;
+use super::route::{Kind, Route};
 use crate::geo::{self, RangeTable};
 use crate::health::{Endpoint, MinUp, Thresholds};
 use crate::iana::Rtype;
@@ -52,6 +53,8 @@ impl AddressRdata {
 pub struct Region {
     pub name: String,
     pub point: (f64, f64),
+    /// `point` on the unit sphere (`geo::Unit`): what nearest ranking compares.
+    pub unit: crate::geo::Unit,
     pub a: Vec<Ipv4Addr>,
     pub aaaa: Vec<Ipv6Addr>,
     /// `a` and `aaaa` as answered.
@@ -159,8 +162,8 @@ pub struct PolicySet {
     pub regions: Vec<Region>,
     pub policies: Vec<Policy>,
     pub latency: Latency,
-    /// Interned ordered region lists (`Decision::list` indexes them).
-    pub lists: Vec<Box<[u16]>>,
+    /// What the routes see of each client class (points and areas), shared.
+    pub classes: ClassView,
     /// Each policy's route, by policy index: the query path reads these and not the
     /// policies, 16 bytes each instead of a policy's cache lines.
     pub routes: Vec<Route>,
@@ -204,8 +207,25 @@ impl PolicySet {
                 geo::Family::V4 => self.classes_v4.lookup(bits),
                 geo::Family::V6 => self.classes_v6.lookup(bits),
             };
-            if let Some(at) = class.and_then(|(c, ..)| route.class_list(c)) {
-                sink ^= route.list(at).id;
+            let Some((class, ..)) = class else {
+                continue;
+            };
+            // The line each kind reads next: its entry (and list), or the class's point.
+            let entry = match route.kind() {
+                Kind::Class => route.entry(class),
+                Kind::Area => self.classes.area(class).and_then(|a| route.entry(a)),
+                Kind::One => Some(route.one()),
+                Kind::Nearest => {
+                    sink ^= self.classes.unit(class)[0].to_bits() as u32;
+                    None
+                }
+            };
+            if let Some(at) = entry {
+                sink ^= route
+                    .list(at)
+                    .iter()
+                    .next()
+                    .map_or(0, |(r, _)| u32::from(r));
             }
         }
         std::hint::black_box(sink);
@@ -216,13 +236,6 @@ impl PolicySet {
             .iter()
             .position(|r| r.name == name)
             .map(|i| i as u16)
-    }
-
-    pub fn list(&self, id: u32) -> &[u16] {
-        self.lists
-            .get(id as usize)
-            .map(|l| &l[..])
-            .unwrap_or_default()
     }
 
     /// Every overlay CIDR the geo table must split at.

@@ -103,8 +103,12 @@ fn ask(
     }
     let client: Option<IpAddr> = (!client.is_empty()).then(|| client.parse().unwrap());
     let d = decide(&w.set, &health, &w.set.policies[policy], qtype, client);
+    let (list, scope) = crate::policy::decide::order(&w.set, &w.set.policies[policy].route, client);
+    if !w.set.policies[policy].route.weighted() {
+        assert_eq!(scope, d.scope, "order and decide agree on the scope");
+    }
     (
-        names(&w.set, w.set.list(d.list)),
+        names(&w.set, &list),
         names(&w.set, d.chosen()),
         d.scope,
         d.outcome,
@@ -428,11 +432,12 @@ policies:
     );
 }
 
-/// The shared class table with per-policy class → list arrays must give, for every
-/// client, exactly the ranking of its class, and an ECS scope over which no address gets
-/// a different list (RFC 7871 7.2.1: the answer must hold for the whole scope).
+/// Every route kind must give, for every client, exactly the ranking of its class, and an
+/// ECS scope over which no address gets a different list (RFC 7871 7.2.1: the answer must
+/// hold for the whole scope). City-like data: every network its own point, so nearest
+/// orders change inside a country.
 #[test]
-fn shared_class_tables_agree_with_ranking_and_scopes_hold() {
+fn every_route_kind_agrees_with_ranking_and_scopes_hold() {
     let mut seed = 0x5eed_u64;
     let mut next = move || {
         seed = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
@@ -444,49 +449,100 @@ fn shared_class_tables_agree_with_ranking_and_scopes_hold() {
     let countries = [
         "US", "IE", "DE", "IN", "GB", "JP", "BR", "ZA", "AU", "FR", "AE",
     ];
-    // 3000 adjacent networks of random sizes and countries across 10.0.0.0/8 and beyond.
+    // 3000 adjacent networks of random sizes, countries and points (a few points repeat,
+    // as a city's do) across 10.0.0.0/8 and beyond.
     let mut nets = Vec::new();
     let mut at: u32 = 0x0A00_0000;
+    let mut points: Vec<(f64, f64)> = Vec::new();
     for _ in 0..3000 {
         let prefix = 18 + (next() % 7) as u8;
         let size = 1u32 << (32 - prefix);
         at = at.div_ceil(size) * size;
         let cc = countries[(next() % countries.len() as u64) as usize];
+        let mut l = loc(cc);
+        let point = match points.get((next() % 4000) as usize) {
+            Some(&p) => p,
+            None => {
+                let p = (
+                    (next() % 1600) as f64 / 10.0 - 80.0,
+                    (next() % 3600) as f64 / 10.0 - 180.0,
+                );
+                points.push(p);
+                p
+            }
+        };
+        l.point = Some(point);
         nets.push((
             IpNet::new(std::net::Ipv4Addr::from(at).into(), prefix).unwrap(),
-            loc(cc),
+            l,
         ));
         at += size * (1 + (next() % 2) as u32);
     }
+    let mut regions = String::from("regions:\n");
+    for i in 0..20 {
+        let jurisdiction = if i % 3 == 0 { "eu" } else { "us" };
+        regions.push_str(&format!(
+            "  - {{ name: r{i}, location: {{ lat: {}, lon: {} }}, a: [192.0.2.{}], labels: {{ jurisdiction: {jurisdiction} }} }}\n",
+            (next() % 1400) as f64 / 10.0 - 70.0,
+            (next() % 3600) as f64 / 10.0 - 180.0,
+            i + 1
+        ));
+    }
+    let all: Vec<String> = (0..20).map(|i| format!("r{i}")).collect();
     let policies = [
-        "  - { name: a.example.com, method: nearest }",
-        "  - { name: b.example.com, method: nearest, regions: [ap-south, eu-west] }",
-        "  - { name: c.example.com, method: latency, regions: [us-east, ap-south] }",
-        "  - { name: d.example.com, method: nearest, answers: 2, regions: [eu-west, us-east, ap-south], residency: [ { clients: { countries: [EU] }, regions: { jurisdiction: eu } } ] }",
+        format!("  - {{ name: a.example.com, method: nearest, regions: [{}] }}", all.join(", ")),
+        "  - { name: b.example.com, method: nearest, regions: [r4, r1, r9] }".into(),
+        "  - { name: c.example.com, method: latency, regions: [r2, r5, r7, r11, r13] }".into(),
+        "  - { name: d.example.com, method: nearest, answers: 2, regions: [r0, r1, r2, r3, r6], residency: [ { clients: { countries: [EU] }, regions: { jurisdiction: eu } } ] }".into(),
+        "  - { name: e.example.com, method: geo, regions: [r1, r2, r3], geo: { rules: [ { countries: [IE, GB], regions: [r2, r1] }, { continents: [AS], regions: [r3] } ], default: [r1, r3] } }".into(),
+        "  - { name: f.example.com, method: failover, regions: [r5, r6] }".into(),
+        "  - { name: g.example.com, method: weighted, regions: [r0, r1, r3], residency: [ { clients: { countries: [EU] }, regions: { jurisdiction: eu } } ] }".into(),
     ]
     .join("\n");
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("p.yaml"),
-        format!("version: 1\n{REGIONS}\npolicies:\n{policies}\n"),
+        format!("version: 1\n{regions}policies:\n{policies}\n"),
     )
     .unwrap();
     let mut set = load(dir.path(), None, 5.0).unwrap_or_else(|e| panic!("{e:?}"));
     let geo = GeoTable::compile(nets, set.overlays(), None, "t".into());
     compile::compile(&mut set, &geo).unwrap();
+    use crate::policy::route::Kind;
+    let kinds: Vec<Kind> = set.policies.iter().map(|p| p.route.kind()).collect();
+    assert_eq!(
+        kinds,
+        [
+            Kind::Class,
+            Kind::Nearest,
+            Kind::Nearest,
+            Kind::Nearest,
+            Kind::Area,
+            Kind::One,
+            Kind::Area
+        ]
+    );
     let health = HealthView::default();
     let list_of = |p: usize, addr: u32| {
         let ip = IpAddr::from(std::net::Ipv4Addr::from(addr));
         let d = decide(&set, &health, &set.policies[p], A, Some(ip));
-        (set.list(d.list).to_vec(), d.scope)
+        let (list, scope) = crate::policy::decide::order(&set, &set.policies[p].route, Some(ip));
+        if !set.policies[p].route.weighted() {
+            assert_eq!(d.scope, scope, "decide and order agree");
+        }
+        (list, scope)
     };
+    let mut widened = 0;
     for p in 0..set.policies.len() {
         for _ in 0..2000 {
             let addr = 0x0A00_0000 + (next() % (at as u64 - 0x0A00_0000)) as u32;
             let (list, scope) = list_of(p, addr);
-            let (class, ..) = geo
+            let (class, lo, hi) = geo
                 .classify(crate::geo::Family::V4, u128::from(addr))
                 .unwrap();
+            if scope < crate::geo::scope_within(32, u128::from(addr), lo, hi) {
+                widened += 1;
+            }
             let ranked = compile::rank(&set, &geo, &set.policies[p], geo.class(class).unwrap());
             assert_eq!(list, ranked.order, "policy {p}, client {addr:#x}");
             let mask = if scope == 0 {
@@ -505,6 +561,10 @@ fn shared_class_tables_agree_with_ranking_and_scopes_hold() {
             }
         }
     }
+    assert!(
+        widened > 1000,
+        "scopes widen over neighbours with the same list: {widened}"
+    );
 }
 
 #[test]

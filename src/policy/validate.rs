@@ -270,6 +270,7 @@ fn region(
     (errors.len() == n).then(|| Region {
         name,
         point: (lat, lon),
+        unit: crate::geo::unit((lat, lon)),
         a: spec.a.clone(),
         aaaa: spec.aaaa.clone(),
         rdata: AddressRdata::new(&spec.a, &spec.aaaa),
