@@ -32,7 +32,8 @@ BOXES = [
 HEALTH = "127.0.1.1:18080"  # run.py serves the health endpoints on 127.0.1.1-5
 
 
-def generate(d, db, n_policies=10000, n_regions=100, n_queries=200000, seed=7):
+def generate(d, db, n_policies=10000, n_regions=100, n_queries=200000, seed=7, same=False):
+    """`same`: every policy nearest over all the regions (one shape, shared by all)."""
     rnd = random.Random(seed)
     os.makedirs(f"{d}/zones", exist_ok=True)
     os.makedirs(f"{d}/policies", exist_ok=True)
@@ -60,7 +61,10 @@ def generate(d, db, n_policies=10000, n_regions=100, n_queries=200000, seed=7):
         eu = [r for r in regions if r[5] == "eu"]
         roll = rnd.random()
         lines = [f"  - name: {name}"]
-        if roll < 0.70:
+        if same:
+            lines.append("    method: nearest")
+            subset = regions
+        elif roll < 0.70:
             lines.append("    method: nearest")
         elif roll < 0.80:
             lines.append("    method: latency")
@@ -79,12 +83,12 @@ def generate(d, db, n_policies=10000, n_regions=100, n_queries=200000, seed=7):
         else:
             lines.append("    method: failover")
         if subset is not None:
-            if rnd.random() < 0.1:
+            if not same and rnd.random() < 0.1:
                 subset.append(rnd.choice(eu))
                 lines.append("    residency:")
                 lines.append("      - { clients: { countries: [EU] }, regions: { jurisdiction: eu } }")
             lines.append(f"    regions: [{', '.join(dict.fromkeys(r[0] for r in subset))}]")
-        if rnd.random() < 0.2:
+        if not same and rnd.random() < 0.2:
             lines.append("    answers: 2")
         lines.append("    ttl: 30")
         out.extend(lines)
