@@ -141,8 +141,11 @@ def main():
         print(rows[-1], flush=True)
     g_s, g_mb = gdnsd_load(db)
     health = run.start_health_servers()
+    import gen_queries
     geo = f"{WORK}/geo.bin"
-    subprocess.run([sys.executable, f"{HERE}/gen_queries.py", "geo", db, geo, "200000", "www.bench.example"], check=True)
+    with open(geo, "wb") as f:
+        for i, addr in enumerate(gen_queries.sample_24s(db, 200000)):
+            f.write(gen_queries.query(i & 0xFFFF, "www.bench.example", (addr, 24)))
     scale_res = run.run_scale(db, args, geo)
     for s in health:
         s.shutdown()

@@ -6,6 +6,7 @@
                                      the IPv4 networks of the GeoIP database DB
   gen_queries.py static OUT N NAME.. N queries cycling over NAMEs (A), no EDNS
 """
+import os
 import random
 import struct
 import sys
@@ -31,14 +32,33 @@ def query(qid, name, ecs=None):
     return struct.pack(">H", len(msg)) + msg
 
 
+_NETS = {}
+
+
 def sample_24s(db_path, n, seed=1):
+    """`n` client /24s inside the database's public IPv4 networks, chosen by network. The
+    walk over a city database takes minutes in Python: kept per process."""
     import maxminddb  # pip install maxminddb
 
-    nets = []
-    with maxminddb.open_database(db_path) as r:
-        for net, _rec in r:
-            if net.version == 4 and not net.is_private and net.prefixlen <= 24:
-                nets.append(net)
+    import ipaddress
+    import pickle
+
+    nets = _NETS.get(db_path)
+    # And on disk, keyed by the file's size and time, for the next run.
+    st = os.stat(db_path)
+    cache = f"/tmp/meridian-nets-{os.path.basename(db_path)}-{st.st_size}-{int(st.st_mtime)}.pickle"
+    if nets is None and os.path.exists(cache):
+        with open(cache, "rb") as f:
+            nets = [ipaddress.IPv4Network(n) for n in pickle.load(f)]
+    if nets is None:
+        nets = []
+        with maxminddb.open_database(db_path) as r:
+            for net, _rec in r:
+                if net.version == 4 and not net.is_private and net.prefixlen <= 24:
+                    nets.append(net)
+        with open(cache, "wb") as f:
+            pickle.dump([str(n) for n in nets], f)
+    _NETS[db_path] = nets
     rnd = random.Random(seed)
     out = []
     for _ in range(n):

@@ -15,4 +15,5 @@ pub mod name;
 pub mod policy;
 pub mod reload;
 pub mod snapshot;
+pub mod traffic;
 pub mod zone;

@@ -72,6 +72,10 @@ struct Target {
     endpoint: Option<String>,
     #[arg(long)]
     reason: Option<String>,
+    /// Drain only this share of the region's clients (0 < F <= 1; a stable hash of the
+    /// client subnet picks which): a progressive rollout or a partial game day.
+    #[arg(long)]
+    fraction: Option<f64>,
 }
 
 #[derive(Subcommand)]
@@ -274,7 +278,11 @@ fn admin(
                 Some(e) => format!("/api/v1/regions/{}/endpoints/{e}/{verb}", t.region),
                 None => format!("/api/v1/regions/{}/{verb}", t.region),
             };
-            (true, path, Some(serde_json::json!({ "reason": t.reason })))
+            let body = match t.fraction {
+                Some(f) => serde_json::json!({ "reason": t.reason, "fraction": f }),
+                None => serde_json::json!({ "reason": t.reason }),
+            };
+            (true, path, Some(body))
         }
     };
     let run = async move {

@@ -21,6 +21,11 @@ pub struct Metrics {
     pub transitions: IntCounterVec,
     pub cooldown_remaining: GaugeVec,
     pub overrides: IntGaugeVec,
+    pub region_capacity: GaugeVec,
+    pub region_load: GaugeVec,
+    pub region_keep: GaugeVec,
+    pub region_spill: GaugeVec,
+    pub region_failback: GaugeVec,
     pub dns_queries: IntCounterVec,
     pub policies: PolicyCounterStore,
     pub reloads: IntCounterVec,
@@ -93,6 +98,41 @@ impl Metrics {
                     "Seconds before a down endpoint may recover"
                 ),
                 &["region", "endpoint"]
+            )),
+            region_capacity: reg!(GaugeVec::new(
+                Opts::new(
+                    "meridian_region_capacity",
+                    "Requests/s a region can serve (regions with a capacity only)"
+                ),
+                &["region"]
+            )),
+            region_load: reg!(GaugeVec::new(
+                Opts::new(
+                    "meridian_region_load",
+                    "Requests/s the traffic split sends a region; source=\"demand\": modelled from the policies' demand over the GeoIP population"
+                ),
+                &["region", "source"]
+            )),
+            region_keep: reg!(GaugeVec::new(
+                Opts::new(
+                    "meridian_region_keep_fraction",
+                    "Share of the clients ranking a region first that it keeps (1 - drain fraction, ramp step, 0 when down)"
+                ),
+                &["region"]
+            )),
+            region_spill: reg!(GaugeVec::new(
+                Opts::new(
+                    "meridian_region_spill_fraction",
+                    "Share of the load of clients ranking `from` first that the split sends to `to`"
+                ),
+                &["from", "to"]
+            )),
+            region_failback: reg!(GaugeVec::new(
+                Opts::new(
+                    "meridian_region_failback_progress",
+                    "Gradual failback: share of its clients a recovered region has taken back (1 when not ramping)"
+                ),
+                &["region"]
             )),
             overrides: reg!(IntGaugeVec::new(
                 Opts::new(

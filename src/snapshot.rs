@@ -31,6 +31,8 @@ pub struct Snapshot {
     pub counters: Box<[PolicyCounters]>,
     /// What compiling the policies cost (for `meridian check`).
     pub compile_stats: compile::CompileStats,
+    /// The clients the traffic split models (`policy::population`).
+    pub population: Arc<[crate::traffic::Client]>,
 }
 
 pub type Shared = Arc<ArcSwap<Snapshot>>;
@@ -160,6 +162,7 @@ impl Snapshot {
                     kind: o.state.kind(),
                     reason: o.reason.clone(),
                     since: 0,
+                    fraction: None,
                 },
             );
         }
@@ -177,8 +180,10 @@ impl Snapshot {
                 (&*p.display, names, p.all_down.name())
             }))
             .into_boxed_slice();
+        let population = crate::policy::population::model(&policies, &geo).into();
         Ok(Built {
             snapshot: Snapshot {
+                population,
                 zones: ZoneSet::new(zones),
                 geo,
                 policies,
@@ -217,9 +222,12 @@ impl Snapshot {
                     thresholds: r.thresholds.clone(),
                     min_up: r.min_up,
                     policies: names.join(","),
+                    capacity: r.capacity,
+                    failback: r.failback,
                 })
                 .collect(),
             config_overrides: self.config_overrides.clone(),
+            clients: self.population.clone(),
         }
     }
 

@@ -231,6 +231,8 @@ async fn reload(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Respons
 #[derive(Deserialize, Default)]
 struct ActionBody {
     reason: Option<String>,
+    /// Drain only this share of the region's clients (0 < f <= 1).
+    fraction: Option<f64>,
 }
 
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself
@@ -261,11 +263,11 @@ async fn apply(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let reason = body.and_then(|b| b.0.reason);
+    let (reason, fraction) = body.map_or((None, None), |b| (b.0.reason, b.0.fraction));
     match s
         .reloader
         .health
-        .set_override(target.clone(), kind, reason.clone())
+        .set_override(target.clone(), kind, reason.clone(), fraction)
         .await
     {
         Ok(()) => Json(serde_json::json!({
@@ -276,6 +278,7 @@ async fn apply(
             },
             "override": kind.map(|k| k.name()),
             "reason": reason,
+            "fraction": fraction,
         }))
         .into_response(),
         Err(e) => api_error(StatusCode::NOT_FOUND, e),

@@ -35,7 +35,7 @@ pub struct RegionState {
 
 /// The endpoint's effective state: its override, else what was measured.
 pub fn endpoint(measured: Effective, r#override: Option<&Override>) -> Effective {
-    r#override.map_or(measured, |o| o.kind.effective())
+    r#override.and_then(Override::effective).unwrap_or(measured)
 }
 
 /// Aggregates a region. `runtime` overrides take precedence over `config` ones.
@@ -65,7 +65,10 @@ pub fn region(
     let r#override = runtime.or(config).cloned();
     RegionState {
         measured,
-        effective: r#override.as_ref().map_or(measured, |o| o.kind.effective()),
+        effective: r#override
+            .as_ref()
+            .and_then(Override::effective)
+            .unwrap_or(measured),
         r#override,
         serving,
         total,
@@ -122,6 +125,7 @@ mod tests {
             kind,
             reason: Some("test".into()),
             since: 0,
+            fraction: None,
         }
     }
 

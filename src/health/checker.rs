@@ -27,6 +27,7 @@ use super::status::{EndpointStatus, HISTORY, RegionStatus, Status, Target, Trans
 use super::store::{self, EndpointRecord, StateFile};
 use super::view::{Effective, HealthView, Override, OverrideKind, RegionHealth};
 use crate::metrics::Metrics;
+use crate::traffic::{self, RegionIn, Share};
 
 enum Command {
     Reconfigure(Arc<HealthPlan>),
@@ -34,6 +35,7 @@ enum Command {
         target: Target,
         kind: Option<OverrideKind>,
         reason: Option<String>,
+        fraction: Option<f64>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     Status(oneshot::Sender<Status>),
@@ -93,12 +95,14 @@ impl HealthHandle {
         let _ = self.tx.send(Command::Reconfigure(plan));
     }
 
-    /// Sets (`Some`) or clears (`None`) an operator override; persisted.
+    /// Sets (`Some`) or clears (`None`) an operator override; persisted. `fraction`
+    /// (a drain of a region only): move that share of its clients, not all.
     pub async fn set_override(
         &self,
         target: Target,
         kind: Option<OverrideKind>,
         reason: Option<String>,
+        fraction: Option<f64>,
     ) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -106,6 +110,7 @@ impl HealthHandle {
                 target,
                 kind,
                 reason,
+                fraction,
                 reply,
             })
             .map_err(|_| "health checker stopped".to_string())?;
@@ -178,6 +183,9 @@ impl Drop for EndpointRt {
     }
 }
 
+/// Per region (keep, accepts) and the split computed for them.
+type LastSplit = (Vec<(Share, bool)>, Arc<traffic::Outcome>);
+
 pub(super) struct Core {
     pub(super) plan: Arc<HealthPlan>,
     pub(super) endpoints: BTreeMap<String, EndpointRt>,
@@ -195,6 +203,12 @@ pub(super) struct Core {
     /// Set when regions or endpoints change: the next export starts the gauges afresh.
     pub(super) gauges_stale: bool,
     probing: Probing,
+    /// Regions ramping back after a recovery (`failback`), by name: since when.
+    pub(super) ramps: HashMap<String, Instant>,
+    /// When the next ramp step is due.
+    next_step: Option<Instant>,
+    /// The split's last inputs and result: recomputed only when they change.
+    split: Option<LastSplit>,
 }
 
 fn jitter(key: &str, interval: Duration) -> Duration {
@@ -272,6 +286,9 @@ impl Core {
             metrics,
             gauges_stale: true,
             probing,
+            ramps: HashMap::new(),
+            next_step: None,
+            split: None,
         };
         core.reconfigure(plan, Some(persisted));
         core.publish(false);
@@ -299,8 +316,8 @@ impl Core {
                         self.reconfigure(plan, None);
                         self.publish(true);
                     }
-                    Some(Command::Override { target, kind, reason, reply }) => {
-                        let r = self.set_override(target, kind, reason);
+                    Some(Command::Override { target, kind, reason, fraction, reply }) => {
+                        let r = self.set_override_fraction(target, kind, reason, fraction);
                         if r.is_ok() {
                             self.publish(true);
                             self.persist();
@@ -328,6 +345,9 @@ impl Core {
                         self.publish(true);
                         self.persist();
                     }
+                }
+                _ = tokio::time::sleep_until(self.next_step.unwrap_or(deadline)), if self.next_step.is_some() => {
+                    self.publish(true);
                 }
                 _ = tokio::time::sleep_until(deadline), if waiting => {
                     let missing: Vec<&String> = self.endpoints.iter().filter(|(_, e)| !e.probed).map(|(k, _)| k).collect();
@@ -357,6 +377,7 @@ impl Core {
     pub(super) fn reconfigure(&mut self, plan: Arc<HealthPlan>, persisted: Option<&StateFile>) {
         self.plan = plan.clone();
         self.gauges_stale = true;
+        self.split = None;
         let now = Instant::now();
         let mut next: BTreeMap<String, EndpointRt> = BTreeMap::new();
         for region in &plan.regions {
@@ -537,12 +558,31 @@ impl Core {
         changed
     }
 
+    #[cfg(test)]
     pub(super) fn set_override(
         &mut self,
         target: Target,
         kind: Option<OverrideKind>,
         reason: Option<String>,
     ) -> Result<(), String> {
+        self.set_override_fraction(target, kind, reason, None)
+    }
+
+    pub(super) fn set_override_fraction(
+        &mut self,
+        target: Target,
+        kind: Option<OverrideKind>,
+        reason: Option<String>,
+        fraction: Option<f64>,
+    ) -> Result<(), String> {
+        if let Some(f) = fraction {
+            if !(f > 0.0 && f <= 1.0) {
+                return Err(format!("fraction {f} must be in (0, 1]"));
+            }
+            if kind != Some(OverrideKind::Drain) || !matches!(target, Target::Region(_)) {
+                return Err("a fraction applies to draining a region".into());
+            }
+        }
         let endpoint_key = match &target {
             Target::Region(r) => {
                 if self.plan.region(r).is_none() {
@@ -574,6 +614,7 @@ impl Core {
                         kind: k,
                         reason: reason.clone(),
                         since: store::now_unix(),
+                        fraction: fraction.filter(|&f| f < 1.0),
                     },
                 );
                 Cause::OverrideSet {
@@ -640,6 +681,118 @@ impl Core {
         self.publish_after(log, None);
     }
 
+    /// Per region in plan order: the share of its own clients it keeps (none when down,
+    /// `1 - fraction` under a partial drain, the ramp's step after a recovery) and
+    /// whether it takes displaced clients. Starts, restarts and ends ramps, and sets
+    /// when the next step is due.
+    fn keeps(
+        &mut self,
+        plan: &HealthPlan,
+        states: &[RegionState],
+        now: Instant,
+    ) -> Vec<(Share, bool)> {
+        let mut next_step: Option<Instant> = None;
+        let out = plan
+            .regions
+            .iter()
+            .zip(states)
+            .map(|(region, st)| {
+                let down = st.effective == Effective::Down;
+                let was_down = self
+                    .last_region
+                    .get(&region.name)
+                    .is_some_and(|p| p.effective == Effective::Down);
+                match region.failback {
+                    // A failure during the ramp restarts it at the next recovery.
+                    Some(_) if down => {
+                        self.ramps.remove(&region.name);
+                    }
+                    Some(f) if was_down => {
+                        info!(
+                            region = region.name,
+                            ramp = ?f.ramp,
+                            steps = f.steps,
+                            "failback: taking clients back in steps"
+                        );
+                        self.ramps.insert(region.name.clone(), now);
+                    }
+                    _ => {}
+                }
+                let ramp = match (region.failback, self.ramps.get(&region.name)) {
+                    (Some(f), Some(&since)) => {
+                        let elapsed = now.saturating_duration_since(since);
+                        if let Some(wait) = f.next_change(elapsed) {
+                            let at = now + wait;
+                            next_step = Some(next_step.map_or(at, |n| n.min(at)));
+                        }
+                        f.keep(elapsed)
+                    }
+                    _ => Share::ALL,
+                };
+                if ramp == Share::ALL {
+                    self.ramps.remove(&region.name);
+                }
+                let keep = if down {
+                    Share::NONE
+                } else {
+                    let by_override = st.r#override.as_ref().map_or(Share::ALL, Override::keep);
+                    by_override.min(ramp)
+                };
+                (keep, !down && keep == Share::ALL)
+            })
+            .collect();
+        self.next_step = next_step;
+        out
+    }
+
+    /// The split's admission shares for these keeps (recomputed only when they change).
+    fn admits(&mut self, plan: &HealthPlan, keeps: &[(Share, bool)]) -> Vec<Share> {
+        let regions: Vec<RegionIn> = plan
+            .regions
+            .iter()
+            .zip(keeps)
+            .map(|(r, &(keep, accepts))| RegionIn {
+                id: r.id,
+                capacity: r.capacity,
+                keep,
+                accepts,
+                other_load: 0.0,
+            })
+            .collect();
+        let stale = self
+            .split
+            .as_ref()
+            .is_none_or(|(k, _)| k.as_slice() != keeps);
+        if stale {
+            let outcome = traffic::split(&regions, &plan.clients);
+            if outcome.flows.iter().any(|f| f.2 > 0.0) || outcome.overflow > 0.0 {
+                let moved: Vec<String> = outcome
+                    .flows
+                    .iter()
+                    .map(|&(from, to, load)| {
+                        let name = |i: u16| {
+                            plan.regions
+                                .get(usize::from(i))
+                                .map_or("?", |r| r.name.as_str())
+                        };
+                        format!("{}→{} {load:.0}/s", name(from), name(to))
+                    })
+                    .collect();
+                info!(
+                    moved = moved.join(", "),
+                    overflow = outcome.overflow,
+                    "traffic split"
+                );
+            }
+            self.export_split(&regions, &outcome);
+            self.split = Some((keeps.to_vec(), Arc::new(outcome)));
+        }
+        self.split
+            .as_ref()
+            .map(|(_, o)| o.admit.clone())
+            .unwrap_or_default()
+    }
+
     /// Publishes the health view after a change (a sample of `sampled`, or anything
     /// else when `None`), records region transitions, and updates the gauges: after a
     /// sample only that endpoint's and the changed regions' series. One pass over the
@@ -666,14 +819,20 @@ impl Core {
             .collect();
         let states = self.regions();
         let plan = self.plan.clone();
+        let keeps = self.keeps(&plan, &states, now);
+        let admits = self.admits(&plan, &keeps);
         let mut view = HealthView::default();
         let mut changed_regions = Vec::new();
-        for (region, next) in plan.regions.iter().zip(states) {
+        for (((region, next), &(keep, _)), admit) in
+            plan.regions.iter().zip(states).zip(&keeps).zip(admits)
+        {
             view.put(
                 region.id,
                 RegionHealth {
                     state: next.effective,
                     ttl_cap: ttl_caps.get(&region.name).copied(),
+                    keep,
+                    admit,
                 },
             );
             let prev = self.last_region.get(&region.name);
@@ -692,6 +851,7 @@ impl Core {
             }
             self.last_region.insert(region.name.clone(), next);
         }
+        view.refresh_shifting();
         self.view.store(Arc::new(view));
         match sampled {
             Some(key) if !self.gauges_stale => {
@@ -789,9 +949,142 @@ mod tests {
                 },
                 min_up: MinUp::Count(1),
                 policies: "www.example".into(),
+                capacity: None,
+                failback: None,
             }],
             config_overrides: BTreeMap::new(),
+            clients: Arc::new([]),
         })
+    }
+
+    /// eu (id 0) ramps back in 3 steps over 60 s; us (id 1) serves 1000 req/s. Half
+    /// the 2000 modelled clients (1 req/s each) rank eu first.
+    fn shifting_core() -> Core {
+        let region = |name: &str, id: u32, capacity, failback| PlanRegion {
+            name: name.into(),
+            id,
+            endpoints: vec![endpoint("web", Probe::Tcp)],
+            thresholds: Thresholds {
+                cooldown: Duration::from_secs(30),
+                ..Thresholds::aggressive()
+            },
+            min_up: MinUp::Count(1),
+            policies: "www.example".into(),
+            capacity,
+            failback,
+        };
+        let clients: Vec<traffic::Client> = (0..2000u64)
+            .map(|i| traffic::Client {
+                weight: 1.0,
+                subnet: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                list: if i % 2 == 0 { vec![0, 1] } else { vec![1, 0] },
+                spill: true,
+            })
+            .collect();
+        let plan = Arc::new(HealthPlan {
+            regions: vec![
+                region(
+                    "eu",
+                    0,
+                    None,
+                    Some(traffic::Failback {
+                        ramp: Duration::from_secs(60),
+                        steps: 3,
+                    }),
+                ),
+                region("us", 1, Some(1500.0), None),
+            ],
+            config_overrides: BTreeMap::new(),
+            clients: clients.into(),
+        });
+        let (ready_tx, _) = watch::channel(false);
+        let (sample_tx, _) = mpsc::unbounded_channel();
+        Core::new(
+            plan,
+            &StateFile::default(),
+            None,
+            ready_tx,
+            sample_tx,
+            Arc::new(Metrics::new()),
+            Probing::Off,
+        )
+    }
+
+    fn keep_admit(c: &Core, id: u32) -> (f64, f64) {
+        let r = c.view.load().region(id);
+        (
+            (r.keep.fraction() * 100.0).round() / 100.0,
+            (r.admit.fraction() * 100.0).round() / 100.0,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_region_spills_up_to_capacity_and_ramps_back_in_steps() {
+        let mut c = shifting_core();
+        assert!(!c.view.load().shifting);
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        // us has 500 req/s spare for eu's 1000: it admits half of the displaced.
+        assert_eq!(keep_admit(&c, 0).0, 0.0);
+        let (_, us_admit) = keep_admit(&c, 1);
+        assert!((0.45..=0.55).contains(&us_admit), "{us_admit}");
+        assert!(c.view.load().shifting);
+        // Back after the 30 s cooldown: a third at once, a third more every 20 s.
+        feed(&mut c, "eu/web", &[OK; 31]).await;
+        assert_eq!(eu(&c), Effective::Up);
+        assert_eq!(keep_admit(&c, 0).0, 0.33);
+        // The recovery came with the 30th sample, one second ago.
+        let step = c
+            .next_step
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert_eq!(step, Duration::from_secs(19));
+        feed(&mut c, "eu/web", &[OK; 20]).await;
+        assert_eq!(keep_admit(&c, 0).0, 0.67);
+        // A failure during the ramp restarts it at the next recovery.
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(keep_admit(&c, 0).0, 0.0);
+        feed(&mut c, "eu/web", &[OK; 31]).await;
+        assert_eq!(keep_admit(&c, 0).0, 0.33, "the ramp starts over");
+        feed(&mut c, "eu/web", &[OK; 40]).await;
+        assert_eq!(keep_admit(&c, 0), (1.0, 1.0));
+        assert_eq!(c.next_step, None);
+        assert!(!c.view.load().shifting, "all back: plain answers again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_drain_keeps_the_rest_of_the_region_in_the_answers() {
+        let mut c = shifting_core();
+        c.set_override_fraction(
+            Target::Region("eu".into()),
+            Some(OverrideKind::Drain),
+            Some("canary".into()),
+            Some(0.3),
+        )
+        .unwrap();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Up, "a partial drain is not a state");
+        assert_eq!(keep_admit(&c, 0).0, 0.7);
+        assert!(c.view.load().shifting);
+        for bad in [0.0, 1.5, f64::NAN] {
+            let r = c.set_override_fraction(
+                Target::Region("eu".into()),
+                Some(OverrideKind::Drain),
+                None,
+                Some(bad),
+            );
+            assert!(r.is_err(), "{bad}");
+        }
+        // A full drain is today's drain.
+        c.set_override_fraction(
+            Target::Region("eu".into()),
+            Some(OverrideKind::Drain),
+            None,
+            Some(1.0),
+        )
+        .unwrap();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Down);
     }
 
     fn core() -> Core {

@@ -7,6 +7,7 @@ use tracing::warn;
 use super::checker::{Core, EndpointRt};
 use super::store::{self, EndpointRecord, StateFile};
 use super::view::Effective;
+use crate::traffic::{self, RegionIn};
 
 impl Core {
     fn region_up(&self, name: &str) -> bool {
@@ -105,6 +106,75 @@ impl Core {
         };
         if let Err(e) = file.save(path) {
             warn!("cannot write state file {}: {e}", path.display());
+        }
+    }
+}
+
+impl Core {
+    /// The split's gauges: capacity, modelled load, keep share, spill between regions,
+    /// failback progress. Set afresh on each recomputation (a spill that ended must not
+    /// linger as a stale series).
+    pub(super) fn export_split(&self, regions: &[RegionIn], outcome: &traffic::Outcome) {
+        let m = &self.metrics;
+        m.region_capacity.reset();
+        m.region_load.reset();
+        m.region_spill.reset();
+        let modelled = !self.plan.clients.is_empty();
+        let name = |i: u16| {
+            self.plan
+                .regions
+                .get(usize::from(i))
+                .map(|r| r.name.as_str())
+        };
+        for (i, (r, input)) in self.plan.regions.iter().zip(regions).enumerate() {
+            if let Some(c) = r.capacity {
+                m.region_capacity
+                    .with_label_values(&[r.name.as_str()])
+                    .set(c);
+            }
+            if modelled && let Some(&l) = outcome.load.get(i) {
+                m.region_load
+                    .with_label_values(&[r.name.as_str(), "demand"])
+                    .set(l);
+            }
+            m.region_keep
+                .with_label_values(&[r.name.as_str()])
+                .set(input.keep.fraction());
+            let progress = match (r.failback, self.ramps.get(&r.name)) {
+                (Some(f), Some(&since)) => {
+                    f.progress(Instant::now().saturating_duration_since(since))
+                }
+                _ => 1.0,
+            };
+            m.region_failback
+                .with_label_values(&[r.name.as_str()])
+                .set(progress);
+        }
+        let own: Vec<f64> = (0..regions.len())
+            .map(|i| {
+                let i = i as u16;
+                outcome.load.get(usize::from(i)).copied().unwrap_or(0.0)
+                    - outcome
+                        .flows
+                        .iter()
+                        .filter(|f| f.1 == i)
+                        .map(|f| f.2)
+                        .sum::<f64>()
+                    + outcome
+                        .flows
+                        .iter()
+                        .filter(|f| f.0 == i)
+                        .map(|f| f.2)
+                        .sum::<f64>()
+            })
+            .collect();
+        for &(from, to, load) in &outcome.flows {
+            let total = own.get(usize::from(from)).copied().unwrap_or(0.0);
+            if let (Some(f), Some(t)) = (name(from), name(to))
+                && total > 0.0
+            {
+                m.region_spill.with_label_values(&[f, t]).set(load / total);
+            }
         }
     }
 }

@@ -4,9 +4,11 @@
 //! sees the snapshot itself.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use super::model::{Endpoint, MinUp, Thresholds};
 use super::view::{Effective, HealthView, Override};
+use crate::traffic::{Client, Failback};
 
 #[derive(Debug, Clone)]
 pub struct PlanRegion {
@@ -18,6 +20,9 @@ pub struct PlanRegion {
     pub min_up: MinUp,
     /// Names of the policies that may answer with this region, comma-separated.
     pub policies: String,
+    /// Requests/s it can serve; `None`: unlimited.
+    pub capacity: Option<f64>,
+    pub failback: Option<Failback>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -26,6 +31,9 @@ pub struct HealthPlan {
     /// Overrides written in the configuration (runtime ones, from the admin API and the
     /// state file, take precedence).
     pub config_overrides: BTreeMap<String, Override>,
+    /// The client population the split models (`traffic::split`): lists index
+    /// `regions`. Empty when no policy has a `demand`.
+    pub clients: Arc<[Client]>,
 }
 
 impl HealthPlan {
@@ -40,7 +48,7 @@ impl HealthPlan {
             let state = self
                 .config_overrides
                 .get(&r.name)
-                .map(|o| o.kind.effective())
+                .and_then(Override::effective)
                 .unwrap_or(Effective::Up);
             view.set(r.id, state);
         }

@@ -19,7 +19,7 @@ pub struct EndpointRecord {
     pub since: u64,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct StateFile {
     pub version: u32,
     /// Keyed `region/endpoint`.

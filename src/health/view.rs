@@ -1,10 +1,12 @@
 //! What the health checker publishes: effective states per stable region id (the
 //! [`HealthView`] the query path reads), operator overrides, and the ids themselves.
-//! This module imports nothing else of the crate.
+//! This module imports nothing else of the crate but the `traffic` leaf's `Share`.
 
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
+
+use crate::traffic::Share;
 
 /// The state answers use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -30,6 +32,29 @@ pub struct RegionHealth {
     pub state: Effective,
     /// Cap on answer TTLs while the region is near a state change (seconds).
     pub ttl_cap: Option<u32>,
+    /// The share of the clients ranking it first that it keeps (`traffic::split`):
+    /// less than all while partly drained or ramping back after a recovery.
+    pub keep: Share,
+    /// The share of displaced clients reaching it that it takes (its spare capacity).
+    pub admit: Share,
+}
+
+impl RegionHealth {
+    /// A region in `state`, keeping and admitting everyone.
+    pub fn new(state: Effective, ttl_cap: Option<u32>) -> RegionHealth {
+        RegionHealth {
+            state,
+            ttl_cap,
+            keep: Share::ALL,
+            admit: Share::ALL,
+        }
+    }
+
+    /// Whether it takes clients displaced from other regions: serving, and neither
+    /// partly drained nor ramping.
+    pub fn accepts(&self) -> bool {
+        self.state != Effective::Down && self.keep == Share::ALL
+    }
 }
 
 /// What the query path reads: region states by stable region id. A region the view does
@@ -37,9 +62,32 @@ pub struct RegionHealth {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HealthView {
     pub regions: Vec<Option<RegionHealth>>,
+    /// Set when some region keeps or admits only part of its clients: only then does a
+    /// decision hash the client subnet (`policy::decide`); otherwise it is plain
+    /// failover and the view changes nothing for the query path.
+    pub shifting: bool,
 }
 
 impl HealthView {
+    /// A region's whole entry (a region the view does not know is up).
+    #[inline]
+    pub fn region(&self, id: u32) -> RegionHealth {
+        self.regions
+            .get(id as usize)
+            .copied()
+            .flatten()
+            .unwrap_or(RegionHealth::new(Effective::Up, None))
+    }
+
+    /// Recomputes `shifting` from the entries.
+    pub fn refresh_shifting(&mut self) {
+        self.shifting = self
+            .regions
+            .iter()
+            .flatten()
+            .any(|r| r.admit != Share::ALL || (r.keep != Share::ALL && r.keep != Share::NONE));
+    }
+
     pub fn state(&self, id: u32) -> Effective {
         self.regions
             .get(id as usize)
@@ -71,7 +119,7 @@ impl HealthView {
     /// Sets a region's state, keeping its TTL cap.
     pub fn set(&mut self, id: u32, state: Effective) {
         let ttl_cap = self.ttl_cap(id);
-        self.put(id, RegionHealth { state, ttl_cap });
+        self.put(id, RegionHealth::new(state, ttl_cap));
     }
 }
 
@@ -102,12 +150,35 @@ impl OverrideKind {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Override {
     pub kind: OverrideKind,
     pub reason: Option<String>,
     /// Unix seconds when it was set.
     pub since: u64,
+    /// A drain of this share of the region's clients only (0 < f < 1): the region stays
+    /// in the answers for the rest (a progressive rollout, a partial game day).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fraction: Option<f64>,
+}
+
+impl Override {
+    /// The share of its clients the region keeps under this override.
+    pub fn keep(&self) -> Share {
+        match (self.kind, self.fraction) {
+            (OverrideKind::Drain, Some(f)) if f < 1.0 => Share::from_fraction(1.0 - f),
+            (k, _) if k.effective() == Effective::Down => Share::NONE,
+            _ => Share::ALL,
+        }
+    }
+
+    /// The state it imposes: none for a partial drain (the measured state holds).
+    pub fn effective(&self) -> Option<Effective> {
+        match (self.kind, self.fraction) {
+            (OverrideKind::Drain, Some(f)) if f < 1.0 => None,
+            (k, _) => Some(k.effective()),
+        }
+    }
 }
 
 /// Stable numeric ids for region names, kept for the life of the process so that a

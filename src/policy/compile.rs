@@ -470,6 +470,7 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<CompileStats, Diag
                 .name
                 .iter()
                 .fold(0u64, |h, &b| h.wrapping_mul(31).wrapping_add(u64::from(b))),
+            spill: policy.spill_overflow,
         };
         let shape = format!(
             "{:?}|{:?}|{:?}",

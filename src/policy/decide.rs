@@ -12,6 +12,7 @@ use crate::geo::{self, Family};
 use crate::health::Effective;
 pub use crate::health::HealthView;
 use crate::iana::Rtype;
+use crate::traffic::{self, Share};
 
 /// Weighted answers are stable per client /24 (IPv4) or /56 (IPv6).
 pub const WEIGHTED_V4_PREFIX: u8 = 24;
@@ -216,25 +217,70 @@ pub fn decide_route(
         }
         _ => None,
     };
-    let pick = |ignore_health: bool| match weighted_n {
-        Some(n) => walk(
-            set,
-            health,
-            buf.iter().take(n).copied(),
-            qtype,
-            route.answers(),
-            ignore_health,
-        ),
-        None => walk(
-            set,
-            health,
-            base.iter(),
-            qtype,
-            route.answers(),
-            ignore_health,
-        ),
+    // Traffic shifting: a client its first region does not keep goes where the split
+    // admits it (`traffic::split` made the same walk over the modelled clients).
+    let shifted = match (health.shifting, client, route.weighted()) {
+        (true, Some(ip), false) if bits.is_some() => {
+            shift(set, health, base, ip, qtype, route.spill())
+        }
+        _ => Shift::Normal { hashed: false },
     };
-    let taken = pick(false);
+    let hashed = match shifted {
+        Shift::Normal { hashed } | Shift::To { hashed, .. } | Shift::Unserved { hashed } => hashed,
+    };
+    if hashed {
+        scope = scope.max(
+            traffic::subnet_of(client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))).1,
+        );
+    }
+    let mut moved = [(0u16, 0u16); 64];
+    let moved_n = match shifted {
+        Shift::To { region, slot, .. } => {
+            let mut n = 0;
+            for (o, e) in moved.iter_mut().zip(
+                std::iter::once((region, slot)).chain(base.iter().filter(|&(r, _)| r != region)),
+            ) {
+                *o = e;
+                n += 1;
+            }
+            Some(n)
+        }
+        _ => None,
+    };
+    let unserved = matches!(shifted, Shift::Unserved { .. });
+    let pick = |ignore_health: bool| match (moved_n, weighted_n) {
+        (Some(n), _) if !ignore_health => walk(
+            set,
+            health,
+            moved.iter().take(n).copied(),
+            qtype,
+            route.answers(),
+            false,
+        ),
+        (_, weighted_n) => match weighted_n {
+            Some(n) => walk(
+                set,
+                health,
+                buf.iter().take(n).copied(),
+                qtype,
+                route.answers(),
+                ignore_health,
+            ),
+            None => walk(
+                set,
+                health,
+                base.iter(),
+                qtype,
+                route.answers(),
+                ignore_health,
+            ),
+        },
+    };
+    let taken = if unserved {
+        Taken::default()
+    } else {
+        pick(false)
+    };
     if taken.n > 0 {
         return Decision {
             regions: taken.regions,
@@ -354,4 +400,81 @@ pub fn order(set: &PolicySet, route: &Route, client: Option<IpAddr>) -> (Vec<u16
     let mut computed = [0u16; 2 * NEAREST_MAX];
     let (list, scope, _) = resolve(set, route, client, &mut computed);
     (list.regions(), scope)
+}
+
+/// What the traffic split does with one client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Shift {
+    /// The usual walk (its first region keeps it, or nothing is shifting for it).
+    Normal { hashed: bool },
+    /// Displaced: answered by `region` (then the rest of the list for more answers).
+    To {
+        region: u16,
+        slot: u16,
+        hashed: bool,
+    },
+    /// Displaced, no region has room, and the policy's overflow is `all_down`.
+    Unserved { hashed: bool },
+}
+
+/// The split's walk for one client: kept by its first region (by its share and the
+/// client's bucket), else the next regions that take displaced clients, each admitting
+/// its share. `hashed` says whether a share that is not all-or-nothing decided, which
+/// narrows the ECS scope to the client subnet. Mirrors `traffic::split::place`.
+fn shift(
+    set: &PolicySet,
+    health: &HealthView,
+    list: List<'_>,
+    ip: IpAddr,
+    qtype: Rtype,
+    spill: bool,
+) -> Shift {
+    let (subnet, _) = traffic::subnet_of(ip);
+    let mut it = list.iter();
+    let Some((first, _)) = it.next() else {
+        return Shift::Normal { hashed: false };
+    };
+    let Some(r0) = set.regions.get(usize::from(first)) else {
+        return Shift::Normal { hashed: false };
+    };
+    let h0 = health.region(r0.id);
+    let mut hashed = false;
+    if h0.state != Effective::Down {
+        if h0.keep == Share::ALL {
+            return Shift::Normal { hashed: false };
+        }
+        hashed = h0.keep != Share::NONE;
+        if h0.keep.admits(traffic::bucket(subnet, r0.id)) {
+            return Shift::Normal { hashed };
+        }
+    }
+    let takes = |r: u16| {
+        set.regions
+            .get(usize::from(r))
+            .filter(|_| eligible(set, r, qtype).is_some())
+            .map(|reg| (reg.id, health.region(reg.id)))
+            .filter(|(_, h)| h.accepts())
+    };
+    for (r, slot) in it.clone() {
+        let Some((id, h)) = takes(r) else { continue };
+        hashed |= h.admit != Share::ALL;
+        if h.admit.admits(traffic::bucket(subnet, id)) {
+            return Shift::To {
+                region: r,
+                slot,
+                hashed,
+            };
+        }
+    }
+    if !spill {
+        return Shift::Unserved { hashed };
+    }
+    match it.find(|&(r, _)| takes(r).is_some()) {
+        Some((region, slot)) => Shift::To {
+            region,
+            slot,
+            hashed,
+        },
+        None => Shift::Normal { hashed },
+    }
 }

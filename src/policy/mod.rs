@@ -14,6 +14,7 @@ pub mod compile;
 pub mod decide;
 pub mod latency;
 pub mod model;
+pub mod population;
 pub mod route;
 pub mod spec;
 pub mod validate;

@@ -68,6 +68,10 @@ pub struct Region {
     pub min_up: MinUp,
     /// Stable across reloads for the same name: the health view is indexed by it.
     pub id: u32,
+    /// Requests/s it can serve; `None`: unlimited.
+    pub capacity: Option<f64>,
+    /// Gradual failback after a recovery; `None`: all clients at once.
+    pub failback: Option<crate::traffic::Failback>,
     pub file: PathBuf,
     pub line: usize,
 }
@@ -153,6 +157,10 @@ pub struct Policy {
     pub candidates: Vec<u16>,
     pub residency: Vec<Residency>,
     pub all_down: AllDown,
+    /// Requests/s at peak (`demand:`); policies with one carry load in the split.
+    pub demand: Option<f64>,
+    /// Past every region's capacity: keep spilling by rank (`true`) or apply `all_down`.
+    pub spill_overflow: bool,
     pub file: PathBuf,
     pub line: usize,
 }

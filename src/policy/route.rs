@@ -121,6 +121,9 @@ pub struct Head {
     pub ttl: u32,
     /// Seeds the weighted order together with the client subnet.
     pub seed: u64,
+    /// `overflow: spill` (the default): clients no region has room for still go to the
+    /// first region that serves; else they get the all-down behaviour.
+    pub spill: bool,
 }
 
 fn pair(x: u32) -> [u16; 2] {
@@ -336,6 +339,11 @@ impl Route {
     }
 
     #[inline]
+    pub fn spill(&self) -> bool {
+        self.head.spill
+    }
+
+    #[inline]
     pub fn ttl(&self) -> u32 {
         self.head.ttl
     }
@@ -438,6 +446,7 @@ mod tests {
             weighted: true,
             ttl: 0x7FFF_FFFF,
             seed: 0x0123_4567_89AB_CDEF,
+            spill: true,
         };
         let r = Route::try_new(head, &[1], Entries::One(0), 0, &[&[1]]).unwrap();
         assert_eq!(

@@ -49,6 +49,9 @@ pub struct Region {
     /// Real-traffic signal: a Prometheus instant query that takes the region out when
     /// its value rises above `fail_above`, whatever the probes say.
     pub metric: Option<S<Metric>>,
+    /// Requests/s the region can serve (absent: unlimited): displaced clients fill it up
+    /// to this and no further while another region has room.
+    pub capacity: Option<S<f64>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -119,6 +122,24 @@ pub struct Health {
     pub min_up: Option<usize>,
     /// ...or this fraction of them (0..1), if given.
     pub min_up_fraction: Option<f64>,
+    /// After a recovery (and the cooldown) clients come back in steps.
+    pub failback: Option<S<Failback>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Failback {
+    pub ramp: S<String>,
+    pub steps: S<u32>,
+}
+
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Overflow {
+    /// Past every region's capacity, keep spilling by rank (someone serves them).
+    Spill,
+    /// Past every region's capacity, apply `all_down`.
+    AllDown,
 }
 
 #[derive(Debug, Deserialize)]
@@ -206,6 +227,10 @@ pub struct Policy {
     pub residency: Vec<S<Residency>>,
     pub geo: Option<S<Geo>>,
     pub all_down: Option<AllDown>,
+    /// Requests/s the name brings at peak: how much load its clients carry when the
+    /// split moves them.
+    pub demand: Option<S<f64>>,
+    pub overflow: Option<S<Overflow>>,
 }
 
 fn default_ttl() -> u32 {

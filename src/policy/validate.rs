@@ -265,10 +265,36 @@ fn region(
             (Thresholds::default_preset(), MinUp::Count(1))
         }
     };
+    let capacity = match &spec.capacity {
+        Some(c) if !(c.value.is_finite() && c.value > 0.0) => {
+            errors.push(diag(
+                file,
+                c,
+                format!(
+                    "capacity {} must be a number of requests/s above 0",
+                    c.value
+                ),
+            ));
+            None
+        }
+        c => c.as_ref().map(|c| c.value),
+    };
+    let failback = match &spec.health.failback {
+        None => None,
+        Some(f) => match failback_from_spec(&f.value) {
+            Ok(f) => Some(f),
+            Err((at, msg)) => {
+                errors.push(Diagnostic::at(file, at.0, at.1, msg));
+                None
+            }
+        },
+    };
     let (line, _) = pos(r);
     seen.insert(name.clone(), (file.to_path_buf(), line));
     (errors.len() == n).then(|| Region {
         name,
+        capacity,
+        failback,
         point: (lat, lon),
         unit: crate::geo::unit((lat, lon)),
         a: spec.a.clone(),
@@ -492,9 +518,26 @@ fn policy(
             }
         }
     };
+    let demand = match &spec.demand {
+        Some(d) if !(d.value.is_finite() && d.value > 0.0) => {
+            errors.push(diag(
+                file,
+                d,
+                format!("demand {} must be a number of requests/s above 0", d.value),
+            ));
+            None
+        }
+        d => d.as_ref().map(|d| d.value),
+    };
+    let spill_overflow = !matches!(
+        spec.overflow.as_ref().map(|o| o.value),
+        Some(spec::Overflow::AllDown)
+    );
     let (line, _) = pos(p);
     seen.insert(wire.clone(), (file.to_path_buf(), line));
     (errors.len() == n).then(|| Policy {
+        demand,
+        spill_overflow,
         display: name::to_text(&wire),
         name: wire,
         ttl: spec.ttl,
@@ -606,6 +649,25 @@ pub fn thresholds_from_spec(
         (None, None) => MinUp::Count(1),
     };
     Ok((t, min_up))
+}
+
+fn failback_from_spec(f: &spec::Failback) -> Result<crate::traffic::Failback, (At, String)> {
+    let ramp = humantime::parse_duration(&f.ramp.value)
+        .map_err(|e| (at(&f.ramp), format!("ramp {:?}: {e}", f.ramp.value)))?;
+    let steps = f.steps.value;
+    if steps == 0 || steps > 1000 {
+        return Err((at(&f.steps), format!("steps {steps} must be 1..1000")));
+    }
+    if ramp.is_zero() || ramp / steps < Duration::from_secs(1) {
+        return Err((
+            at(&f.ramp),
+            format!(
+                "ramp {:?} is shorter than its {steps} steps of at least 1s each",
+                f.ramp.value
+            ),
+        ));
+    }
+    Ok(crate::traffic::Failback { ramp, steps })
 }
 
 fn duration(
