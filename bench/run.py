@@ -56,7 +56,7 @@ def sh(cmd, **kw):
 
 
 def install():
-    need = [p for p in ["gdnsd", "nsd", "pdns-server", "pdns-backend-bind", "pdns-backend-geoip", "dnsperf"]
+    need = [p for p in ["gdnsd", "nsd", "pdns-server", "pdns-backend-bind", "pdns-backend-geoip", "dnsperf", "time"]
             if subprocess.run(["dpkg-query", "-W", "-f=${Status}", p], capture_output=True, text=True).stdout.find("install ok installed") < 0]
     if need:
         env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")

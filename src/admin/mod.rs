@@ -264,6 +264,20 @@ async fn apply(
         Err(r) => return r,
     };
     let (reason, fraction) = body.map_or((None, None), |b| (b.0.reason, b.0.fraction));
+    if let Some(f) = fraction {
+        if !(f > 0.0 && f <= 1.0) {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("fraction {f} must be in (0, 1]"),
+            );
+        }
+        if kind != Some(OverrideKind::Drain) || !matches!(target, Target::Region(_)) {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "a fraction applies to draining a region",
+            );
+        }
+    }
     match s
         .reloader
         .health

@@ -889,19 +889,37 @@ impl Core {
                 }
             })
             .collect();
+        let view = self.view.load();
+        let split = self.split.as_ref().map(|(_, o)| o.as_ref());
         let regions = self
             .plan
             .regions
             .iter()
             .zip(self.regions())
-            .map(|(r, st)| RegionStatus {
-                region: r.name.clone(),
-                measured: st.measured,
-                effective: st.effective,
-                r#override: st.r#override,
-                endpoints_up: st.serving,
-                endpoints: st.total,
-                needed: st.needed,
+            .enumerate()
+            .map(|(i, (r, st))| {
+                let published = view.region(r.id);
+                RegionStatus {
+                    region: r.name.clone(),
+                    measured: st.measured,
+                    effective: st.effective,
+                    r#override: st.r#override,
+                    endpoints_up: st.serving,
+                    endpoints: st.total,
+                    needed: st.needed,
+                    capacity: r.capacity,
+                    load: split
+                        .filter(|_| !self.plan.clients.is_empty())
+                        .and_then(|o| o.load.get(i).copied()),
+                    keep: published.keep.fraction(),
+                    admit: published.admit.fraction(),
+                    failback_progress: match (r.failback, self.ramps.get(&r.name)) {
+                        (Some(f), Some(&since)) => {
+                            f.progress(Instant::now().saturating_duration_since(since))
+                        }
+                        _ => 1.0,
+                    },
+                }
             })
             .collect();
         Status {

@@ -58,6 +58,16 @@ pub struct RegionStatus {
     pub endpoints_up: usize,
     pub endpoints: usize,
     pub needed: usize,
+    /// Requests/s it can serve (`capacity:`), if given.
+    pub capacity: Option<f64>,
+    /// Modelled load (requests/s) from the names' `demand`, when any name has one.
+    pub load: Option<f64>,
+    /// Share of the clients ranking it first that it keeps (drain fraction, ramp, down).
+    pub keep: f64,
+    /// Share of displaced clients reaching it that it takes.
+    pub admit: f64,
+    /// Gradual failback: share of its clients taken back (1 when not ramping).
+    pub failback_progress: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]

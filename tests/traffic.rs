@@ -1,0 +1,202 @@
+//! Traffic shifting end to end, on the real binary with the shipped GeoIP database:
+//! a region forced down spills its clients over the next regions in proportion to their
+//! spare capacity; it ramps back in steps when it recovers; a partial drain moves the
+//! share asked. Thousands of real client /24s (spread over the database's IPv4 space),
+//! each asked with ECS.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::{Edns, Message};
+use hickory_proto::rr::RecordType;
+use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsCode, EdnsOption};
+
+const TOKEN: &str = "traffic-test-token";
+
+fn ecs_query(client: Ipv4Addr) -> Vec<u8> {
+    let mut m = query_msg("www.shift.example.", RecordType::A, None);
+    let mut e = Edns::new();
+    e.set_max_payload(1232);
+    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+        IpAddr::V4(client),
+        24,
+        0,
+    )));
+    m.set_edns(e);
+    m.to_vec().unwrap()
+}
+
+fn scope_of(m: &Message) -> u8 {
+    match m.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet)) {
+        Some(EdnsOption::Subnet(s)) => s.scope_prefix(),
+        _ => 255,
+    }
+}
+
+/// Real client /24s: located IPv4 networks of the shipped database, evenly spaced.
+fn clients(n: usize) -> Vec<Ipv4Addr> {
+    let db = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/geo-whois-asn-country.mmdb");
+    let reader = maxminddb::Reader::open_readfile(db).unwrap();
+    let mut out = Vec::new();
+    let step = u32::MAX / (n as u32 * 3);
+    let mut a: u32 = 0x0100_0000;
+    while out.len() < n {
+        a = a.wrapping_add(step) & 0xFFFF_FF00;
+        let ip = Ipv4Addr::from(a);
+        if ip.is_private() || ip.is_loopback() || ip.is_multicast() || a < 0x0100_0000 {
+            continue;
+        }
+        let found = reader
+            .lookup(IpAddr::V4(ip))
+            .ok()
+            .is_some_and(|r| r.has_data());
+        if found {
+            out.push(ip);
+        }
+    }
+    out
+}
+
+const ZONE: &str = "$TTL 300\n@ SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 192.0.2.53\n";
+
+/// Every client /24 is answered by eu-west first (failover order), so its demand of
+/// 10 000 req/s is displaced whole when eu-west is out: us-east has room for 4 000 of
+/// it, ap-south for the rest.
+const POLICIES: &str = r#"version: 1
+regions:
+  - name: eu-west
+    location: { lat: 53.35, lon: -6.26 }
+    a: [198.51.100.10]
+    health: { failback: { ramp: 6s, steps: 3 } }
+  - name: us-east
+    location: { lat: 39.04, lon: -77.49 }
+    a: [192.0.2.10]
+    capacity: 4000
+  - name: ap-south
+    location: { lat: 19.08, lon: 72.88 }
+    a: [203.0.113.10]
+    capacity: 100000
+policies:
+  - name: www.shift.example
+    method: failover
+    regions: [eu-west, us-east, ap-south]
+    demand: 10000
+    ttl: 30
+"#;
+
+fn answers(m: &Meridian, subnets: &[Ipv4Addr]) -> Vec<(String, u8)> {
+    subnets
+        .iter()
+        .map(|&c| {
+            let r = udp(m.addr, &ecs_query(c));
+            let a = r.answers.first().map(|a| a.data.to_string()).unwrap_or_default();
+            (a, scope_of(&r))
+        })
+        .collect()
+}
+
+fn shares(got: &[(String, u8)]) -> HashMap<&'static str, f64> {
+    let name = |a: &str| match a {
+        "198.51.100.10" => "eu-west",
+        "192.0.2.10" => "us-east",
+        "203.0.113.10" => "ap-south",
+        _ => "other",
+    };
+    let mut out: HashMap<&'static str, f64> = HashMap::new();
+    for (a, _) in got {
+        *out.entry(name(a)).or_default() += 1.0 / got.len() as f64;
+    }
+    out
+}
+
+fn admin(m: &Meridian, path: &str, body: &str) {
+    let (code, text) = http(
+        m.http,
+        "POST",
+        path,
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        body,
+    );
+    assert_eq!(code, 200, "{path}: {text}");
+}
+
+fn metric(m: &Meridian, series: &str) -> Option<f64> {
+    let (_, body) = http(m.http, "GET", "/metrics", &[], "");
+    body.lines()
+        .find(|l| l.starts_with(series))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+#[test]
+fn a_region_out_spills_by_spare_capacity_ramps_back_and_drains_in_part() {
+    let dir = deployment(&[("shift.example", ZONE)]);
+    with_shipped_geoip(dir.path());
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/shift.yaml"), POLICIES).unwrap();
+    let m = Meridian::start_with(
+        &dir.path().join("meridian.yaml"),
+        &[],
+        &[("MERIDIAN_ADMIN_TOKEN", TOKEN)],
+    );
+    let subnets = clients(2000);
+
+    // All up: everyone on eu-west, scope 0 (the same answer for every client).
+    let base = answers(&m, &subnets);
+    assert!(base.iter().all(|(a, s)| a == "198.51.100.10" && *s == 0), "{:?}", &base[..3]);
+
+    // eu-west forced down: us-east takes 40 % (4 000 of 10 000 req/s), ap-south 60 %.
+    admin(&m, "/api/v1/regions/eu-west/force-down", r#"{"reason":"game day"}"#);
+    let out = answers(&m, &subnets);
+    let s = shares(&out);
+    assert!((0.36..0.44).contains(&s["us-east"]), "{s:?}");
+    assert!((0.56..0.64).contains(&s["ap-south"]), "{s:?}");
+    assert!(out.iter().all(|(_, scope)| *scope == 24), "a split answer holds for its /24 only");
+    // A client keeps its region while the split holds.
+    assert_eq!(answers(&m, &subnets[..200]), out[..200].to_vec());
+    let spill = metric(&m, r#"meridian_region_spill_fraction{from="eu-west",to="us-east"}"#).unwrap();
+    assert!((0.36..0.44).contains(&spill), "{spill}");
+    assert_eq!(metric(&m, r#"meridian_region_capacity{region="us-east"}"#), Some(4000.0));
+
+    // Back (override cleared): a third of eu-west's clients at once, all of them after
+    // 6 s in 3 steps; the clients back at the first step are back at the next ones.
+    admin(&m, "/api/v1/regions/eu-west/clear", "{}");
+    let t0 = Instant::now();
+    let first = answers(&m, &subnets);
+    let back = |v: &[(String, u8)]| -> Vec<bool> { v.iter().map(|(a, _)| a == "198.51.100.10").collect() };
+    let s1 = shares(&first)["eu-west"];
+    assert!((0.28..0.39).contains(&s1), "first step: {s1}");
+    std::thread::sleep(Duration::from_millis(2500).saturating_sub(t0.elapsed()));
+    let second = answers(&m, &subnets);
+    let s2 = shares(&second)["eu-west"];
+    assert!((0.61..0.72).contains(&s2), "second step: {s2}");
+    assert!(
+        back(&first).iter().zip(back(&second)).all(|(a, b)| !a || b),
+        "a client moves once"
+    );
+    std::thread::sleep(Duration::from_millis(6500).saturating_sub(t0.elapsed()));
+    let done = answers(&m, &subnets);
+    assert!(done.iter().all(|(a, s)| a == "198.51.100.10" && *s == 0), "ramp done");
+    assert_eq!(metric(&m, r#"meridian_region_failback_progress{region="eu-west"}"#), Some(1.0));
+
+    // A partial drain moves the share asked, all of it to us-east (room for 4 000).
+    admin(&m, "/api/v1/regions/eu-west/drain", r#"{"reason":"canary","fraction":0.3}"#);
+    let s = shares(&answers(&m, &subnets));
+    assert!((0.26..0.34).contains(&s["us-east"]), "{s:?}");
+    assert!((0.66..0.74).contains(&s["eu-west"]), "{s:?}");
+    assert!(!s.contains_key("ap-south"), "{s:?}");
+    let (code, body) = http(
+        m.http,
+        "POST",
+        "/api/v1/regions/eu-west/drain",
+        &[("Authorization", &format!("Bearer {TOKEN}"))],
+        r#"{"fraction":1.5}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert!(body.contains("fraction"), "{body}");
+}
