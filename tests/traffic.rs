@@ -40,7 +40,10 @@ fn scope_of(m: &Message) -> u8 {
 
 /// Real client /24s: located IPv4 networks of the shipped database, evenly spaced.
 fn clients(n: usize) -> Vec<Ipv4Addr> {
-    let db = concat!(env!("CARGO_MANIFEST_DIR"), "/geoip/geo-whois-asn-country.mmdb");
+    let db = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/geoip/geo-whois-asn-country.mmdb"
+    );
     let reader = maxminddb::Reader::open_readfile(db).unwrap();
     let mut out = Vec::new();
     let step = u32::MAX / (n as u32 * 3);
@@ -62,7 +65,8 @@ fn clients(n: usize) -> Vec<Ipv4Addr> {
     out
 }
 
-const ZONE: &str = "$TTL 300\n@ SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 192.0.2.53\n";
+const ZONE: &str =
+    "$TTL 300\n@ SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 192.0.2.53\n";
 
 /// Every client /24 is answered by eu-west first (failover order), so its demand of
 /// 10 000 req/s is displaced whole when eu-west is out: us-east has room for 4 000 of
@@ -94,7 +98,11 @@ fn answers(m: &Meridian, subnets: &[Ipv4Addr]) -> Vec<(String, u8)> {
         .iter()
         .map(|&c| {
             let r = udp(m.addr, &ecs_query(c));
-            let a = r.answers.first().map(|a| a.data.to_string()).unwrap_or_default();
+            let a = r
+                .answers
+                .first()
+                .map(|a| a.data.to_string())
+                .unwrap_or_default();
             (a, scope_of(&r))
         })
         .collect()
@@ -148,27 +156,46 @@ fn a_region_out_spills_by_spare_capacity_ramps_back_and_drains_in_part() {
 
     // All up: everyone on eu-west, scope 0 (the same answer for every client).
     let base = answers(&m, &subnets);
-    assert!(base.iter().all(|(a, s)| a == "198.51.100.10" && *s == 0), "{:?}", &base[..3]);
+    assert!(
+        base.iter().all(|(a, s)| a == "198.51.100.10" && *s == 0),
+        "{:?}",
+        &base[..3]
+    );
 
     // eu-west forced down: us-east takes 40 % (4 000 of 10 000 req/s), ap-south 60 %.
-    admin(&m, "/api/v1/regions/eu-west/force-down", r#"{"reason":"game day"}"#);
+    admin(
+        &m,
+        "/api/v1/regions/eu-west/force-down",
+        r#"{"reason":"game day"}"#,
+    );
     let out = answers(&m, &subnets);
     let s = shares(&out);
     assert!((0.36..0.44).contains(&s["us-east"]), "{s:?}");
     assert!((0.56..0.64).contains(&s["ap-south"]), "{s:?}");
-    assert!(out.iter().all(|(_, scope)| *scope == 24), "a split answer holds for its /24 only");
+    assert!(
+        out.iter().all(|(_, scope)| *scope == 24),
+        "a split answer holds for its /24 only"
+    );
     // A client keeps its region while the split holds.
     assert_eq!(answers(&m, &subnets[..200]), out[..200].to_vec());
-    let spill = metric(&m, r#"meridian_region_spill_fraction{from="eu-west",to="us-east"}"#).unwrap();
+    let spill = metric(
+        &m,
+        r#"meridian_region_spill_fraction{from="eu-west",to="us-east"}"#,
+    )
+    .unwrap();
     assert!((0.36..0.44).contains(&spill), "{spill}");
-    assert_eq!(metric(&m, r#"meridian_region_capacity{region="us-east"}"#), Some(4000.0));
+    assert_eq!(
+        metric(&m, r#"meridian_region_capacity{region="us-east"}"#),
+        Some(4000.0)
+    );
 
     // Back (override cleared): a third of eu-west's clients at once, all of them after
     // 6 s in 3 steps; the clients back at the first step are back at the next ones.
     admin(&m, "/api/v1/regions/eu-west/clear", "{}");
     let t0 = Instant::now();
     let first = answers(&m, &subnets);
-    let back = |v: &[(String, u8)]| -> Vec<bool> { v.iter().map(|(a, _)| a == "198.51.100.10").collect() };
+    let back =
+        |v: &[(String, u8)]| -> Vec<bool> { v.iter().map(|(a, _)| a == "198.51.100.10").collect() };
     let s1 = shares(&first)["eu-west"];
     assert!((0.28..0.39).contains(&s1), "first step: {s1}");
     std::thread::sleep(Duration::from_millis(2500).saturating_sub(t0.elapsed()));
@@ -181,11 +208,21 @@ fn a_region_out_spills_by_spare_capacity_ramps_back_and_drains_in_part() {
     );
     std::thread::sleep(Duration::from_millis(6500).saturating_sub(t0.elapsed()));
     let done = answers(&m, &subnets);
-    assert!(done.iter().all(|(a, s)| a == "198.51.100.10" && *s == 0), "ramp done");
-    assert_eq!(metric(&m, r#"meridian_region_failback_progress{region="eu-west"}"#), Some(1.0));
+    assert!(
+        done.iter().all(|(a, s)| a == "198.51.100.10" && *s == 0),
+        "ramp done"
+    );
+    assert_eq!(
+        metric(&m, r#"meridian_region_failback_progress{region="eu-west"}"#),
+        Some(1.0)
+    );
 
     // A partial drain moves the share asked, all of it to us-east (room for 4 000).
-    admin(&m, "/api/v1/regions/eu-west/drain", r#"{"reason":"canary","fraction":0.3}"#);
+    admin(
+        &m,
+        "/api/v1/regions/eu-west/drain",
+        r#"{"reason":"canary","fraction":0.3}"#,
+    );
     let s = shares(&answers(&m, &subnets));
     assert!((0.26..0.34).contains(&s["us-east"]), "{s:?}");
     assert!((0.66..0.74).contains(&s["eu-west"]), "{s:?}");

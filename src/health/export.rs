@@ -137,9 +137,10 @@ impl Core {
                     .with_label_values(&[r.name.as_str(), "demand"])
                     .set(l);
             }
+            // Shares are 32-bit thresholds: shown to six places.
             m.region_keep
                 .with_label_values(&[r.name.as_str()])
-                .set(input.keep.fraction());
+                .set((input.keep.fraction() * 1e6).round() / 1e6);
             let progress = match (r.failback, self.ramps.get(&r.name)) {
                 (Some(f), Some(&since)) => {
                     f.progress(Instant::now().saturating_duration_since(since))
@@ -173,7 +174,9 @@ impl Core {
             if let (Some(f), Some(t)) = (name(from), name(to))
                 && total > 0.0
             {
-                m.region_spill.with_label_values(&[f, t]).set(load / total);
+                m.region_spill
+                    .with_label_values(&[f, t])
+                    .set((load / total * 1e6).round() / 1e6);
             }
         }
     }
