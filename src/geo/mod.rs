@@ -127,6 +127,35 @@ mod tests {
     }
 
     #[test]
+    fn scope_asks_only_the_neighbours_a_wider_prefix_needs_and_agrees_with_widen() {
+        let mut x = 0x1234_5678_u64;
+        let mut next = move || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x
+        };
+        let mut t = RangeTable::<u32>::default();
+        let mut at = 0u128;
+        for _ in 0..5000 {
+            t.push(at, (next() % 3) as u32);
+            at += 1 + u128::from(next() % 4096);
+        }
+        let t = t.index();
+        for _ in 0..20_000 {
+            let addr = u128::from(next() as u32) % at;
+            let found = t.find(addr).unwrap();
+            let same = |v: u32| v % 2 == found.value % 2;
+            let (lo, hi) = t.widen(found, 16, same);
+            assert_eq!(
+                t.scope(found, addr, 16, same),
+                scope_within(32, addr, lo, hi),
+                "{addr:#x}"
+            );
+        }
+    }
+
+    #[test]
     fn warming_reads_the_blocks_of_any_addresses_and_changes_nothing() {
         let nets = vec![
             ("10.0.0.0/8".parse().unwrap(), loc("US")),

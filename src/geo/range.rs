@@ -176,6 +176,45 @@ impl<K: Key> RangeTable<K> {
         (lo, hi)
     }
 
+    /// The ECS scope for `addr` in a found range: the widest prefix around it over which
+    /// every range has a value `same` accepts, looking at no more than `reach`
+    /// neighbours on each side. The same result as `scope_within` over `widen`, but it
+    /// asks about a neighbour only when the next wider prefix needs it and stops at the
+    /// first refusal: `same` may rank a policy's regions for the neighbour (a `Nearest`
+    /// route), and most of the 32 neighbours `widen` would ask about cannot widen the
+    /// prefix anyway.
+    pub fn scope(&self, found: Found, addr: u128, reach: usize, same: impl Fn(u32) -> bool) -> u8 {
+        let width = K::WIDTH;
+        let i = found.index;
+        let start = |j: usize| self.entries.get(j).map_or(0, |e| e.0.bits());
+        let end = |j: usize| {
+            self.entries
+                .get(j + 1)
+                .map_or_else(Self::max, |n| n.0.bits() - 1)
+        };
+        let ok = |j: usize| self.entries.get(j).is_some_and(|e| same(e.1));
+        let (mut first, mut last) = (i, i);
+        let mut p = scope_within(width, addr, start(first), end(last));
+        while p > 0 {
+            let block = addr & mask(width, p - 1);
+            let block_end = last_of(width, block, p - 1);
+            while start(first) > block {
+                if first == 0 || i - first >= reach || !ok(first - 1) {
+                    return p;
+                }
+                first -= 1;
+            }
+            while end(last) < block_end {
+                if last - i >= reach || !ok(last + 1) {
+                    return p;
+                }
+                last += 1;
+            }
+            p = scope_within(width, addr, start(first), end(last)).min(p - 1);
+        }
+        p
+    }
+
     /// Loads the cache lines that lookups of `addrs` will read: first every address's
     /// index block, then every block's entries. The loads of one pass do not depend on
     /// each other, so their cache misses overlap instead of queueing one after another

@@ -337,12 +337,9 @@ fn resolve<'a>(
     let Some(found) = found else {
         return no_client;
     };
-    let scope = |same: &dyn Fn(u32) -> bool| {
-        let (width, (lo, hi)) = match fam {
-            Family::V4 => (32, set.classes_v4.widen(found, SCOPE_REACH, same)),
-            Family::V6 => (128, set.classes_v6.widen(found, SCOPE_REACH, same)),
-        };
-        geo::scope_within(width, bits, lo, hi)
+    let scope = |same: &dyn Fn(u32) -> bool| match fam {
+        Family::V4 => set.classes_v4.scope(found, bits, SCOPE_REACH, same),
+        Family::V6 => set.classes_v6.scope(found, bits, SCOPE_REACH, same),
     };
     let view = &set.classes;
     let class = found.value;
