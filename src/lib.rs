@@ -14,6 +14,7 @@ pub mod metrics;
 pub mod name;
 pub mod policy;
 pub mod reload;
+pub mod simulate;
 pub mod snapshot;
 pub mod traffic;
 pub mod zone;

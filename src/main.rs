@@ -92,6 +92,22 @@ enum Command {
         #[arg(long, global = true)]
         token: Option<String>,
     },
+    /// Replay a game-day scenario against the configuration on a virtual clock: region
+    /// loads against capacities, transitions, overloads, per step.
+    Simulate {
+        /// The scenario (YAML: duration, step, clients, demand, events).
+        #[arg(long)]
+        scenario: PathBuf,
+        /// Also draw region load over time as an SVG file.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Plain failover for comparison: capacities ignored when moving clients.
+        #[arg(long)]
+        no_spill: bool,
+    },
     /// Print the answer the configuration gives a client, and why.
     Query {
         /// The name to ask about.
@@ -144,6 +160,12 @@ fn main() -> ExitCode {
             ref down,
             json,
         } => query(&cli, &overrides, name, qtype, client.as_deref(), down, json),
+        Command::Simulate {
+            ref scenario,
+            ref svg,
+            json,
+            no_spill,
+        } => simulate(&cli, &overrides, scenario, svg.as_deref(), json, !no_spill),
         Command::Serve => {
             init_logging(cli.log_format);
             match serve(&cli, &overrides) {
@@ -332,6 +354,69 @@ fn admin(
             ExitCode::FAILURE
         }
     }
+}
+
+fn simulate(
+    cli: &Cli,
+    overrides: &Overrides,
+    scenario: &std::path::Path,
+    svg: Option<&std::path::Path>,
+    json: bool,
+    spill: bool,
+) -> ExitCode {
+    let config = match Config::load(&cli.config, overrides) {
+        Ok(c) => c,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let snapshot = match Snapshot::build(&config, &mut RegionIds::default(), &Default::default()) {
+        Ok(b) => b.snapshot,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let scenario = match meridian::simulate::Scenario::load(scenario, &snapshot) {
+        Ok(s) => s,
+        Err(errors) => {
+            for e in &errors {
+                eprintln!("{e}");
+            }
+            eprintln!("{} errors", errors.len());
+            return ExitCode::FAILURE;
+        }
+    };
+    let report = match meridian::simulate::run(&snapshot, &scenario, spill) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Some(path) = svg
+        && let Err(e) = std::fs::write(path, meridian::simulate::render_svg(&report))
+    {
+        eprintln!("{}: {e}", path.display());
+        return ExitCode::FAILURE;
+    }
+    if json {
+        match serde_json::to_string_pretty(&report) {
+            Ok(j) => println!("{j}"),
+            Err(e) => {
+                eprintln!("{e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        print!("{}", meridian::simulate::render_text(&report));
+    }
+    ExitCode::SUCCESS
 }
 
 fn query(

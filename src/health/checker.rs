@@ -49,11 +49,11 @@ pub struct HealthHandle {
     ready: watch::Receiver<bool>,
 }
 
-/// Where samples come from: the real probe tasks, or (tests) nowhere but `observe`.
+/// Where samples come from: the real probe tasks, or nowhere but `observe` (tests, and
+/// `meridian simulate`, which feeds the core synthetic samples on a virtual clock).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Probing {
     Tasks,
-    #[cfg(test)]
     Off,
 }
 
@@ -146,7 +146,7 @@ pub(super) struct EndpointRt {
     /// When the probe task last reported; a task that stops reporting (it panicked or
     /// hangs) is replaced and its silence counted as a failure.
     last_report: Instant,
-    generation: u64,
+    pub(super) generation: u64,
     task: Option<JoinHandle<()>>,
 }
 
@@ -206,9 +206,9 @@ pub(super) struct Core {
     /// Regions ramping back after a recovery (`failback`), by name: since when.
     pub(super) ramps: HashMap<String, Instant>,
     /// When the next ramp step is due.
-    next_step: Option<Instant>,
+    pub(super) next_step: Option<Instant>,
     /// The split's last inputs and result: recomputed only when they change.
-    split: Option<LastSplit>,
+    pub(super) split: Option<LastSplit>,
 }
 
 fn jitter(key: &str, interval: Duration) -> Duration {
@@ -368,7 +368,6 @@ impl Core {
                 self.generation,
                 self.sample_tx.clone(),
             )),
-            #[cfg(test)]
             Probing::Off => None,
         };
         (self.generation, task)

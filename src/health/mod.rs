@@ -24,6 +24,7 @@ mod export;
 pub mod model;
 pub mod plan;
 pub mod probe;
+pub mod simulator;
 pub mod state;
 pub mod status;
 pub mod store;

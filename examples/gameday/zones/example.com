@@ -1,0 +1,4 @@
+$TTL 300
+@   IN SOA ns1 hostmaster 2026120101 7200 3600 1209600 300
+@   IN NS  ns1
+ns1 IN A   192.0.2.53

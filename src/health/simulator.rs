@@ -1,0 +1,111 @@
+//! The checker core without probe tasks, for `meridian simulate`: the caller feeds each
+//! region synthetic probe outcomes on tokio's paused clock, and reads back exactly what
+//! the server would publish (states after thresholds and cooldowns, ramp steps, the
+//! split's shares and loads). Nothing here decides: it is the server's own core.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+
+use super::checker::{Core, Probing};
+use super::plan::HealthPlan;
+use super::state::Sample;
+use super::status::{Status, Target, TransitionRecord};
+use super::store::StateFile;
+use super::view::{HealthView, OverrideKind};
+use crate::metrics::Metrics;
+use crate::traffic::Outcome;
+
+pub struct Simulator {
+    core: Core,
+    _ready: watch::Receiver<bool>,
+}
+
+impl Simulator {
+    /// Must run inside a tokio runtime (the core reads tokio's clock).
+    pub fn new(plan: Arc<HealthPlan>) -> Simulator {
+        let (ready_tx, ready) = watch::channel(false);
+        let (sample_tx, _) = mpsc::unbounded_channel();
+        let core = Core::new(
+            plan,
+            &StateFile::default(),
+            None,
+            ready_tx,
+            sample_tx,
+            Arc::new(Metrics::new()),
+            Probing::Off,
+        );
+        Simulator {
+            core,
+            _ready: ready,
+        }
+    }
+
+    /// One probe outcome for every endpoint of `region`, then a publication.
+    pub fn sample(&mut self, region: &str, ok: bool, latency: Duration) {
+        let keys: Vec<(String, u64)> = self
+            .core
+            .endpoints
+            .iter()
+            .filter(|(_, e)| e.region == region)
+            .map(|(k, e)| (k.clone(), e.generation))
+            .collect();
+        for (key, generation) in keys {
+            self.core
+                .observe(&key, generation, Sample { ok, latency }, None);
+        }
+        self.core.publish(true);
+    }
+
+    pub fn set_override(
+        &mut self,
+        region: &str,
+        kind: Option<OverrideKind>,
+        fraction: Option<f64>,
+    ) -> Result<(), String> {
+        self.core.set_override_fraction(
+            Target::Region(region.to_string()),
+            kind,
+            Some("simulated".into()),
+            fraction,
+        )?;
+        self.core.publish(true);
+        Ok(())
+    }
+
+    /// A new plan (capacities changed): states carry over.
+    pub fn reconfigure(&mut self, plan: Arc<HealthPlan>) {
+        self.core.reconfigure(plan, None);
+        self.core.publish(true);
+    }
+
+    /// Publishes again (a ramp step may be due).
+    pub fn publish(&mut self) {
+        self.core.publish(true);
+    }
+
+    pub fn view(&self) -> Arc<HealthView> {
+        self.core.view.load_full()
+    }
+
+    /// The split of the last publication.
+    pub fn outcome(&self) -> Option<Arc<Outcome>> {
+        self.core.split.as_ref().map(|(_, o)| o.clone())
+    }
+
+    /// When the next ramp step is due, if a region is ramping.
+    pub fn next_step(&self) -> Option<Instant> {
+        self.core.next_step
+    }
+
+    /// Transitions recorded since the last call.
+    pub fn drain_transitions(&mut self) -> Vec<TransitionRecord> {
+        self.core.history.drain(..).collect()
+    }
+
+    pub fn status(&self) -> Status {
+        self.core.status()
+    }
+}
