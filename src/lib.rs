@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod config;
+pub mod demo;
 pub mod diag;
 pub mod dns;
 pub mod explain;

@@ -92,6 +92,9 @@ enum Command {
         #[arg(long, global = true)]
         token: Option<String>,
     },
+    /// Serve the example deployment with three local HTTP backends as its regions' health
+    /// endpoints, and play a short game day against eu-west while showing the answers.
+    Demo,
     /// Replay a game-day scenario against the configuration on a virtual clock: region
     /// loads against capacities, transitions, overloads, per step.
     Simulate {
@@ -166,6 +169,16 @@ fn main() -> ExitCode {
             json,
             no_spill,
         } => simulate(&cli, &overrides, scenario, svg.as_deref(), json, !no_spill),
+        Command::Demo => {
+            init_logging(cli.log_format);
+            match demo(&cli, &overrides) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    error!("{e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
         Command::Serve => {
             init_logging(cli.log_format);
             match serve(&cli, &overrides) {
@@ -508,12 +521,50 @@ fn build_or_report(
     }
 }
 
-fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
+/// `meridian demo`: see `meridian::demo`.
+fn demo(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
+    use meridian::demo;
     let config = Config::load(&cli.config, overrides).map_err(|errors| {
         for e in &errors {
             error!("{e}");
         }
         anyhow::anyhow!("{} errors in {}", errors.len(), cli.config.display())
+    })?;
+    let dir = std::env::temp_dir().join(format!("meridian-demo-{}", std::process::id()));
+    let (path, regions) = demo::write_config(&config, &dir).map_err(|e| anyhow::anyhow!(e))?;
+    let backends = regions
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let port = demo::BASE_PORT + k as u16;
+            demo::Backend::start(r, port).map_err(|e| {
+                anyhow::anyhow!("cannot listen on 127.0.0.1:{port} for {r}'s backend: {e}")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dns = config
+        .startup
+        .dns
+        .listen
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no DNS listen address"))?;
+    let http = config.startup.http_listen;
+    info!(config = %path.display(), "demo: serving the example deployment with local backends");
+    std::thread::spawn(move || demo::play(dns, http, &backends, "eu-west"));
+    serve_config(&path, &Overrides::default())
+}
+
+fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
+    serve_config(&cli.config, overrides)
+}
+
+fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow::Result<()> {
+    let config = Config::load(config_path, overrides).map_err(|errors| {
+        for e in &errors {
+            error!("{e}");
+        }
+        anyhow::anyhow!("{} errors in {}", errors.len(), config_path.display())
     })?;
     let mut ids = RegionIds::default();
     let metrics = Arc::new(Metrics::new());
@@ -550,7 +601,7 @@ fn serve(cli: &Cli, overrides: &Overrides) -> anyhow::Result<()> {
             metrics.clone(),
         );
         let reloader = Arc::new(Reloader::new(
-            cli.config.clone(),
+            config_path.to_path_buf(),
             overrides.clone(),
             config.startup.clone(),
             ids,
