@@ -10,12 +10,13 @@ use serde::Serialize;
 use crate::dns::handler::PolicyAnswers;
 use crate::geo::{self, Class};
 use crate::health::store::StateFile;
-use crate::health::{Effective, HealthView};
+use crate::health::{Effective, HealthView, RegionHealth};
 use crate::iana::Rtype;
 use crate::name;
 use crate::policy::compile;
 use crate::policy::decide;
 use crate::snapshot::Snapshot;
+use crate::traffic::{self, RegionIn, Share};
 use crate::zone::lookup::{self, Rcode, Rr};
 
 #[derive(Debug, Serialize)]
@@ -126,8 +127,12 @@ pub fn explain(
             .region_index(r)
             .ok_or_else(|| format!("--down {r}: no such region"))?;
         if let Some(region) = snapshot.policies.regions.get(usize::from(i)) {
-            health.set(region.id, Effective::Down);
+            health.put(region.id, RegionHealth::new(Effective::Down, None));
         }
+    }
+    // Regions taken out here move their clients as the server would (capacities).
+    if !down.is_empty() {
+        health = with_split(snapshot, health);
     }
     // ECS semantics: the network address of the given prefix; /0 means no client info.
     let client_addr: Option<IpAddr> =
@@ -242,6 +247,13 @@ pub fn explain(
                 })
                 .collect();
             explanation.reasons.extend(ranking.notes);
+            explanation.reasons.extend(split_reasons(
+                snapshot,
+                &health,
+                &list,
+                d.chosen(),
+                client_addr,
+            ));
             if client_addr.is_none() {
                 explanation.reasons.push(
                     "no client information (no --client, or a /0 prefix): default order".into(),
@@ -386,38 +398,145 @@ pub fn render_text(e: &Explanation) -> String {
 pub fn last_known_view(snapshot: &Snapshot, state_file: Option<&std::path::Path>) -> HealthView {
     let mut view = snapshot.static_health();
     let Some(file) = state_file.and_then(|p| StateFile::load(p).ok()) else {
-        return view;
+        return with_split(snapshot, view);
     };
     for r in &snapshot.policies.regions {
         if snapshot.config_overrides.contains_key(&r.name) {
             continue;
         }
-        let state = match file.region_overrides.get(&r.name) {
-            Some(o) => o.kind.effective(),
-            None if r.endpoints.is_empty() => Effective::Up,
-            None => {
-                let serving = r
-                    .endpoints
-                    .iter()
-                    .filter(|e| {
-                        let key = format!("{}/{}", r.name, e.name);
-                        match file.endpoint_overrides.get(&key) {
-                            Some(o) => o.kind.effective() != Effective::Down,
-                            None => file
-                                .endpoints
-                                .get(&key)
-                                .is_none_or(|rec| rec.state != "down"),
-                        }
-                    })
-                    .count();
-                if serving >= r.min_up.needed(r.endpoints.len()) {
-                    Effective::Up
-                } else {
-                    Effective::Down
-                }
+        let measured = || {
+            if r.endpoints.is_empty() {
+                return Effective::Up;
+            }
+            let serving = r
+                .endpoints
+                .iter()
+                .filter(|e| {
+                    let key = format!("{}/{}", r.name, e.name);
+                    match file.endpoint_overrides.get(&key) {
+                        Some(o) => o.kind.effective() != Effective::Down,
+                        None => file
+                            .endpoints
+                            .get(&key)
+                            .is_none_or(|rec| rec.state != "down"),
+                    }
+                })
+                .count();
+            if serving >= r.min_up.needed(r.endpoints.len()) {
+                Effective::Up
+            } else {
+                Effective::Down
             }
         };
-        view.set(r.id, state);
+        let o = file.region_overrides.get(&r.name);
+        let state = o.and_then(|o| o.effective()).unwrap_or_else(measured);
+        let mut health = RegionHealth::new(state, None);
+        health.keep = match (state, o) {
+            (Effective::Down, _) => Share::NONE,
+            (_, Some(o)) => o.keep(),
+            (_, None) => Share::ALL,
+        };
+        view.put(r.id, health);
     }
+    with_split(snapshot, view)
+}
+
+/// The split's admission shares for a view's keeps, as the checker would publish them.
+fn with_split(snapshot: &Snapshot, mut view: HealthView) -> HealthView {
+    let regions: Vec<RegionIn> = snapshot
+        .policies
+        .regions
+        .iter()
+        .map(|r| {
+            let h = view.region(r.id);
+            RegionIn {
+                id: r.id,
+                capacity: r.capacity,
+                keep: if h.state == Effective::Down {
+                    Share::NONE
+                } else {
+                    h.keep
+                },
+                accepts: h.accepts(),
+                other_load: 0.0,
+            }
+        })
+        .collect();
+    let outcome = traffic::split(&regions, &snapshot.population);
+    for (r, admit) in snapshot.policies.regions.iter().zip(outcome.admit) {
+        let mut h = view.region(r.id);
+        h.admit = admit;
+        view.put(r.id, h);
+    }
+    view.refresh_shifting();
     view
+}
+
+/// What the traffic split did with this client, in words (nothing when it did nothing).
+fn split_reasons(
+    snapshot: &Snapshot,
+    health: &HealthView,
+    order: &[u16],
+    chosen: &[u16],
+    client: Option<IpAddr>,
+) -> Vec<String> {
+    let set = &snapshot.policies;
+    let (Some(ip), Some(&first)) = (client, order.first()) else {
+        return Vec::new();
+    };
+    if !health.shifting {
+        return Vec::new();
+    }
+    let (subnet, prefix) = traffic::subnet_of(ip);
+    let name = |r: u16| {
+        set.regions
+            .get(usize::from(r))
+            .map_or("?", |x| x.name.as_str())
+    };
+    let id = |r: u16| set.regions.get(usize::from(r)).map_or(0, |x| x.id);
+    let pct = |f: f64| (f * 1000.0).round() / 10.0;
+    let bucket = |r: u16| pct(f64::from(traffic::bucket(subnet, id(r))) / f64::from(u32::MAX));
+    let h0 = health.region(id(first));
+    let mut out = Vec::new();
+    if h0.keep == Share::ALL && h0.state != Effective::Down {
+        return out;
+    }
+    let kept = chosen.first() == Some(&first);
+    out.push(if h0.state == Effective::Down {
+        format!("traffic split: {} is down: its clients move down their lists", name(first))
+    } else {
+        format!(
+            "traffic split: {} keeps {} % of the clients ranking it first; this /{prefix} is at {} % of its buckets: {}",
+            name(first),
+            pct(h0.keep.fraction()),
+            bucket(first),
+            if kept { "kept" } else { "moved" }
+        )
+    });
+    if kept {
+        return out;
+    }
+    for &r in order.iter().skip(1) {
+        let h = health.region(id(r));
+        let taken = chosen.first() == Some(&r);
+        if !h.accepts() {
+            out.push(format!(
+                "traffic split: {} takes no moved clients ({})",
+                name(r),
+                h.state.name()
+            ));
+            continue;
+        }
+        out.push(format!(
+            "traffic split: {} admits {} % of the clients moved to it (its spare capacity); this /{prefix}: {} %: {}",
+            name(r),
+            pct(h.admit.fraction()),
+            bucket(r),
+            if taken { "taken" } else { "passed on" }
+        ));
+        if taken {
+            break;
+        }
+    }
+    out
 }
