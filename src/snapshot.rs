@@ -224,6 +224,7 @@ impl Snapshot {
                     policies: names.join(","),
                     capacity: r.capacity,
                     failback: r.failback,
+                    load: r.load.clone(),
                 })
                 .collect(),
             config_overrides: self.config_overrides.clone(),

@@ -308,42 +308,6 @@ fn https_probes_reject_an_untrusted_certificate_unless_verification_is_off() {
     );
 }
 
-/// A stand-in for Prometheus's HTTP API: every instant query returns `value`.
-struct FakePrometheus {
-    addr: std::net::SocketAddr,
-    value: std::sync::Arc<std::sync::Mutex<String>>,
-}
-
-impl FakePrometheus {
-    fn start() -> FakePrometheus {
-        use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let value = std::sync::Arc::new(std::sync::Mutex::new("0".to_string()));
-        let v = value.clone();
-        std::thread::spawn(move || {
-            for s in listener.incoming() {
-                let Ok(mut s) = s else { continue };
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf);
-                let body = format!(
-                    "{{\"status\":\"success\",\"data\":{{\"resultType\":\"vector\",\"result\":[{{\"metric\":{{}},\"value\":[1795000000,\"{}\"]}}]}}}}",
-                    v.lock().unwrap()
-                );
-                let _ = s.write_all(
-                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
-                        .as_bytes(),
-                );
-            }
-        });
-        FakePrometheus { addr, value }
-    }
-
-    fn set(&self, v: &str) {
-        *self.value.lock().unwrap() = v.to_string();
-    }
-}
-
 #[test]
 fn a_real_traffic_error_ratio_from_prometheus_takes_a_healthy_region_out() {
     let eu = Httpd::start();

@@ -237,3 +237,68 @@ fn a_region_out_spills_by_spare_capacity_ramps_back_and_drains_in_part() {
     assert_eq!(code, 400, "{body}");
     assert!(body.contains("fraction"), "{body}");
 }
+
+/// us-east's load comes from Prometheus: 3 000 req/s it serves besides these names leave
+/// room for only 1 000 of eu-west's 10 000 when eu-west is out; when Prometheus cannot
+/// be read, the last value holds (no signal is not zero load).
+#[test]
+fn a_measured_load_leaves_less_room_and_an_unreadable_one_keeps_the_last_value() {
+    let prometheus = FakePrometheus::start();
+    prometheus.set("3000");
+    let dir = deployment(&[("shift.example", ZONE)]);
+    with_shipped_geoip(dir.path());
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    let policies = POLICIES.replace(
+        "    capacity: 4000\n",
+        &format!(
+            "    capacity: 4000\n    load: {{ prometheus: \"http://{}\", query: 'sum(rate(http_requests_total{{region=\"us-east\"}}[1m]))', interval: 1s, timeout: 500ms }}\n",
+            prometheus.addr
+        ),
+    );
+    std::fs::write(dir.path().join("policies/shift.yaml"), policies).unwrap();
+    let m = Meridian::start_with(
+        &dir.path().join("meridian.yaml"),
+        &[],
+        &[("MERIDIAN_ADMIN_TOKEN", TOKEN)],
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while metric(
+        &m,
+        r#"meridian_region_load{region="us-east",source="prometheus"}"#,
+    ) != Some(3000.0)
+    {
+        assert!(Instant::now() < deadline, "the load query was not read");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    admin(&m, "/api/v1/regions/eu-west/force-down", "{}");
+    let subnets = clients(2000);
+    let s = shares(&answers(&m, &subnets));
+    assert!((0.07..0.13).contains(&s["us-east"]), "{s:?}");
+    assert!((0.87..0.93).contains(&s["ap-south"]), "{s:?}");
+    let (_, status) = http(m.http, "GET", "/api/v1/status", &[], "");
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    let us = status["regions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["region"] == "us-east")
+        .unwrap();
+    assert_eq!(
+        (us["load"].as_f64(), us["load_source"].as_str()),
+        (Some(3000.0), Some("prometheus"))
+    );
+    // Prometheus answers garbage: the split keeps the last value, and says so once.
+    prometheus.set("not a number");
+    std::thread::sleep(Duration::from_millis(2500));
+    let again = shares(&answers(&m, &subnets));
+    assert!(
+        (again["us-east"] - s["us-east"]).abs() < 1e-9,
+        "{again:?} vs {s:?}"
+    );
+    assert_eq!(
+        m.log().matches("load query cannot be read").count(),
+        1,
+        "{}",
+        m.log()
+    );
+}

@@ -183,8 +183,8 @@ impl Drop for EndpointRt {
     }
 }
 
-/// Per region (keep, accepts) and the split computed for them.
-type LastSplit = (Vec<(Share, bool)>, Arc<traffic::Outcome>);
+/// Per region (keep, accepts, load not modelled) and the split computed for them.
+type LastSplit = (Vec<(Share, bool, u64)>, Arc<traffic::Outcome>);
 
 pub(super) struct Core {
     pub(super) plan: Arc<HealthPlan>,
@@ -209,6 +209,16 @@ pub(super) struct Core {
     pub(super) next_step: Option<Instant>,
     /// The split's last inputs and result: recomputed only when they change.
     pub(super) split: Option<LastSplit>,
+    /// Measured loads (requests/s) from the regions' `load:` queries, by name, with the
+    /// part of each the model did not account for when it was measured.
+    pub(super) loads: HashMap<String, (f64, f64)>,
+    /// By plan region: the load the last split modelled (own and admitted clients).
+    modelled: Vec<f64>,
+    load_tx: mpsc::UnboundedSender<(String, Option<f64>)>,
+    load_rx: Option<mpsc::UnboundedReceiver<(String, Option<f64>)>>,
+    load_tasks: HashMap<String, (crate::health::LoadQuery, JoinHandle<()>)>,
+    /// Regions whose load query failed since it last answered (warned once).
+    load_unread: std::collections::HashSet<String>,
 }
 
 fn jitter(key: &str, interval: Duration) -> Duration {
@@ -271,6 +281,7 @@ impl Core {
         metrics: Arc<Metrics>,
         probing: Probing,
     ) -> Core {
+        let (load_tx, load_rx) = mpsc::unbounded_channel();
         let mut core = Core {
             plan: plan.clone(),
             endpoints: BTreeMap::new(),
@@ -289,6 +300,12 @@ impl Core {
             ramps: HashMap::new(),
             next_step: None,
             split: None,
+            loads: HashMap::new(),
+            modelled: Vec::new(),
+            load_tx,
+            load_rx: Some(load_rx),
+            load_tasks: HashMap::new(),
+            load_unread: Default::default(),
         };
         core.reconfigure(plan, Some(persisted));
         core.publish(false);
@@ -303,6 +320,7 @@ impl Core {
     ) {
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut loads = self.load_rx.take();
         let mut waiting = true;
         if self.endpoints.is_empty() {
             let _ = self.ready_tx.send(true);
@@ -344,6 +362,11 @@ impl Core {
                     if self.revive_silent_probes() {
                         self.publish(true);
                         self.persist();
+                    }
+                }
+                Some((region, value)) = async { match loads.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                    if self.observe_load(&region, value) {
+                        self.publish(true);
                     }
                 }
                 _ = tokio::time::sleep_until(self.next_step.unwrap_or(deadline)), if self.next_step.is_some() => {
@@ -429,6 +452,82 @@ impl Core {
         }
         // Dropping what is left stops probes of endpoints that are gone.
         self.endpoints = next;
+        self.respawn_load_queries();
+    }
+
+    /// One poller per region with a `load:` query; changed or removed queries stop theirs.
+    fn respawn_load_queries(&mut self) {
+        let wanted: HashMap<String, crate::health::LoadQuery> = self
+            .plan
+            .regions
+            .iter()
+            .filter_map(|r| r.load.clone().map(|q| (r.name.clone(), q)))
+            .collect();
+        self.load_tasks.retain(|name, (q, task)| {
+            let keep = wanted.get(name) == Some(q);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        self.loads.retain(|name, _| wanted.contains_key(name));
+        if self.probing != Probing::Tasks {
+            return;
+        }
+        for (name, q) in wanted {
+            if self.load_tasks.contains_key(&name) {
+                continue;
+            }
+            let tx = self.load_tx.clone();
+            let (region, query) = (name.clone(), q.clone());
+            let task = tokio::spawn(async move {
+                let client = probe::prometheus_client(query.timeout);
+                loop {
+                    let value = match &client {
+                        Some(c) => probe::metric_value(&query.url, &query.query, c).await,
+                        None => None,
+                    };
+                    if tx.send((region.clone(), value)).is_err() {
+                        return;
+                    }
+                    tokio::time::sleep(query.interval).await;
+                }
+            });
+            self.load_tasks.insert(name, (q, task));
+        }
+    }
+
+    /// A load query's answer: `None` (Prometheus unreadable) keeps the last value, with
+    /// one warning: no signal is not zero load. Returns whether the split should be
+    /// recomputed (the value moved by more than 5 %).
+    pub(super) fn observe_load(&mut self, region: &str, value: Option<f64>) -> bool {
+        let Some(v) = value.filter(|v| v.is_finite() && *v >= 0.0) else {
+            if self.load_unread.insert(region.to_string()) {
+                warn!(region, "load query cannot be read: keeping the last value");
+            }
+            return false;
+        };
+        if self.load_unread.remove(region) {
+            info!(region, load = v, "load query answers again");
+        }
+        self.metrics
+            .region_load
+            .with_label_values(&[region, "prometheus"])
+            .set(v);
+        // A value within 5 % of the one in use is no news (and may well predate the
+        // clients the split moved since): the split keeps what it has.
+        if let Some(&(b, _)) = self.loads.get(region)
+            && (v - b).abs() <= 0.05 * b.max(1.0)
+        {
+            return false;
+        }
+        // Compared with what the split sent there when it was measured: the part the
+        // model does not account for (other names, other traffic) is kept as such.
+        let i = self.plan.regions.iter().position(|r| r.name == region);
+        let modelled = i.and_then(|i| self.modelled.get(i)).copied().unwrap_or(0.0);
+        self.loads
+            .insert(region.to_string(), (v, (v - modelled).max(0.0)));
+        true
     }
 
     fn policies_using(&self, region: &str) -> String {
@@ -746,6 +845,9 @@ impl Core {
 
     /// The split's admission shares for these keeps (recomputed only when they change).
     fn admits(&mut self, plan: &HealthPlan, keeps: &[(Share, bool)]) -> Vec<Share> {
+        // A measured load counts whole; what the model does not account for of it (other
+        // names, other traffic) is carried as `other_load`, so sending more clients there
+        // does not count twice.
         let regions: Vec<RegionIn> = plan
             .regions
             .iter()
@@ -755,13 +857,15 @@ impl Core {
                 capacity: r.capacity,
                 keep,
                 accepts,
-                other_load: 0.0,
+                other_load: self.loads.get(&r.name).map_or(0.0, |&(_, other)| other),
             })
             .collect();
-        let stale = self
-            .split
-            .as_ref()
-            .is_none_or(|(k, _)| k.as_slice() != keeps);
+        let key: Vec<(Share, bool, u64)> = keeps
+            .iter()
+            .zip(&regions)
+            .map(|(&(k, a), r)| (k, a, r.other_load.round() as u64))
+            .collect();
+        let stale = self.split.as_ref().is_none_or(|(k, _)| *k != key);
         if stale {
             let outcome = traffic::split(&regions, &plan.clients);
             if outcome.flows.iter().any(|f| f.2 > 0.0) || outcome.overflow > 0.0 {
@@ -784,7 +888,13 @@ impl Core {
                 );
             }
             self.export_split(&regions, &outcome);
-            self.split = Some((keeps.to_vec(), Arc::new(outcome)));
+            self.modelled = outcome
+                .load
+                .iter()
+                .zip(&regions)
+                .map(|(l, r)| l - r.other_load)
+                .collect();
+            self.split = Some((key, Arc::new(outcome)));
         }
         self.split
             .as_ref()
@@ -907,9 +1017,18 @@ impl Core {
                     endpoints: st.total,
                     needed: st.needed,
                     capacity: r.capacity,
-                    load: split
-                        .filter(|_| !self.plan.clients.is_empty())
-                        .and_then(|o| o.load.get(i).copied()),
+                    load: self.loads.get(&r.name).map(|l| l.0).or_else(|| {
+                        split
+                            .filter(|_| !self.plan.clients.is_empty())
+                            .and_then(|o| o.load.get(i).copied())
+                    }),
+                    load_source: if self.loads.contains_key(&r.name) {
+                        Some("prometheus")
+                    } else if self.plan.clients.is_empty() {
+                        None
+                    } else {
+                        Some("demand")
+                    },
                     keep: published.keep.fraction(),
                     admit: published.admit.fraction(),
                     failback_progress: match (r.failback, self.ramps.get(&r.name)) {
@@ -968,6 +1087,7 @@ mod tests {
                 policies: "www.example".into(),
                 capacity: None,
                 failback: None,
+                load: None,
             }],
             config_overrides: BTreeMap::new(),
             clients: Arc::new([]),
@@ -989,6 +1109,7 @@ mod tests {
             policies: "www.example".into(),
             capacity,
             failback,
+            load: None,
         };
         let clients: Vec<traffic::Client> = (0..2000u64)
             .map(|i| traffic::Client {
@@ -1067,6 +1188,34 @@ mod tests {
         assert_eq!(keep_admit(&c, 0), (1.0, 1.0));
         assert_eq!(c.next_step, None);
         assert!(!c.view.load().shifting, "all back: plain answers again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_measured_load_above_the_model_leaves_less_room_and_an_unread_one_holds() {
+        let mut c = shifting_core();
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        let (_, modelled) = keep_admit(&c, 1);
+        assert!((0.45..=0.55).contains(&modelled), "{modelled}");
+        // The model sends us 2000 req/s (its own 1000, eu's 500 it admits, and eu's other
+        // 500, which have nowhere else to go: overflow spills by rank). us measures 2300:
+        // 300 of other traffic, so only 200 of its 1500 are left for eu's clients.
+        assert!(c.observe_load("us", Some(2300.0)));
+        c.publish(true);
+        let (_, admit) = keep_admit(&c, 1);
+        assert!((0.17..=0.23).contains(&admit), "{admit}");
+        // The next publications keep that (the measurement is not compared again with
+        // the model it changed).
+        feed(&mut c, "us/web", &[OK; 3]).await;
+        assert_eq!(keep_admit(&c, 1).1, admit);
+        // Prometheus unreadable: the last value holds.
+        assert!(!c.observe_load("us", None));
+        c.publish(true);
+        assert_eq!(keep_admit(&c, 1).1, admit);
+        assert_eq!(c.status().regions[1].load, Some(2300.0));
+        assert_eq!(c.status().regions[1].load_source, Some("prometheus"));
+        // A small change does not recompute; a large one does.
+        assert!(!c.observe_load("us", Some(2320.0)));
+        assert!(c.observe_load("us", Some(1000.0)));
     }
 
     #[tokio::test(start_paused = true)]

@@ -31,6 +31,6 @@ pub mod store;
 pub mod view;
 
 pub use cause::Cause;
-pub use model::{Endpoint, MinUp, Probe, Thresholds};
+pub use model::{Endpoint, LoadQuery, MinUp, Probe, Thresholds};
 pub use plan::{HealthPlan, PlanRegion};
 pub use view::{Effective, HealthView, Override, OverrideKind, RegionHealth, RegionIds};

@@ -118,6 +118,16 @@ pub enum Probe {
     },
 }
 
+/// A region's current load in requests/s, read from Prometheus (`load:`): where given,
+/// the traffic split uses it instead of the load modelled from the names' demand.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadQuery {
+    pub url: String,
+    pub query: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Endpoint {
     pub name: String,

@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::model::{Endpoint, MinUp, Thresholds};
+use super::model::{Endpoint, LoadQuery, MinUp, Thresholds};
 use super::view::{Effective, HealthView, Override};
 use crate::traffic::{Client, Failback};
 
@@ -23,6 +23,7 @@ pub struct PlanRegion {
     /// Requests/s it can serve; `None`: unlimited.
     pub capacity: Option<f64>,
     pub failback: Option<Failback>,
+    pub load: Option<LoadQuery>,
 }
 
 #[derive(Debug, Clone, Default)]

@@ -45,6 +45,11 @@ pub fn client(ep: &Endpoint) -> Option<reqwest::Client> {
     Some(built)
 }
 
+/// A client for Prometheus queries (`load:`), as the metric probe uses.
+pub fn prometheus_client(timeout: Duration) -> Option<reqwest::Client> {
+    build_client(true, timeout, true, None)
+}
+
 fn build_client(
     metric: bool,
     timeout: Duration,
@@ -85,7 +90,7 @@ fn url(ep: &Endpoint) -> String {
 }
 
 /// Reads the query's value: `None` when Prometheus cannot be asked or returns no number.
-async fn metric_value(url: &str, query: &str, client: &reqwest::Client) -> Option<f64> {
+pub async fn metric_value(url: &str, query: &str, client: &reqwest::Client) -> Option<f64> {
     let endpoint =
         reqwest::Url::parse_with_params(&format!("{url}/api/v1/query"), [("query", query)]).ok()?;
     let resp = client.get(endpoint).send().await.ok()?;

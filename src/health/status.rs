@@ -60,8 +60,11 @@ pub struct RegionStatus {
     pub needed: usize,
     /// Requests/s it can serve (`capacity:`), if given.
     pub capacity: Option<f64>,
-    /// Modelled load (requests/s) from the names' `demand`, when any name has one.
+    /// Load (requests/s): measured by its `load:` query, else modelled from the names'
+    /// `demand`.
     pub load: Option<f64>,
+    /// `prometheus` or `demand`.
+    pub load_source: Option<&'static str>,
     /// Share of the clients ranking it first that it keeps (drain fraction, ramp, down).
     pub keep: f64,
     /// Share of displaced clients reaching it that it takes.

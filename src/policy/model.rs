@@ -72,6 +72,8 @@ pub struct Region {
     pub capacity: Option<f64>,
     /// Gradual failback after a recovery; `None`: all clients at once.
     pub failback: Option<crate::traffic::Failback>,
+    /// Its measured load, when it has a `load:` query.
+    pub load: Option<crate::health::LoadQuery>,
     pub file: PathBuf,
     pub line: usize,
 }

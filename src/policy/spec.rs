@@ -52,6 +52,19 @@ pub struct Region {
     /// Requests/s the region can serve (absent: unlimited): displaced clients fill it up
     /// to this and no further while another region has room.
     pub capacity: Option<S<f64>>,
+    /// The region's current load (requests/s) from Prometheus; absent: modelled from
+    /// the names' demand.
+    pub load: Option<S<Load>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Load {
+    pub prometheus: S<String>,
+    /// An instant query returning the region's requests/s.
+    pub query: String,
+    pub interval: Option<S<String>>,
+    pub timeout: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

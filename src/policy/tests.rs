@@ -658,3 +658,48 @@ fn the_shipped_policies_load_and_an_unknown_key_in_each_table_is_reported_where_
         assert!(e.column.is_some_and(|c| c > 0), "{body}: {e}");
     }
 }
+
+#[test]
+fn bad_traffic_settings_are_reported_at_their_line_and_column() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "version: 1
+regions:
+  - name: a
+    location: { lat: 1, lon: 2 }
+    a: [192.0.2.1]
+    capacity: -5
+    health: { failback: { ramp: 5s, steps: 10 } }
+  - name: b
+    location: { lat: 1, lon: 2 }
+    a: [192.0.2.2]
+    capacity: 100
+    load: { prometheus: \"ftp://x\", query: up }
+policies:
+  - { name: p.example.com, method: nearest, demand: 0 }
+",
+    )
+    .unwrap();
+    let errors: Vec<String> = load(dir.path(), None, 5.0)
+        .unwrap_err()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let has = |at: &str, what: &str| errors.iter().any(|e| e.contains(at) && e.contains(what));
+    assert!(has("bad.yaml:6:", "capacity -5 must be"), "{errors:?}");
+    assert!(
+        has("bad.yaml:7:", "shorter than its 10 steps"),
+        "{errors:?}"
+    );
+    assert!(has("bad.yaml:12:", "must be http or https"), "{errors:?}");
+    assert!(has("bad.yaml:14:", "demand 0 must be"), "{errors:?}");
+    let overflow = load_errors(
+        "policies:\n  - { name: q.example.com, method: nearest, overflow: sometimes }\n",
+    );
+    assert!(
+        overflow[0].contains("bad.yaml:")
+            && overflow[0].contains("expected one of spill, all_down"),
+        "{overflow:?}"
+    );
+}

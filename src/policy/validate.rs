@@ -279,6 +279,17 @@ fn region(
         }
         c => c.as_ref().map(|c| c.value),
     };
+    let load = match &spec.load {
+        None => None,
+        Some(l) => match load_from_spec(&l.value) {
+            Ok(q) => Some(q),
+            Err((at, msg)) => {
+                let (ln, c) = if at.0 == 0 { pos(l) } else { at };
+                errors.push(Diagnostic::at(file, ln, c, msg));
+                None
+            }
+        },
+    };
     let failback = match &spec.health.failback {
         None => None,
         Some(f) => match failback_from_spec(&f.value) {
@@ -295,6 +306,7 @@ fn region(
         name,
         capacity,
         failback,
+        load,
         point: (lat, lon),
         unit: crate::geo::unit((lat, lon)),
         a: spec.a.clone(),
@@ -649,6 +661,35 @@ pub fn thresholds_from_spec(
         (None, None) => MinUp::Count(1),
     };
     Ok((t, min_up))
+}
+
+fn load_from_spec(l: &spec::Load) -> Result<crate::health::LoadQuery, (At, String)> {
+    let url = l.prometheus.value.trim_end_matches('/').to_string();
+    let parsed = reqwest::Url::parse(&url)
+        .map_err(|e| (at(&l.prometheus), format!("prometheus URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err((
+            at(&l.prometheus),
+            "the prometheus URL must be http or https".into(),
+        ));
+    }
+    if l.query.trim().is_empty() {
+        return Err(((0, 0), "load: the query is empty".into()));
+    }
+    let interval = duration(&l.interval, Duration::from_secs(15), "interval")?;
+    let timeout = duration(&l.timeout, Duration::from_secs(2), "timeout")?;
+    if interval < Duration::from_secs(1) || timeout.is_zero() || timeout > interval {
+        return Err((
+            l.interval.as_ref().map(at).unwrap_or((0, 0)),
+            "load: interval must be at least 1s and the timeout within it".into(),
+        ));
+    }
+    Ok(crate::health::LoadQuery {
+        url,
+        query: l.query.clone(),
+        interval,
+        timeout,
+    })
 }
 
 fn failback_from_spec(f: &spec::Failback) -> Result<crate::traffic::Failback, (At, String)> {

@@ -255,3 +255,41 @@ impl Drop for Process {
         let _ = self.0.wait();
     }
 }
+
+/// A stand-in for Prometheus's HTTP API: every instant query returns `value`.
+#[allow(dead_code)] // each test binary uses part of the helpers
+pub struct FakePrometheus {
+    pub addr: std::net::SocketAddr,
+    value: std::sync::Arc<std::sync::Mutex<String>>,
+}
+
+#[allow(dead_code)]
+impl FakePrometheus {
+    pub fn start() -> FakePrometheus {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let value = std::sync::Arc::new(std::sync::Mutex::new("0".to_string()));
+        let v = value.clone();
+        std::thread::spawn(move || {
+            for s in listener.incoming() {
+                let Ok(mut s) = s else { continue };
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf);
+                let body = format!(
+                    "{{\"status\":\"success\",\"data\":{{\"resultType\":\"vector\",\"result\":[{{\"metric\":{{}},\"value\":[1795000000,\"{}\"]}}]}}}}",
+                    v.lock().unwrap()
+                );
+                let _ = s.write_all(
+                    format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len())
+                        .as_bytes(),
+                );
+            }
+        });
+        FakePrometheus { addr, value }
+    }
+
+    pub fn set(&self, v: &str) {
+        *self.value.lock().unwrap() = v.to_string();
+    }
+}
