@@ -164,7 +164,7 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
             esc(s)
         )
     };
-    h.push_str("<h2>Regions</h2><table><tr><th>region</th><th>effective</th><th>measured</th><th>endpoints serving</th><th>override</th></tr>");
+    h.push_str("<h2>Regions</h2><table><tr><th>region</th><th>effective</th><th>measured</th><th>endpoints serving</th><th>override</th><th>load / capacity (req/s)</th><th>keeps</th><th>admits moved</th><th>failback</th></tr>");
     for r in &st.regions {
         let o = override_cell(r.r#override.as_ref());
         let serving = if r.endpoints == 0 {
@@ -172,12 +172,23 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
         } else {
             format!("{} of {} (needs {})", r.endpoints_up, r.endpoints, r.needed)
         };
+        let load = match (r.load, r.capacity) {
+            (Some(l), Some(c)) => format!("{l:.0} / {c:.0}"),
+            (Some(l), None) => format!("{l:.0}"),
+            (None, Some(c)) => format!("– / {c:.0}"),
+            (None, None) => "–".into(),
+        };
+        let source = r.load_source.map(|s| format!(" ({s})")).unwrap_or_default();
+        let pct = |f: f64| format!("{:.0} %", f * 100.0);
         let _ = write!(
             h,
-            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{serving}</td><td>{o}</td></tr>",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{serving}</td><td>{o}</td><td>{load}{source}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&r.region),
             badge(eff(r.effective)),
-            badge(eff(r.measured))
+            badge(eff(r.measured)),
+            pct(r.keep),
+            pct(r.admit),
+            pct(r.failback_progress)
         );
     }
     h.push_str("</table>");
