@@ -369,6 +369,23 @@ fn admin(
     }
 }
 
+/// The configuration and a snapshot of it for the offline commands (`query`,
+/// `simulate`); every error printed, `None` when there were any.
+fn load_snapshot(cli: &Cli, overrides: &Overrides) -> Option<(Config, Snapshot)> {
+    let print = |errors: &[meridian::diag::Diagnostic]| {
+        for e in errors {
+            eprintln!("{e}");
+        }
+    };
+    let config = Config::load(&cli.config, overrides)
+        .map_err(|e| print(&e))
+        .ok()?;
+    let built = Snapshot::build(&config, &mut RegionIds::default(), &Default::default())
+        .map_err(|e| print(&e))
+        .ok()?;
+    Some((config, built.snapshot))
+}
+
 fn simulate(
     cli: &Cli,
     overrides: &Overrides,
@@ -377,23 +394,8 @@ fn simulate(
     json: bool,
     spill: bool,
 ) -> ExitCode {
-    let config = match Config::load(&cli.config, overrides) {
-        Ok(c) => c,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    let snapshot = match Snapshot::build(&config, &mut RegionIds::default(), &Default::default()) {
-        Ok(b) => b.snapshot,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::FAILURE;
-        }
+    let Some((_, snapshot)) = load_snapshot(cli, overrides) else {
+        return ExitCode::FAILURE;
     };
     let scenario = match meridian::simulate::Scenario::load(scenario, &snapshot) {
         Ok(s) => s,
@@ -461,27 +463,12 @@ fn query(
             ));
         }
     };
-    let config = match Config::load(&cli.config, overrides) {
-        Ok(c) => c,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::FAILURE;
-        }
-    };
-    let built = match Snapshot::build(&config, &mut RegionIds::default(), &Default::default()) {
-        Ok(b) => b,
-        Err(errors) => {
-            for e in &errors {
-                eprintln!("{e}");
-            }
-            return ExitCode::FAILURE;
-        }
+    let Some((config, snapshot)) = load_snapshot(cli, overrides) else {
+        return ExitCode::FAILURE;
     };
     let health =
-        meridian::explain::last_known_view(&built.snapshot, config.startup.state_file.as_deref());
-    match meridian::explain::explain(&built.snapshot, &health, name, qtype, client, down) {
+        meridian::explain::last_known_view(&snapshot, config.startup.state_file.as_deref());
+    match meridian::explain::explain(&snapshot, &health, name, qtype, client, down) {
         Ok(e) if json => match serde_json::to_string_pretty(&e) {
             Ok(text) => {
                 println!("{text}");

@@ -312,6 +312,22 @@ impl Core {
         core
     }
 
+    /// A core without probe tasks, fed by `observe` (tests, `meridian simulate`).
+    pub(super) fn offline(plan: Arc<HealthPlan>) -> (Core, watch::Receiver<bool>) {
+        let (ready_tx, ready) = watch::channel(false);
+        let (sample_tx, _) = mpsc::unbounded_channel();
+        let core = Core::new(
+            plan,
+            &StateFile::default(),
+            None,
+            ready_tx,
+            sample_tx,
+            Arc::new(Metrics::new()),
+            Probing::Off,
+        );
+        (core, ready)
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Command>,
@@ -1135,17 +1151,7 @@ mod tests {
             config_overrides: BTreeMap::new(),
             clients: clients.into(),
         });
-        let (ready_tx, _) = watch::channel(false);
-        let (sample_tx, _) = mpsc::unbounded_channel();
-        Core::new(
-            plan,
-            &StateFile::default(),
-            None,
-            ready_tx,
-            sample_tx,
-            Arc::new(Metrics::new()),
-            Probing::Off,
-        )
+        Core::offline(plan).0
     }
 
     fn keep_admit(c: &Core, id: u32) -> (f64, f64) {
@@ -1254,17 +1260,7 @@ mod tests {
     }
 
     fn core() -> Core {
-        let (ready_tx, _) = watch::channel(false);
-        let (sample_tx, _) = mpsc::unbounded_channel();
-        Core::new(
-            plan(),
-            &StateFile::default(),
-            None,
-            ready_tx,
-            sample_tx,
-            Arc::new(Metrics::new()),
-            Probing::Off,
-        )
+        Core::offline(plan()).0
     }
 
     const OK: Sample = Sample {

@@ -6,16 +6,14 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::checker::{Core, Probing};
+use super::checker::Core;
 use super::plan::HealthPlan;
 use super::state::Sample;
 use super::status::{Status, Target, TransitionRecord};
-use super::store::StateFile;
 use super::view::{HealthView, OverrideKind};
-use crate::metrics::Metrics;
 use crate::traffic::Outcome;
 
 pub struct Simulator {
@@ -26,17 +24,7 @@ pub struct Simulator {
 impl Simulator {
     /// Must run inside a tokio runtime (the core reads tokio's clock).
     pub fn new(plan: Arc<HealthPlan>) -> Simulator {
-        let (ready_tx, ready) = watch::channel(false);
-        let (sample_tx, _) = mpsc::unbounded_channel();
-        let core = Core::new(
-            plan,
-            &StateFile::default(),
-            None,
-            ready_tx,
-            sample_tx,
-            Arc::new(Metrics::new()),
-            Probing::Off,
-        );
+        let (core, ready) = Core::offline(plan);
         Simulator {
             core,
             _ready: ready,
