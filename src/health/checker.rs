@@ -1016,6 +1016,24 @@ impl Core {
             .collect();
         let view = self.view.load();
         let split = self.split.as_ref().map(|(_, o)| o.as_ref());
+        let name = |i: u16| {
+            self.plan
+                .regions
+                .get(usize::from(i))
+                .map_or_else(|| "?".to_string(), |r| r.name.clone())
+        };
+        // The split's flows out of (`out`) or into region `i`, by the other region's name.
+        let flows = |split: Option<&traffic::Outcome>, i: usize, out: bool| {
+            split
+                .map(|o| {
+                    o.flows
+                        .iter()
+                        .filter(|f| usize::from(if out { f.0 } else { f.1 }) == i)
+                        .map(|f| (name(if out { f.1 } else { f.0 }), f.2))
+                        .collect()
+                })
+                .unwrap_or_default()
+        };
         let regions = self
             .plan
             .regions
@@ -1047,6 +1065,8 @@ impl Core {
                     },
                     keep: published.keep.fraction(),
                     admit: published.admit.fraction(),
+                    spill_out: flows(split, i, true),
+                    spill_in: flows(split, i, false),
                     failback_progress: match (r.failback, self.ramps.get(&r.name)) {
                         (Some(f), Some(&since)) => {
                             f.progress(Instant::now().saturating_duration_since(since))

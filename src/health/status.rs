@@ -71,6 +71,10 @@ pub struct RegionStatus {
     pub admit: f64,
     /// Gradual failback: share of its clients taken back (1 when not ramping).
     pub failback_progress: f64,
+    /// Requests/s of the clients ranking it first that the split sends elsewhere, by
+    /// region, and that it takes from others.
+    pub spill_out: std::collections::BTreeMap<String, f64>,
+    pub spill_in: std::collections::BTreeMap<String, f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
