@@ -15,6 +15,21 @@ use super::state::Sample;
 /// Most of a body read to look for `expect_body`.
 const MAX_BODY: usize = 64 * 1024;
 
+/// `Meridian/<version> (<instance>)` on every HTTP(S) probe and Prometheus query, so a
+/// backend's logs (and a WAF that blocks requests without one) can tell which nameserver
+/// asked. The instance is the host name.
+pub fn user_agent() -> &'static str {
+    static UA: LazyLock<String> = LazyLock::new(|| {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+            .unwrap_or_else(|| "unknown".into());
+        format!("Meridian/{} ({host})", env!("CARGO_PKG_VERSION"))
+    });
+    &UA
+}
+
 /// A client for an HTTP(S) endpoint: no proxy, no redirects, no retries, no pooling;
 /// requests go to the endpoint's address whatever name is in the URL (Host and SNI kept).
 ///
@@ -59,6 +74,7 @@ fn build_client(
     if metric {
         return reqwest::Client::builder()
             .no_proxy()
+            .user_agent(user_agent())
             .retry(reqwest::retry::never())
             .timeout(timeout)
             .build()
@@ -66,6 +82,7 @@ fn build_client(
     }
     let mut b = reqwest::Client::builder()
         .no_proxy()
+        .user_agent(user_agent())
         .redirect(reqwest::redirect::Policy::none())
         .retry(reqwest::retry::never())
         .pool_max_idle_per_host(0)
@@ -209,5 +226,47 @@ async fn attempt(ep: &Endpoint, client: Option<&reqwest::Client>) -> bool {
             body.windows(needle.len().max(1))
                 .any(|w| w == needle.as_bytes())
         }
+    }
+}
+
+#[cfg(test)]
+mod identity_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn http_probes_say_who_is_asking() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 4096];
+            let n = s.read(&mut buf).await.unwrap();
+            s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                .await
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).to_lowercase()
+        });
+        let ep = Endpoint {
+            name: "web".into(),
+            address,
+            probe: Probe::Http {
+                tls: false,
+                method: "GET".into(),
+                path: "/healthz".into(),
+                host: None,
+                sni: None,
+                tls_verify: true,
+                expect_status: vec![],
+                expect_body: None,
+            },
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        let sample = run(&ep, client(&ep).as_ref()).await;
+        let request = server.await.unwrap();
+        assert!(sample.ok);
+        let ua = format!("user-agent: meridian/{} (", env!("CARGO_PKG_VERSION"));
+        assert!(request.contains(&ua), "{request}");
     }
 }
