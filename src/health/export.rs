@@ -137,6 +137,11 @@ impl Core {
                     .with_label_values(&[r.name.as_str(), "demand"])
                     .set(l);
             }
+            if let Some(&(measured, _)) = self.loads.get(&r.name) {
+                m.region_load
+                    .with_label_values(&[r.name.as_str(), "prometheus"])
+                    .set(measured);
+            }
             // Shares are 32-bit thresholds: shown to six places.
             m.region_keep
                 .with_label_values(&[r.name.as_str()])

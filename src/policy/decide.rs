@@ -228,10 +228,9 @@ pub fn decide_route(
     let hashed = match shifted {
         Shift::Normal { hashed } | Shift::To { hashed, .. } | Shift::Unserved { hashed } => hashed,
     };
-    if hashed {
-        scope = scope.max(
-            traffic::subnet_of(client.unwrap_or(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED))).1,
-        );
+    // The share that decided holds for the client's subnet, not beyond.
+    if let (true, Some(ip)) = (hashed, client) {
+        scope = scope.max(traffic::subnet_of(ip).1);
     }
     let mut moved = [(0u16, 0u16); 64];
     let moved_n = match shifted {
