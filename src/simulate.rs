@@ -616,7 +616,13 @@ pub fn render_text(r: &Report) -> String {
             };
             let _ = write!(s, "  {cell:<24}");
         }
-        let _ = writeln!(s, "  {}", st.events.join("; "));
+        let mut events = st.events.clone();
+        if st.overflow > 0.5 {
+            // Demand no region could take within its capacity (served past it with
+            // `overflow: spill`, unserved with `all_down`).
+            events.push(format!("{:.0} req/s beyond every capacity", st.overflow));
+        }
+        let _ = writeln!(s, "  {}", events.join("; "));
     }
     let _ = writeln!(
         s,
