@@ -76,6 +76,9 @@ struct Target {
     /// client subnet picks which): a progressive rollout or a partial game day.
     #[arg(long)]
     fraction: Option<f64>,
+    /// End the override by itself after this long, e.g. 30m (kept across restarts).
+    #[arg(long = "for", value_name = "DURATION")]
+    lasts: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -313,10 +316,13 @@ fn admin(
                 Some(e) => format!("/api/v1/regions/{}/endpoints/{e}/{verb}", t.region),
                 None => format!("/api/v1/regions/{}/{verb}", t.region),
             };
-            let body = match t.fraction {
-                Some(f) => serde_json::json!({ "reason": t.reason, "fraction": f }),
-                None => serde_json::json!({ "reason": t.reason }),
-            };
+            let mut body = serde_json::json!({ "reason": t.reason });
+            if let Some(f) = t.fraction {
+                body["fraction"] = serde_json::json!(f);
+            }
+            if let Some(d) = &t.lasts {
+                body["for"] = serde_json::json!(d);
+            }
             (true, path, Some(body))
         }
     };

@@ -163,6 +163,7 @@ impl Snapshot {
                     reason: o.reason.clone(),
                     since: 0,
                     fraction: None,
+                    until: None,
                 },
             );
         }

@@ -583,3 +583,70 @@ fn check_reports_every_mistake_in_meridian_yaml_with_line_and_column() {
         assert!(err.contains(key), "{key} missing: {err}");
     }
 }
+
+#[test]
+fn a_drain_for_a_while_ends_by_itself_and_keeps_its_deadline_across_a_restart() {
+    let d = example_copy();
+    let start = || {
+        Meridian::start_with(
+            &d.path().join("meridian.yaml"),
+            &[],
+            &[("MERIDIAN_ADMIN_TOKEN", TOKEN)],
+        )
+    };
+    let m = start();
+    let drain = |m: &Meridian, lasts: &str| {
+        let out = Command::new(BIN)
+            .args([
+                "admin", "drain", "eu-west", "--for", lasts, "--reason", "deploy",
+            ])
+            .args(["--http-listen", &m.http.to_string(), "--config"])
+            .arg(d.path().join("meridian.yaml"))
+            .env("MERIDIAN_ADMIN_TOKEN", TOKEN)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, text) = drain(&m, "3s");
+    assert!(ok && text.contains("\"for_seconds\":3"), "{text}");
+    assert_eq!(uk_answer(&m, "www.example.com."), "192.0.2.10", "drained");
+    let (_, status) = http(m.http, "GET", "/api/v1/status", &[], "");
+    assert!(status.contains("\"until\":"), "{status}");
+    let (_, page) = http(m.http, "GET", "/status", &[], "");
+    assert!(page.contains("s left)"), "the page shows the time left");
+    std::thread::sleep(Duration::from_millis(3500));
+    assert_eq!(
+        uk_answer(&m, "www.example.com."),
+        "198.51.100.10",
+        "the drain ended by itself"
+    );
+    assert!(m.log().contains("region override expired"), "{}", m.log());
+    assert_eq!(
+        metric(
+            &m,
+            "meridian_health_transitions_total{endpoint=\"\",from=\"down\",reason=\"override_cleared\",region=\"eu-west\",to=\"up\"}"
+        ),
+        1.0
+    );
+    // A longer one survives a restart with its deadline, and a bad duration is refused.
+    let (ok, _) = drain(&m, "1h");
+    assert!(ok);
+    let (ok, text) = drain(&m, "soon");
+    assert!(
+        !ok && text.contains("soon") && text.contains("expected number"),
+        "{text}"
+    );
+    drop(m);
+    let state = std::fs::read_to_string(d.path().join("meridian.state.json")).unwrap();
+    assert!(state.contains("\"until\""), "{state}");
+    let m = start();
+    assert_eq!(
+        uk_answer(&m, "www.example.com."),
+        "192.0.2.10",
+        "still drained after a restart"
+    );
+}

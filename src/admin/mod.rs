@@ -233,6 +233,9 @@ struct ActionBody {
     reason: Option<String>,
     /// Drain only this share of the region's clients (0 < f <= 1).
     fraction: Option<f64>,
+    /// The override ends by itself after this long, e.g. "30m".
+    #[serde(rename = "for")]
+    lasts: Option<String>,
 }
 
 #[allow(clippy::result_large_err)] // the error is the HTTP response itself
@@ -263,7 +266,22 @@ async fn apply(
         Ok(k) => k,
         Err(r) => return r,
     };
-    let (reason, fraction) = body.map_or((None, None), |b| (b.0.reason, b.0.fraction));
+    let (reason, fraction, lasts) = body.map_or((None, None, None), |b| {
+        (b.0.reason, b.0.fraction, b.0.lasts)
+    });
+    let lasts = match lasts.map(|l| humantime::parse_duration(&l).map_err(|e| (l, e))) {
+        None => None,
+        Some(Ok(d)) if !d.is_zero() && kind.is_some() => Some(d),
+        Some(Ok(_)) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "\"for\" goes with setting an override, and must be above 0",
+            );
+        }
+        Some(Err((l, e))) => {
+            return api_error(StatusCode::BAD_REQUEST, format!("\"for\": {l:?}: {e}"));
+        }
+    };
     if let Some(f) = fraction {
         if !(f > 0.0 && f <= 1.0) {
             return api_error(
@@ -281,7 +299,7 @@ async fn apply(
     match s
         .reloader
         .health
-        .set_override(target.clone(), kind, reason.clone(), fraction)
+        .set_override(target.clone(), kind, reason.clone(), fraction, lasts)
         .await
     {
         Ok(()) => Json(serde_json::json!({
@@ -293,6 +311,7 @@ async fn apply(
             "override": kind.map(|k| k.name()),
             "reason": reason,
             "fraction": fraction,
+            "for_seconds": lasts.map(|d| d.as_secs()),
         }))
         .into_response(),
         Err(e) => api_error(StatusCode::NOT_FOUND, e),

@@ -35,8 +35,21 @@ fn eff(e: Effective) -> &'static str {
 
 fn override_cell(o: Option<&crate::health::Override>) -> String {
     o.map(|o| {
+        let share = o
+            .fraction
+            .map(|f| format!(" {:.0} %", f * 100.0))
+            .unwrap_or_default();
+        let left = o
+            .until
+            .map(|u| {
+                format!(
+                    ", {} left",
+                    ago(u.saturating_sub(crate::health::store::now_unix()))
+                )
+            })
+            .unwrap_or_default();
         format!(
-            "{} ({})",
+            "{}{share} ({}{left})",
             o.kind.name(),
             esc(o.reason.as_deref().unwrap_or(""))
         )

@@ -126,6 +126,7 @@ mod tests {
             reason: Some("test".into()),
             since: 0,
             fraction: None,
+            until: None,
         }
     }
 

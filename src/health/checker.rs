@@ -36,6 +36,7 @@ enum Command {
         kind: Option<OverrideKind>,
         reason: Option<String>,
         fraction: Option<f64>,
+        lasts: Option<Duration>,
         reply: oneshot::Sender<Result<(), String>>,
     },
     Status(oneshot::Sender<Status>),
@@ -96,13 +97,15 @@ impl HealthHandle {
     }
 
     /// Sets (`Some`) or clears (`None`) an operator override; persisted. `fraction`
-    /// (a drain of a region only): move that share of its clients, not all.
+    /// (a drain of a region only): move that share of its clients, not all. `lasts`:
+    /// the override ends by itself after that long.
     pub async fn set_override(
         &self,
         target: Target,
         kind: Option<OverrideKind>,
         reason: Option<String>,
         fraction: Option<f64>,
+        lasts: Option<Duration>,
     ) -> Result<(), String> {
         let (reply, rx) = oneshot::channel();
         self.tx
@@ -111,6 +114,7 @@ impl HealthHandle {
                 kind,
                 reason,
                 fraction,
+                lasts,
                 reply,
             })
             .map_err(|_| "health checker stopped".to_string())?;
@@ -207,6 +211,12 @@ pub(super) struct Core {
     pub(super) ramps: HashMap<String, Instant>,
     /// When the next ramp step is due.
     pub(super) next_step: Option<Instant>,
+    /// When the next override with a deadline ends.
+    next_expiry: Option<Instant>,
+    /// Unix seconds at a moment of tokio's clock: override deadlines are kept as Unix
+    /// seconds (they outlive the process) but counted on tokio's clock, so paused-time
+    /// tests can run them.
+    epoch: (u64, Instant),
     /// The split's last inputs and result: recomputed only when they change.
     pub(super) split: Option<LastSplit>,
     /// Measured loads (requests/s) from the regions' `load:` queries, by name, with the
@@ -299,6 +309,8 @@ impl Core {
             probing,
             ramps: HashMap::new(),
             next_step: None,
+            next_expiry: None,
+            epoch: (store::now_unix(), Instant::now()),
             split: None,
             loads: HashMap::new(),
             modelled: Vec::new(),
@@ -308,6 +320,8 @@ impl Core {
             load_unread: Default::default(),
         };
         core.reconfigure(plan, Some(persisted));
+        // Restored overrides keep their deadlines; those past theirs end now.
+        core.expire_overrides();
         core.publish(false);
         core
     }
@@ -350,9 +364,10 @@ impl Core {
                         self.reconfigure(plan, None);
                         self.publish(true);
                     }
-                    Some(Command::Override { target, kind, reason, fraction, reply }) => {
-                        let r = self.set_override_fraction(target, kind, reason, fraction);
+                    Some(Command::Override { target, kind, reason, fraction, lasts, reply }) => {
+                        let r = self.set_override_until(target, kind, reason, fraction, lasts);
                         if r.is_ok() {
+                            self.expire_overrides();
                             self.publish(true);
                             self.persist();
                         }
@@ -387,6 +402,12 @@ impl Core {
                 }
                 _ = tokio::time::sleep_until(self.next_step.unwrap_or(deadline)), if self.next_step.is_some() => {
                     self.publish(true);
+                }
+                _ = tokio::time::sleep_until(self.next_expiry.unwrap_or(deadline)), if self.next_expiry.is_some() => {
+                    if self.expire_overrides() {
+                        self.publish(true);
+                        self.persist();
+                    }
                 }
                 _ = tokio::time::sleep_until(deadline), if waiting => {
                     let missing: Vec<&String> = self.endpoints.iter().filter(|(_, e)| !e.probed).map(|(k, _)| k).collect();
@@ -689,6 +710,20 @@ impl Core {
         reason: Option<String>,
         fraction: Option<f64>,
     ) -> Result<(), String> {
+        self.set_override_until(target, kind, reason, fraction, None)
+    }
+
+    pub(super) fn set_override_until(
+        &mut self,
+        target: Target,
+        kind: Option<OverrideKind>,
+        reason: Option<String>,
+        fraction: Option<f64>,
+        lasts: Option<Duration>,
+    ) -> Result<(), String> {
+        if lasts.is_some_and(|d| d.is_zero()) || (lasts.is_some() && kind.is_none()) {
+            return Err("a duration applies to setting an override, and must be above 0".into());
+        }
         if let Some(f) = fraction {
             if !(f > 0.0 && f <= 1.0) {
                 return Err(format!("fraction {f} must be in (0, 1]"));
@@ -715,6 +750,7 @@ impl Core {
         let before = endpoint_key
             .as_deref()
             .and_then(|k| self.endpoint_effective(k));
+        let until = lasts.map(|d| self.unix_now() + d.as_secs().max(1));
         let (map, key) = match (&target, &endpoint_key) {
             (Target::Region(r), _) => (&mut self.region_overrides, r.clone()),
             (_, Some(k)) => (&mut self.endpoint_overrides, k.clone()),
@@ -729,6 +765,7 @@ impl Core {
                         reason: reason.clone(),
                         since: store::now_unix(),
                         fraction: fraction.filter(|&f| f < 1.0),
+                        until,
                     },
                 );
                 Cause::OverrideSet {
@@ -793,6 +830,61 @@ impl Core {
 
     pub(super) fn publish(&mut self, log: bool) {
         self.publish_after(log, None);
+    }
+
+    /// Removes overrides whose time is up (logged, and recorded like any override
+    /// change when the view is published), and sets when the next one ends. Returns
+    /// whether any ended.
+    fn unix_now(&self) -> u64 {
+        self.epoch.0
+            + Instant::now()
+                .saturating_duration_since(self.epoch.1)
+                .as_secs()
+    }
+
+    pub(super) fn expire_overrides(&mut self) -> bool {
+        let now = self.unix_now();
+        let mut ended = Vec::new();
+        for (map, what) in [
+            (&mut self.region_overrides, "region"),
+            (&mut self.endpoint_overrides, "endpoint"),
+        ] {
+            map.retain(|key, o| {
+                let live = o.until.is_none_or(|u| u > now);
+                if !live {
+                    ended.push((what, key.clone(), o.kind));
+                }
+                live
+            });
+        }
+        for (what, key, kind) in &ended {
+            info!(target = key, kind = kind.name(), "{what} override expired");
+            if *what == "endpoint" {
+                // An endpoint's change is its own transition (a region's is recorded
+                // at publication).
+                if let Some(rt) = self.endpoints.get(key) {
+                    let (before, after) = (kind.effective(), rt.measured());
+                    if before != after {
+                        self.record(
+                            key.clone(),
+                            before.name(),
+                            after.name(),
+                            Cause::OverrideCleared,
+                            false,
+                        );
+                    }
+                }
+            }
+        }
+        let next = self
+            .region_overrides
+            .values()
+            .chain(self.endpoint_overrides.values())
+            .filter_map(|o| o.until)
+            .min();
+        self.next_expiry =
+            next.map(|u| Instant::now() + Duration::from_secs(u.saturating_sub(now)));
+        !ended.is_empty()
     }
 
     /// Per region in plan order: the share of its own clients it keeps (none when down,
@@ -1242,6 +1334,48 @@ mod tests {
         // A small change does not recompute; a large one does.
         assert!(!c.observe_load("us", Some(2320.0)));
         assert!(c.observe_load("us", Some(1000.0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_for_a_while_ends_by_itself_and_is_recorded() {
+        let mut c = core();
+        feed(&mut c, "eu/web", &[OK, OK]).await;
+        c.set_override_until(
+            Target::Region("eu".into()),
+            Some(OverrideKind::Drain),
+            Some("deploy".into()),
+            None,
+            Some(Duration::from_secs(30)),
+        )
+        .unwrap();
+        c.expire_overrides();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Down);
+        let due = c
+            .next_expiry
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert_eq!(due, Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(!c.expire_overrides(), "not yet");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(c.expire_overrides());
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Up);
+        assert_eq!(c.next_expiry, None);
+        let last = causes(&c).pop().unwrap();
+        assert_eq!(last, ("eu".into(), "down>up".into(), "override_cleared"));
+        assert!(
+            c.set_override_until(
+                Target::Region("eu".into()),
+                None,
+                None,
+                None,
+                Some(Duration::from_secs(5))
+            )
+            .is_err(),
+            "a duration needs an override to end"
+        );
     }
 
     #[tokio::test(start_paused = true)]

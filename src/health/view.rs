@@ -160,6 +160,10 @@ pub struct Override {
     /// in the answers for the rest (a progressive rollout, a partial game day).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fraction: Option<f64>,
+    /// Unix seconds when it ends by itself (`drain --for 30m`); kept in the state file,
+    /// so a restart keeps the deadline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
 }
 
 impl Override {
