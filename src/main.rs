@@ -316,13 +316,9 @@ fn admin(
                 Some(e) => format!("/api/v1/regions/{}/endpoints/{e}/{verb}", t.region),
                 None => format!("/api/v1/regions/{}/{verb}", t.region),
             };
-            let mut body = serde_json::json!({ "reason": t.reason });
-            if let Some(f) = t.fraction {
-                body["fraction"] = serde_json::json!(f);
-            }
-            if let Some(d) = &t.lasts {
-                body["for"] = serde_json::json!(d);
-            }
+            // Absent options go as null, which the API reads as not given.
+            let body =
+                serde_json::json!({ "reason": t.reason, "fraction": t.fraction, "for": t.lasts });
             (true, path, Some(body))
         }
     };
