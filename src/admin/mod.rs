@@ -302,18 +302,25 @@ async fn apply(
         .set_override(target.clone(), kind, reason.clone(), fraction, lasts)
         .await
     {
-        Ok(()) => Json(serde_json::json!({
-            "ok": true,
-            "target": match &target {
+        Ok(()) => {
+            let mut reply = serde_json::Map::new();
+            reply.insert("ok".into(), true.into());
+            let target = match &target {
                 Target::Region(r) => r.clone(),
                 Target::Endpoint { region, endpoint } => format!("{region}/{endpoint}"),
-            },
-            "override": kind.map(|k| k.name()),
-            "reason": reason,
-            "fraction": fraction,
-            "for_seconds": lasts.map(|d| d.as_secs()),
-        }))
-        .into_response(),
+            };
+            reply.insert("target".into(), target.into());
+            reply.insert("override".into(), kind.map(|k| k.name()).into());
+            reply.insert("reason".into(), reason.into());
+            // Only what was asked for: a plain drain's answer stays as it was.
+            if let Some(f) = fraction {
+                reply.insert("fraction".into(), f.into());
+            }
+            if let Some(d) = lasts {
+                reply.insert("for_seconds".into(), d.as_secs().into());
+            }
+            Json(serde_json::Value::Object(reply)).into_response()
+        }
         Err(e) => api_error(StatusCode::NOT_FOUND, e),
     }
 }
