@@ -115,6 +115,8 @@ pub enum Probe {
         tls_verify: bool,
         expect_status: Vec<u16>,
         expect_body: Option<String>,
+        /// Extra request headers (validated names and values).
+        headers: Vec<(String, String)>,
     },
 }
 

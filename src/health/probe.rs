@@ -189,6 +189,7 @@ async fn attempt(ep: &Endpoint, client: Option<&reqwest::Client>) -> bool {
             host,
             expect_status,
             expect_body,
+            headers,
             ..
         } => {
             let Some(client) = client else { return false };
@@ -198,6 +199,9 @@ async fn attempt(ep: &Endpoint, client: Option<&reqwest::Client>) -> bool {
             let mut req = client.request(method, url(ep));
             if let Some(h) = host {
                 req = req.header(reqwest::header::HOST, h);
+            }
+            for (name, value) in headers {
+                req = req.header(name.as_str(), value.as_str());
             }
             let Ok(mut resp) = req.send().await else {
                 return false;
@@ -259,6 +263,7 @@ mod identity_tests {
                 tls_verify: true,
                 expect_status: vec![],
                 expect_body: None,
+                headers: vec![("X-Probe-Token".into(), "abc".into())],
             },
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
@@ -268,5 +273,6 @@ mod identity_tests {
         assert!(sample.ok);
         let ua = format!("user-agent: meridian/{} (", env!("CARGO_PKG_VERSION"));
         assert!(request.contains(&ua), "{request}");
+        assert!(request.contains("x-probe-token: abc"), "{request}");
     }
 }

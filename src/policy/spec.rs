@@ -110,6 +110,10 @@ pub struct Endpoint {
     pub expect_status: Vec<u16>,
     /// HTTP(S): the body must contain this (the first 64 KiB are read).
     pub expect_body: Option<String>,
+    /// HTTP(S): extra request headers, e.g. `{ X-Probe-Token: abc }` (a `User-Agent`
+    /// here replaces Meridian's own).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
     /// How often to probe (default 2s) and how long one probe may take (default 1s).
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,

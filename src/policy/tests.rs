@@ -703,3 +703,31 @@ policies:
         "{overflow:?}"
     );
 }
+
+#[test]
+fn probe_headers_are_checked_at_load() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        "version: 1
+regions:
+  - name: a
+    location: { lat: 1, lon: 2 }
+    a: [192.0.2.1]
+    endpoints:
+      - { name: web, probe: http, address: \"192.0.2.1:80\", headers: { \"Bad Name\": x } }
+",
+    )
+    .unwrap();
+    let errors: Vec<String> = load(dir.path(), None, 5.0)
+        .unwrap_err()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.contains("bad.yaml:7:") && e.contains("not a valid HTTP header")),
+        "{errors:?}"
+    );
+}

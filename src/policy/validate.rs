@@ -759,6 +759,16 @@ pub fn endpoint_from_spec(e: &spec::Endpoint) -> Result<Endpoint, (At, String)> 
             if !path.starts_with('/') {
                 return Err((at(&e.probe), format!("path {path:?} must start with /")));
             }
+            for (name, value) in &e.headers {
+                if reqwest::header::HeaderName::from_bytes(name.as_bytes()).is_err()
+                    || reqwest::header::HeaderValue::from_str(value).is_err()
+                {
+                    return Err((
+                        at(&e.probe),
+                        format!("header {name:?}: {value:?} is not a valid HTTP header"),
+                    ));
+                }
+            }
             Probe::Http {
                 tls: kind == "https",
                 method,
@@ -768,6 +778,11 @@ pub fn endpoint_from_spec(e: &spec::Endpoint) -> Result<Endpoint, (At, String)> 
                 tls_verify: e.tls_verify.unwrap_or(true),
                 expect_status: e.expect_status.clone(),
                 expect_body: e.expect_body.clone(),
+                headers: e
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
             }
         }
         other => {
