@@ -141,9 +141,10 @@ pub fn split(regions: &[RegionIn], clients: &[Client]) -> Outcome {
     let n = regions.len();
     let mut admit = vec![Share::ALL; n];
     let mut out = Outcome::default();
+    let mut changed = true;
     for _ in 0..32 {
         out = evaluate(regions, &admit, clients);
-        let mut changed = false;
+        changed = false;
         for (i, r) in regions.iter().enumerate() {
             let (Some(cap), Some(&load), Some(&over)) =
                 (r.capacity, out.load.get(i), out.overflow_in.get(i))
@@ -169,6 +170,10 @@ pub fn split(regions: &[RegionIn], clients: &[Client]) -> Outcome {
         if !changed {
             break;
         }
+    }
+    // Out of rounds while still settling: the loads must be those of the final shares.
+    if changed {
+        out = evaluate(regions, &admit, clients);
     }
     out.admit = admit;
     out
