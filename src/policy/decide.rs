@@ -218,11 +218,20 @@ pub fn decide_route(
         _ => None,
     };
     // Traffic shifting: a client its first region does not keep goes where the split
-    // admits it (`traffic::split` made the same walk over the modelled clients).
-    let shifted = match (health.shifting, client, route.weighted()) {
-        (true, Some(ip), false) if bits.is_some() => {
-            shift(set, health, base, ip, qtype, route.spill())
+    // admits it (`traffic::split` made the same walk over the modelled clients), down
+    // the order this client has: the weighted one for a weighted policy.
+    let mut weighted_pairs = [0u16; 128];
+    let order = match weighted_n {
+        Some(n) => {
+            for (pair, &(r, slot)) in weighted_pairs.chunks_exact_mut(2).zip(buf.iter().take(n)) {
+                pair.copy_from_slice(&[r, slot]);
+            }
+            List::from_pairs(weighted_pairs.get(..2 * n).unwrap_or_default())
         }
+        None => base,
+    };
+    let shifted = match (health.shifting, client) {
+        (true, Some(ip)) if bits.is_some() => shift(set, health, order, ip, qtype, route.spill()),
         _ => Shift::Normal { hashed: false },
     };
     let hashed = match shifted {
@@ -237,7 +246,7 @@ pub fn decide_route(
         Shift::To { region, slot, .. } => {
             let mut n = 0;
             for (o, e) in moved.iter_mut().zip(
-                std::iter::once((region, slot)).chain(base.iter().filter(|&(r, _)| r != region)),
+                std::iter::once((region, slot)).chain(order.iter().filter(|&(r, _)| r != region)),
             ) {
                 *o = e;
                 n += 1;

@@ -731,3 +731,45 @@ regions:
         "{errors:?}"
     );
 }
+
+/// A partial drain moves its share of a region's clients in every method, weighted
+/// included (down the client's own weighted order), and a split answer holds for the
+/// client's /24 only.
+#[test]
+fn a_partial_drain_moves_its_share_of_weighted_and_nearest_clients() {
+    let w = world(
+        "  - { name: w.example.com, method: weighted, regions: [us-east, eu-west] }\n  \
+         - { name: n.example.com, method: nearest, regions: [us-east, eu-west] }\n",
+        None,
+    );
+    let us = &w.set.regions[usize::from(w.set.region_index("us-east").unwrap())];
+    let plain = HealthView::default();
+    let mut drained = HealthView::default();
+    let mut h = crate::health::RegionHealth::new(crate::health::Effective::Up, None);
+    h.keep = crate::traffic::Share::from_fraction(0.5);
+    drained.put(us.id, h);
+    drained.refresh_shifting();
+    assert!(drained.shifting);
+    for policy in 0..2 {
+        let (mut first_us, mut moved) = (0, 0);
+        for i in 0..4000u32 {
+            // US clients across 10.1.0.0/16, one per /24 and more.
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(
+                0x0A01_0000 + (i % 256) * 256 + i / 256,
+            ));
+            let before = decide(&w.set, &plain, &w.set.policies[policy], A, Some(ip));
+            if names(&w.set, before.chosen()) != ["us-east"] {
+                continue;
+            }
+            first_us += 1;
+            let after = decide(&w.set, &drained, &w.set.policies[policy], A, Some(ip));
+            if names(&w.set, after.chosen()) == ["eu-west"] {
+                moved += 1;
+                assert_eq!(after.scope, 24, "a split answer holds for its /24");
+            }
+        }
+        let share = f64::from(moved) / f64::from(first_us.max(1));
+        assert!(first_us > 500, "policy {policy}: {first_us}");
+        assert!((0.4..0.6).contains(&share), "policy {policy}: {share}");
+    }
+}
