@@ -187,8 +187,8 @@ impl Drop for EndpointRt {
     }
 }
 
-/// Per region (keep, accepts, load not modelled) and the split computed for them.
-type LastSplit = (Vec<(Share, bool, u64)>, Arc<traffic::Outcome>);
+/// Per region (keep, load not modelled) and the split computed for them.
+type LastSplit = (Vec<(Share, u64)>, Arc<traffic::Outcome>);
 
 pub(super) struct Core {
     pub(super) plan: Arc<HealthPlan>,
@@ -888,15 +888,10 @@ impl Core {
     }
 
     /// Per region in plan order: the share of its own clients it keeps (none when down,
-    /// `1 - fraction` under a partial drain, the ramp's step after a recovery) and
-    /// whether it takes displaced clients. Starts, restarts and ends ramps, and sets
-    /// when the next step is due.
-    fn keeps(
-        &mut self,
-        plan: &HealthPlan,
-        states: &[RegionState],
-        now: Instant,
-    ) -> Vec<(Share, bool)> {
+    /// `1 - fraction` under a partial drain, the ramp's step after a recovery; only a
+    /// region keeping all takes displaced clients). Starts, restarts and ends ramps, and
+    /// sets when the next step is due.
+    fn keeps(&mut self, plan: &HealthPlan, states: &[RegionState], now: Instant) -> Vec<Share> {
         let mut next_step: Option<Instant> = None;
         let out = plan
             .regions
@@ -938,13 +933,12 @@ impl Core {
                 if ramp == Share::ALL {
                     self.ramps.remove(&region.name);
                 }
-                let keep = if down {
+                if down {
                     Share::NONE
                 } else {
                     let by_override = st.r#override.as_ref().map_or(Share::ALL, Override::keep);
                     by_override.min(ramp)
-                };
-                (keep, !down && keep == Share::ALL)
+                }
             })
             .collect();
         self.next_step = next_step;
@@ -952,7 +946,7 @@ impl Core {
     }
 
     /// The split's admission shares for these keeps (recomputed only when they change).
-    fn admits(&mut self, plan: &HealthPlan, keeps: &[(Share, bool)]) -> Vec<Share> {
+    fn admits(&mut self, plan: &HealthPlan, keeps: &[Share]) -> Vec<Share> {
         // A measured load counts whole; what the model does not account for of it (other
         // names, other traffic) is carried as `other_load`, so sending more clients there
         // does not count twice.
@@ -960,18 +954,19 @@ impl Core {
             .regions
             .iter()
             .zip(keeps)
-            .map(|(r, &(keep, accepts))| RegionIn {
+            .map(|(r, &keep)| RegionIn {
                 id: r.id,
                 capacity: r.capacity,
                 keep,
-                accepts,
+                // A down region keeps none; a partly drained or ramping one takes none.
+                accepts: keep == Share::ALL,
                 other_load: self.loads.get(&r.name).map_or(0.0, |&(_, other)| other),
             })
             .collect();
-        let key: Vec<(Share, bool, u64)> = keeps
+        let key: Vec<(Share, u64)> = keeps
             .iter()
             .zip(&regions)
-            .map(|(&(k, a), r)| (k, a, r.other_load.round() as u64))
+            .map(|(&k, r)| (k, r.other_load.round() as u64))
             .collect();
         let stale = self.split.as_ref().is_none_or(|(k, _)| *k != key);
         if stale {
@@ -1040,7 +1035,7 @@ impl Core {
         let admits = self.admits(&plan, &keeps);
         let mut view = HealthView::default();
         let mut changed_regions = Vec::new();
-        for (((region, next), &(keep, _)), admit) in
+        for (((region, next), &keep), admit) in
             plan.regions.iter().zip(states).zip(&keeps).zip(admits)
         {
             view.put(

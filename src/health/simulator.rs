@@ -7,12 +7,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::watch;
-use tokio::time::Instant;
 
 use super::checker::Core;
 use super::plan::HealthPlan;
 use super::state::Sample;
-use super::status::{Status, Target, TransitionRecord};
+use super::status::{Target, TransitionRecord};
 use super::view::{HealthView, OverrideKind};
 use crate::traffic::Outcome;
 
@@ -83,17 +82,8 @@ impl Simulator {
         self.core.split.as_ref().map(|(_, o)| o.clone())
     }
 
-    /// When the next ramp step is due, if a region is ramping.
-    pub fn next_step(&self) -> Option<Instant> {
-        self.core.next_step
-    }
-
     /// Transitions recorded since the last call.
     pub fn drain_transitions(&mut self) -> Vec<TransitionRecord> {
         self.core.history.drain(..).collect()
-    }
-
-    pub fn status(&self) -> Status {
-        self.core.status()
     }
 }

@@ -342,52 +342,41 @@ fn build(
     let order_of = |class: &Class| rank_with(set, geo, policy, class, false).order;
     let area_classes =
         || (0..view.representatives.len() as u32).map(|a| view.representative(geo, a));
-    let refs = |lists: &Lists| -> Vec<Vec<u16>> { lists.store.clone() };
-    match kind_for(set, policy) {
+    // Each kind's entries, owned; packed with the lists once they are all added.
+    enum Owned {
+        Nearest(Vec<u16>),
+        Area(Vec<u32>),
+        One(u32),
+        Class(Vec<u32>),
+    }
+    let owned = match kind_for(set, policy) {
         Kind::Nearest => {
             // Residency keeps a subset of the candidates per area: a mask over their slots.
-            let masks: Vec<u16> = if policy.residency.is_empty() {
-                Vec::new()
+            if policy.residency.is_empty() {
+                Owned::Nearest(Vec::new())
             } else {
-                area_classes()
-                    .map(|class| {
-                        let kept = class.map(order_of).unwrap_or_default();
-                        policy
-                            .candidates
-                            .iter()
-                            .enumerate()
-                            .filter(|(_, r)| kept.contains(r))
-                            .fold(0u16, |m, (i, _)| m | (1 << i))
-                    })
-                    .collect()
-            };
-            let store = refs(&lists);
-            let l: Vec<&[u16]> = store.iter().map(|l| &l[..]).collect();
-            Route::try_new(
-                head,
-                &policy.candidates,
-                Entries::Nearest(&masks),
-                no_client,
-                &l,
-            )
+                Owned::Nearest(
+                    area_classes()
+                        .map(|class| {
+                            let kept = class.map(order_of).unwrap_or_default();
+                            policy
+                                .candidates
+                                .iter()
+                                .enumerate()
+                                .filter(|(_, r)| kept.contains(r))
+                                .fold(0u16, |m, (i, _)| m | (1 << i))
+                        })
+                        .collect(),
+                )
+            }
         }
         Kind::Area | Kind::One => {
             let by_area: Vec<u32> = area_classes()
                 .map(|class| lists.add(class.map(order_of).unwrap_or_default()))
                 .collect();
-            let store = refs(&lists);
-            let l: Vec<&[u16]> = store.iter().map(|l| &l[..]).collect();
             match by_area.split_first() {
-                Some((&first, rest)) if rest.iter().all(|&x| x == first) => {
-                    Route::try_new(head, &policy.candidates, Entries::One(first), no_client, &l)
-                }
-                _ => Route::try_new(
-                    head,
-                    &policy.candidates,
-                    Entries::ByArea(&by_area),
-                    no_client,
-                    &l,
-                ),
+                Some((&first, rest)) if rest.iter().all(|&x| x == first) => Owned::One(first),
+                _ => Owned::Area(by_area),
             }
         }
         Kind::Class => {
@@ -408,21 +397,22 @@ fn build(
                 geo.class(c).map(order_of).unwrap_or_default()
             });
             let ids: Vec<u32> = orders.into_iter().map(|o| lists.add(o)).collect();
-            let entries: Vec<u32> = by_class
-                .iter()
-                .map(|&d| ids.get(d as usize).copied().unwrap_or(no_client))
-                .collect();
-            let store = refs(&lists);
-            let l: Vec<&[u16]> = store.iter().map(|l| &l[..]).collect();
-            Route::try_new(
-                head,
-                &policy.candidates,
-                Entries::ByClass(&entries),
-                no_client,
-                &l,
+            Owned::Class(
+                by_class
+                    .iter()
+                    .map(|&d| ids.get(d as usize).copied().unwrap_or(no_client))
+                    .collect(),
             )
         }
-    }
+    };
+    let entries = match &owned {
+        Owned::Nearest(masks) => Entries::Nearest(masks),
+        Owned::Area(by_area) => Entries::ByArea(by_area),
+        Owned::One(list) => Entries::One(*list),
+        Owned::Class(by_class) => Entries::ByClass(by_class),
+    };
+    let l: Vec<&[u16]> = lists.store.iter().map(Vec::as_slice).collect();
+    Route::try_new(head, &policy.candidates, entries, no_client, &l)
 }
 
 /// `rank` over many classes on every core: a policy over a hundred regions on a

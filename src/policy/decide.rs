@@ -59,12 +59,13 @@ fn splitmix(mut x: u64) -> u64 {
 
 /// Weighted order without replacement (Efraimidis–Spirakis keys u^(1/w)), seeded by the
 /// client subnet so one subnet always sees the same order while subnets spread by weight.
-/// Entries are (region, counter slot).
+/// Written to `out` as interleaved (region, counter slot) words, the layout of a
+/// [`List`]; returns how many pairs.
 fn weighted_order(
     set: &PolicySet,
     list: impl Iterator<Item = (u16, u16)>,
     seed: u64,
-    out: &mut [(u16, u16); 64],
+    out: &mut [u16; 128],
 ) -> usize {
     let mut keyed = [(0f64, (0u16, 0u16)); 64];
     let mut n = 0;
@@ -88,8 +89,8 @@ fn weighted_order(
     }
     let slice = keyed.get_mut(..n).unwrap_or_default();
     slice.sort_by(|a, b| b.0.partial_cmp(&a.0).unwrap_or(std::cmp::Ordering::Equal));
-    for (o, (_, e)) in out.iter_mut().zip(slice.iter()) {
-        *o = *e;
+    for (pair, (_, (r, slot))) in out.chunks_exact_mut(2).zip(slice.iter()) {
+        pair.copy_from_slice(&[*r, *slot]);
     }
     n
 }
@@ -199,7 +200,7 @@ pub fn decide_route(
 ) -> Decision {
     let mut computed = [0u16; 2 * NEAREST_MAX];
     let (base, mut scope, bits) = resolve(set, route, client, &mut computed);
-    let mut buf = [(0u16, 0u16); 64];
+    let mut weighted = [0u16; 128];
     let weighted_n = match (route.weighted(), bits) {
         (true, Some((fam, bits))) => {
             let (width, p) = match fam {
@@ -213,23 +214,17 @@ pub fn decide_route(
             };
             let seed = splitmix((subnet as u64) ^ ((subnet >> 64) as u64) ^ route.seed());
             scope = scope.max(p);
-            Some(weighted_order(set, base.iter(), seed, &mut buf))
+            Some(weighted_order(set, base.iter(), seed, &mut weighted))
         }
         _ => None,
     };
-    // Traffic shifting: a client its first region does not keep goes where the split
-    // admits it (`traffic::split` made the same walk over the modelled clients), down
-    // the order this client has: the weighted one for a weighted policy.
-    let mut weighted_pairs = [0u16; 128];
+    // The order this client walks: the weighted one for a weighted policy.
     let order = match weighted_n {
-        Some(n) => {
-            for (pair, &(r, slot)) in weighted_pairs.chunks_exact_mut(2).zip(buf.iter().take(n)) {
-                pair.copy_from_slice(&[r, slot]);
-            }
-            List::from_pairs(weighted_pairs.get(..2 * n).unwrap_or_default())
-        }
+        Some(n) => List::from_pairs(weighted.get(..2 * n).unwrap_or_default()),
         None => base,
     };
+    // Traffic shifting: a client its first region does not keep goes where the split
+    // admits it (`traffic::split` made the same walk over the modelled clients).
     let shifted = match (health.shifting, client) {
         (true, Some(ip)) if bits.is_some() => shift(set, health, order, ip, qtype, route.spill()),
         _ => Shift::Normal { hashed: false },
@@ -256,8 +251,8 @@ pub fn decide_route(
         _ => None,
     };
     let unserved = matches!(shifted, Shift::Unserved { .. });
-    let pick = |ignore_health: bool| match (moved_n, weighted_n) {
-        (Some(n), _) if !ignore_health => walk(
+    let pick = |ignore_health: bool| match moved_n {
+        Some(n) if !ignore_health => walk(
             set,
             health,
             moved.iter().take(n).copied(),
@@ -265,24 +260,14 @@ pub fn decide_route(
             route.answers(),
             false,
         ),
-        (_, weighted_n) => match weighted_n {
-            Some(n) => walk(
-                set,
-                health,
-                buf.iter().take(n).copied(),
-                qtype,
-                route.answers(),
-                ignore_health,
-            ),
-            None => walk(
-                set,
-                health,
-                base.iter(),
-                qtype,
-                route.answers(),
-                ignore_health,
-            ),
-        },
+        _ => walk(
+            set,
+            health,
+            order.iter(),
+            qtype,
+            route.answers(),
+            ignore_health,
+        ),
     };
     let taken = if unserved {
         Taken::default()

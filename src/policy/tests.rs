@@ -381,12 +381,13 @@ fn a_cname_region_answers_alone() {
 }
 
 fn load_errors(policies: &str) -> Vec<String> {
+    file_errors(&format!("version: 1\n{REGIONS}{policies}"))
+}
+
+/// The diagnostics of loading one policy file, `bad.yaml`, with this whole text.
+fn file_errors(text: &str) -> Vec<String> {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.yaml"),
-        format!("version: 1\n{REGIONS}{policies}"),
-    )
-    .unwrap();
+    std::fs::write(dir.path().join("bad.yaml"), text).unwrap();
     load(dir.path(), None, 5.0)
         .unwrap_err()
         .iter()
@@ -661,9 +662,7 @@ fn the_shipped_policies_load_and_an_unknown_key_in_each_table_is_reported_where_
 
 #[test]
 fn bad_traffic_settings_are_reported_at_their_line_and_column() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.yaml"),
+    let errors = file_errors(
         "version: 1
 regions:
   - name: a
@@ -679,13 +678,7 @@ regions:
 policies:
   - { name: p.example.com, method: nearest, demand: 0 }
 ",
-    )
-    .unwrap();
-    let errors: Vec<String> = load(dir.path(), None, 5.0)
-        .unwrap_err()
-        .iter()
-        .map(|d| d.to_string())
-        .collect();
+    );
     let has = |at: &str, what: &str| errors.iter().any(|e| e.contains(at) && e.contains(what));
     assert!(has("bad.yaml:6:", "capacity -5 must be"), "{errors:?}");
     assert!(
@@ -706,9 +699,7 @@ policies:
 
 #[test]
 fn probe_headers_are_checked_at_load() {
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("bad.yaml"),
+    let errors = file_errors(
         "version: 1
 regions:
   - name: a
@@ -717,13 +708,7 @@ regions:
     endpoints:
       - { name: web, probe: http, address: \"192.0.2.1:80\", headers: { \"Bad Name\": x } }
 ",
-    )
-    .unwrap();
-    let errors: Vec<String> = load(dir.path(), None, 5.0)
-        .unwrap_err()
-        .iter()
-        .map(|d| d.to_string())
-        .collect();
+    );
     assert!(
         errors
             .iter()

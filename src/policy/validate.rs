@@ -265,20 +265,7 @@ fn region(
             (Thresholds::default_preset(), MinUp::Count(1))
         }
     };
-    let capacity = match &spec.capacity {
-        Some(c) if !(c.value.is_finite() && c.value > 0.0) => {
-            errors.push(diag(
-                file,
-                c,
-                format!(
-                    "capacity {} must be a number of requests/s above 0",
-                    c.value
-                ),
-            ));
-            None
-        }
-        c => c.as_ref().map(|c| c.value),
-    };
+    let capacity = requests_per_second(file, &spec.capacity, "capacity", errors);
     let load = match &spec.load {
         None => None,
         Some(l) => match load_from_spec(&l.value) {
@@ -530,17 +517,7 @@ fn policy(
             }
         }
     };
-    let demand = match &spec.demand {
-        Some(d) if !(d.value.is_finite() && d.value > 0.0) => {
-            errors.push(diag(
-                file,
-                d,
-                format!("demand {} must be a number of requests/s above 0", d.value),
-            ));
-            None
-        }
-        d => d.as_ref().map(|d| d.value),
-    };
+    let demand = requests_per_second(file, &spec.demand, "demand", errors);
     let spill_overflow = !matches!(
         spec.overflow.as_ref().map(|o| o.value),
         Some(spec::Overflow::AllDown)
@@ -663,16 +640,40 @@ pub fn thresholds_from_spec(
     Ok((t, min_up))
 }
 
-fn load_from_spec(l: &spec::Load) -> Result<crate::health::LoadQuery, (At, String)> {
-    let url = l.prometheus.value.trim_end_matches('/').to_string();
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| (at(&l.prometheus), format!("prometheus URL {url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err((
-            at(&l.prometheus),
-            "the prometheus URL must be http or https".into(),
+/// A requests/s figure (`capacity`, `demand`): a finite number above 0, else an error
+/// at its position and `None`.
+fn requests_per_second(
+    file: &Path,
+    v: &Option<spec::S<f64>>,
+    what: &str,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<f64> {
+    let v = v.as_ref()?;
+    if v.value.is_finite() && v.value > 0.0 {
+        Some(v.value)
+    } else {
+        errors.push(diag(
+            file,
+            v,
+            format!("{what} {} must be a number of requests/s above 0", v.value),
         ));
+        None
     }
+}
+
+/// A Prometheus base URL (`metric:`, `load:`): http or https, without a trailing `/`.
+fn prometheus_url(u: &spec::S<String>) -> Result<(String, reqwest::Url), (At, String)> {
+    let url = u.value.trim_end_matches('/').to_string();
+    let parsed =
+        reqwest::Url::parse(&url).map_err(|e| (at(u), format!("prometheus URL {url:?}: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err((at(u), "the prometheus URL must be http or https".into()));
+    }
+    Ok((url, parsed))
+}
+
+fn load_from_spec(l: &spec::Load) -> Result<crate::health::LoadQuery, (At, String)> {
+    let (url, _) = prometheus_url(&l.prometheus)?;
     if l.query.trim().is_empty() {
         return Err(((0, 0), "load: the query is empty".into()));
     }
@@ -803,15 +804,7 @@ pub fn endpoint_from_spec(e: &spec::Endpoint) -> Result<Endpoint, (At, String)> 
 
 /// The region's `metric:` as a pseudo-endpoint named `metric`.
 pub fn metric_from_spec(m: &spec::Metric) -> Result<Endpoint, (At, String)> {
-    let url = m.prometheus.value.trim_end_matches('/').to_string();
-    let parsed = reqwest::Url::parse(&url)
-        .map_err(|e| (at(&m.prometheus), format!("prometheus URL {url:?}: {e}")))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err((
-            at(&m.prometheus),
-            "the prometheus URL must be http or https".into(),
-        ));
-    }
+    let (url, parsed) = prometheus_url(&m.prometheus)?;
     let address = parsed
         .socket_addrs(|| None)
         .ok()
