@@ -572,6 +572,9 @@ fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow:
         .geoip_build_epoch
         .set(snapshot.geo.build_epoch as i64);
     let shared: Shared = Arc::new(ArcSwap::new(snapshot.clone()));
+    if let Some(c) = &config.startup.cluster {
+        meridian::health::probe::set_instance(&c.instance);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
@@ -583,11 +586,33 @@ fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow:
             .map_err(|e| {
                 anyhow::anyhow!("cannot listen on HTTP {}: {e}", config.startup.http_listen)
             })?;
+        // Gossip binds before probing starts: a taken port fails now.
+        let (cluster, side) = match &config.startup.cluster {
+            None => (None, None),
+            Some(c) => {
+                use meridian::health::peers::{Local, Peers, Policy};
+                let (local_tx, local_rx) = watch::channel(Arc::new(Local::default()));
+                let (peers_tx, peers_rx) = watch::channel(Arc::new(Peers::default()));
+                let running =
+                    meridian::cluster::start(c, local_rx, peers_tx, metrics.clone()).await?;
+                let side = meridian::health::shared::ClusterSide {
+                    policy: Policy {
+                        instance: c.instance.clone(),
+                        quorum: c.quorum,
+                        isolation_timeout: c.isolation_timeout,
+                    },
+                    peers: peers_rx,
+                    local: local_tx,
+                };
+                (Some(running), Some(side))
+            }
+        };
         let health = HealthHandle::start(
             Arc::new(snapshot.health_plan()),
             config.startup.state_file.clone(),
             config.startup.startup_wait,
             metrics.clone(),
+            side,
         );
         let reloader = Arc::new(Reloader::new(
             config_path.to_path_buf(),
@@ -623,6 +648,7 @@ fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow:
         let _ = tx.send(true);
         let _ = dns.await;
         let _ = admin.await;
+        drop(cluster);
         info!("stopped");
         Ok(())
     })

@@ -32,6 +32,11 @@ pub struct Metrics {
     pub last_reload_success: Gauge,
     pub geoip_build_epoch: IntGauge,
     pub build_info: IntGaugeVec,
+    pub cluster_peers: IntGaugeVec,
+    pub cluster_isolated: IntGauge,
+    pub cluster_auth_failures: IntCounterVec,
+    pub cluster_gossip_bytes: IntCounterVec,
+    pub endpoint_votes: IntGaugeVec,
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> T {
@@ -161,6 +166,38 @@ impl Metrics {
             geoip_build_epoch: reg!(IntGauge::new(
                 "meridian_geoip_build_epoch",
                 "Build time (Unix seconds) of the GeoIP database in use"
+            )),
+            cluster_peers: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "meridian_cluster_peers",
+                    "Other instances of the cluster, by gossip liveness"
+                ),
+                &["state"]
+            )),
+            cluster_isolated: reg!(IntGauge::new(
+                "meridian_cluster_isolated",
+                "1 while this instance has heard no peer for cluster.isolation_timeout and decides from its own probes"
+            )),
+            cluster_auth_failures: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_cluster_auth_failures_total",
+                    "Gossip datagrams dropped unapplied: malformed, bad_mac (another key) or replayed"
+                ),
+                &["reason"]
+            )),
+            cluster_gossip_bytes: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_cluster_gossip_bytes_total",
+                    "Gossip bytes on the wire (authenticated framing included)"
+                ),
+                &["direction"]
+            )),
+            endpoint_votes: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "meridian_endpoint_votes",
+                    "Vantage points (this instance included) whose verdict on the endpoint is this state"
+                ),
+                &["region", "endpoint", "state"]
             )),
             build_info: reg!(IntGaugeVec::new(
                 Opts::new("meridian_build_info", "Always 1; the version of this build"),

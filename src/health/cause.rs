@@ -68,6 +68,16 @@ pub enum Cause {
     },
     /// An operator override was cleared; the measured state applies again.
     OverrideCleared,
+    /// Cluster: the shared state of an endpoint changed with the vantage points' votes.
+    Quorum {
+        down: usize,
+        degraded: usize,
+        voters: usize,
+        needed: usize,
+    },
+    /// Cluster: the votes would bring a down endpoint back, but the cooldown counted on
+    /// the shared state holds it down.
+    QuorumCooldownHeld { left: Duration },
 }
 
 impl Cause {
@@ -86,6 +96,8 @@ impl Cause {
             Cause::Endpoints { .. } => "endpoints",
             Cause::OverrideSet { .. } => "override_set",
             Cause::OverrideCleared => "override_cleared",
+            Cause::Quorum { .. } => "quorum",
+            Cause::QuorumCooldownHeld { .. } => "cooldown_held",
         }
     }
 }
@@ -171,6 +183,20 @@ impl fmt::Display for Cause {
                 reason.as_deref().unwrap_or("")
             ),
             Cause::OverrideCleared => write!(f, "operator override cleared"),
+            Cause::Quorum {
+                down,
+                degraded,
+                voters,
+                needed,
+            } => write!(
+                f,
+                "{down} of {voters} vantage points see it down and {degraded} degraded, \
+                 {needed} needed"
+            ),
+            Cause::QuorumCooldownHeld { left } => write!(
+                f,
+                "the vantage points see it recovered but the cooldown holds it down for {left:?} more"
+            ),
         }
     }
 }

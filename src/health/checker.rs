@@ -20,8 +20,10 @@ use tracing::{info, warn};
 use super::aggregate::{self, Member, RegionState};
 use super::cause::Cause;
 use super::model::{Endpoint, Thresholds};
+use super::peers::{OverrideRecord, OverrideTarget};
 use super::plan::HealthPlan;
 use super::probe;
+use super::shared::{ClusterSide, ClusterState};
 use super::state::{self, Sample, State, Window};
 use super::status::{EndpointStatus, HISTORY, RegionStatus, Status, Target, TransitionRecord};
 use super::store::{self, EndpointRecord, StateFile};
@@ -65,6 +67,7 @@ impl HealthHandle {
         state_file: Option<PathBuf>,
         startup_wait: Duration,
         metrics: Arc<Metrics>,
+        cluster: Option<ClusterSide>,
     ) -> HealthHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
@@ -76,7 +79,7 @@ impl HealthHandle {
             }),
             None => StateFile::default(),
         };
-        let core = Core::new(
+        let mut core = Core::new(
             plan,
             &persisted,
             state_file,
@@ -85,6 +88,9 @@ impl HealthHandle {
             metrics,
             Probing::Tasks,
         );
+        if let Some(side) = cluster {
+            core.join(side);
+        }
         let view = core.view.clone();
         let deadline = Instant::now() + startup_wait;
         tokio::spawn(core.run(rx, sample_rx, deadline));
@@ -216,7 +222,7 @@ pub(super) struct Core {
     /// Unix seconds at a moment of tokio's clock: override deadlines are kept as Unix
     /// seconds (they outlive the process) but counted on tokio's clock, so paused-time
     /// tests can run them.
-    epoch: (u64, Instant),
+    pub(super) epoch: (u64, Instant),
     /// The split's last inputs and result: recomputed only when they change.
     pub(super) split: Option<LastSplit>,
     /// Measured loads (requests/s) from the regions' `load:` queries, by name, with the
@@ -229,6 +235,12 @@ pub(super) struct Core {
     load_tasks: HashMap<String, (crate::health::LoadQuery, JoinHandle<()>)>,
     /// Regions whose load query failed since it last answered (warned once).
     load_unread: std::collections::HashSet<String>,
+    /// This instance's name (`cluster.instance`, else the host name).
+    pub(super) instance: String,
+    /// The last change of each override target, set or cleared, as gossiped.
+    pub(super) records: BTreeMap<OverrideTarget, OverrideRecord>,
+    /// `Some` in a cluster: peers, quorum, the shared states.
+    pub(super) cluster: Option<ClusterState>,
 }
 
 fn jitter(key: &str, interval: Duration) -> Duration {
@@ -318,7 +330,30 @@ impl Core {
             load_rx: Some(load_rx),
             load_tasks: HashMap::new(),
             load_unread: Default::default(),
+            instance: probe::instance(),
+            records: persisted
+                .override_records
+                .iter()
+                .map(|(k, r)| (super::shared::target_of(k), r.clone()))
+                .collect(),
+            cluster: None,
         };
+        // Overrides from a state file written before records were kept.
+        let unrecorded: Vec<(OverrideTarget, Override)> = core
+            .region_overrides
+            .iter()
+            .chain(&core.endpoint_overrides)
+            .map(|(k, o)| (super::shared::target_of(k), o.clone()))
+            .filter(|(t, _)| !core.records.contains_key(t))
+            .collect();
+        for (t, o) in unrecorded {
+            let rec = OverrideRecord {
+                stamp: o.since * 1000,
+                state: Some(o),
+                by: core.instance.clone(),
+            };
+            core.records.insert(t, rec);
+        }
         core.reconfigure(plan, Some(persisted));
         // Restored overrides keep their deadlines; those past theirs end now.
         core.expire_overrides();
@@ -342,6 +377,14 @@ impl Core {
         (core, ready)
     }
 
+    /// Joins the gossip runtime: from now on endpoints count by quorum.
+    pub(super) fn join(&mut self, side: ClusterSide) {
+        self.instance = side.policy.instance.clone();
+        self.cluster = Some(ClusterState::new(side));
+        self.apply_peer_overrides();
+        self.publish(false);
+    }
+
     async fn run(
         mut self,
         mut rx: mpsc::UnboundedReceiver<Command>,
@@ -351,6 +394,7 @@ impl Core {
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut loads = self.load_rx.take();
+        let mut peers_rx = self.cluster.as_mut().and_then(|c| c.peers_rx.take());
         let mut waiting = true;
         if self.endpoints.is_empty() {
             let _ = self.ready_tx.send(true);
@@ -390,8 +434,28 @@ impl Core {
                     }
                 }
                 _ = watchdog.tick() => {
-                    if self.revive_silent_probes() {
+                    let revived = self.revive_silent_probes();
+                    // Isolation starts when nobody has been heard for a while: nothing
+                    // arrives to say so, hence the check here (to the second).
+                    let isolation_due = self
+                        .cluster
+                        .as_ref()
+                        .and_then(super::shared::isolation_due)
+                        .is_some_and(|d| d.is_zero());
+                    if revived || isolation_due {
                         self.publish(true);
+                    }
+                    if revived {
+                        self.persist();
+                    }
+                }
+                Ok(()) = async { match peers_rx.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
+                    if let (Some(c), Some(rx)) = (self.cluster.as_mut(), peers_rx.as_ref()) {
+                        c.peers = rx.borrow().clone();
+                    }
+                    let applied = self.apply_peer_overrides();
+                    self.publish(true);
+                    if applied {
                         self.persist();
                     }
                 }
@@ -574,7 +638,14 @@ impl Core {
             .unwrap_or_default()
     }
 
-    fn record(&mut self, key: String, from: &str, to: &str, cause: Cause, cooldown_held: bool) {
+    pub(super) fn record(
+        &mut self,
+        key: String,
+        from: &str,
+        to: &str,
+        cause: Cause,
+        cooldown_held: bool,
+    ) {
         let (region, endpoint) = key.split_once('/').unwrap_or((key.as_str(), ""));
         let policies = self.policies_using(region);
         self.metrics
@@ -756,18 +827,21 @@ impl Core {
             (_, Some(k)) => (&mut self.endpoint_overrides, k.clone()),
             (_, None) => return Err("no target".into()),
         };
+        let target_id = match &target {
+            Target::Region(_) => OverrideTarget::Region(key.clone()),
+            Target::Endpoint { .. } => OverrideTarget::Endpoint(key.clone()),
+        };
         let cause = match kind {
             Some(k) => {
-                map.insert(
-                    key.clone(),
-                    Override {
-                        kind: k,
-                        reason: reason.clone(),
-                        since: store::now_unix(),
-                        fraction: fraction.filter(|&f| f < 1.0),
-                        until,
-                    },
-                );
+                let o = Override {
+                    kind: k,
+                    reason: reason.clone(),
+                    since: store::now_unix(),
+                    fraction: fraction.filter(|&f| f < 1.0),
+                    until,
+                };
+                map.insert(key.clone(), o.clone());
+                self.note_override(target_id, Some(o));
                 Cause::OverrideSet {
                     kind: k,
                     reason: reason.clone(),
@@ -775,6 +849,7 @@ impl Core {
             }
             None => {
                 map.remove(&key);
+                self.note_override(target_id, None);
                 Cause::OverrideCleared
             }
         };
@@ -797,10 +872,10 @@ impl Core {
         Ok(())
     }
 
-    fn endpoint_effective(&self, key: &str) -> Option<Effective> {
+    pub(super) fn endpoint_effective(&self, key: &str) -> Option<Effective> {
         let rt = self.endpoints.get(key)?;
         Some(aggregate::endpoint(
-            rt.measured(),
+            self.vantage_state(key, rt.measured()),
             self.endpoint_overrides.get(key),
         ))
     }
@@ -810,7 +885,10 @@ impl Core {
         let mut members: HashMap<&str, Vec<Member>> = HashMap::new();
         for (k, e) in &self.endpoints {
             members.entry(e.region.as_str()).or_default().push(Member {
-                state: aggregate::endpoint(e.measured(), self.endpoint_overrides.get(k)),
+                state: aggregate::endpoint(
+                    self.vantage_state(k, e.measured()),
+                    self.endpoint_overrides.get(k),
+                ),
                 metric: e.ep.is_metric(),
             });
         }
@@ -859,6 +937,7 @@ impl Core {
         }
         for (what, key, kind) in &ended {
             info!(target = key, kind = kind.name(), "{what} override expired");
+            self.note_override(super::shared::target_of(key), None);
             if *what == "endpoint" {
                 // An endpoint's change is its own transition (a region's is recorded
                 // at publication).
@@ -1011,6 +1090,7 @@ impl Core {
     /// endpoints: it runs after every sample.
     fn publish_after(&mut self, log: bool, sampled: Option<&str>) {
         let now = Instant::now();
+        self.refresh_shared(log);
         // Health-aware TTL: the soonest any endpoint of the region could change.
         let mut ttl_caps: HashMap<&str, Duration> = HashMap::new();
         for e in self.endpoints.values() {
@@ -1065,6 +1145,8 @@ impl Core {
         }
         view.refresh_shifting();
         self.view.store(Arc::new(view));
+        self.publish_local();
+        self.export_cluster();
         match sampled {
             Some(key) if !self.gauges_stale => {
                 self.export_sample_gauges(now, key, &changed_regions)
@@ -1098,6 +1180,7 @@ impl Core {
                     in_state_seconds: now.saturating_duration_since(e.since).as_secs(),
                     cooldown_remaining_seconds: e.cooldown_left(now).as_secs(),
                     r#override: self.endpoint_overrides.get(k).cloned(),
+                    quorum: self.quorum_status(k),
                 }
             })
             .collect();
@@ -1168,6 +1251,7 @@ impl Core {
             regions,
             endpoints,
             transitions: self.history.iter().cloned().collect(),
+            cluster: self.cluster_status(),
         }
     }
 }

@@ -103,6 +103,15 @@ impl Core {
                 .collect(),
             region_overrides: self.region_overrides.clone(),
             endpoint_overrides: self.endpoint_overrides.clone(),
+            override_records: self
+                .records
+                .iter()
+                .map(|(t, r)| {
+                    let (super::peers::OverrideTarget::Region(k)
+                    | super::peers::OverrideTarget::Endpoint(k)) = t;
+                    (k.clone(), r.clone())
+                })
+                .collect(),
         };
         if let Err(e) = file.save(path) {
             warn!("cannot write state file {}: {e}", path.display());

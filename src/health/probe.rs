@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{LazyLock, Mutex};
+use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -15,17 +15,35 @@ use super::state::Sample;
 /// Most of a body read to look for `expect_body`.
 const MAX_BODY: usize = 64 * 1024;
 
+/// This machine's host name: the default instance name.
+pub fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
+        .unwrap_or_else(|| "unknown".into())
+}
+
+static INSTANCE: OnceLock<String> = OnceLock::new();
+
+/// Names this instance in the probes' User-Agent (`cluster.instance`); set once at
+/// startup, before the first probe. Later calls are ignored.
+pub fn set_instance(name: &str) {
+    let _ = INSTANCE.set(name.to_string());
+}
+
+/// This instance's name: `cluster.instance` once set, else the host name.
+pub fn instance() -> String {
+    INSTANCE.get().cloned().unwrap_or_else(host_name)
+}
+
 /// `Meridian/<version> (<instance>)` on every HTTP(S) probe and Prometheus query, so a
 /// backend's logs (and a WAF that blocks requests without one) can tell which nameserver
-/// asked. The instance is the host name.
+/// asked. The instance is `cluster.instance`, else the host name.
 pub fn user_agent() -> &'static str {
     static UA: LazyLock<String> = LazyLock::new(|| {
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-            .unwrap_or_else(|| "unknown".into());
-        format!("Meridian/{} ({host})", env!("CARGO_PKG_VERSION"))
+        let instance = instance();
+        format!("Meridian/{} ({instance})", env!("CARGO_PKG_VERSION"))
     });
     &UA
 }

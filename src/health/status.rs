@@ -3,6 +3,7 @@
 
 use serde::Serialize;
 
+use super::shared::{ClusterStatus, QuorumStatus};
 use super::view::{Effective, Override};
 
 /// Transitions kept for the status page.
@@ -47,6 +48,9 @@ pub struct EndpointStatus {
     pub in_state_seconds: u64,
     pub cooldown_remaining_seconds: u64,
     pub r#override: Option<Override>,
+    /// In a cluster: the peers' verdicts and the quorum's result.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quorum: Option<QuorumStatus>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -83,4 +87,6 @@ pub struct Status {
     pub regions: Vec<RegionStatus>,
     pub endpoints: Vec<EndpointStatus>,
     pub transitions: Vec<TransitionRecord>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<ClusterStatus>,
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::Override;
+use super::peers::OverrideRecord;
 
 pub const STATE_VERSION: u32 = 1;
 
@@ -30,6 +31,10 @@ pub struct StateFile {
     /// Keyed `region/endpoint`.
     #[serde(default)]
     pub endpoint_overrides: BTreeMap<String, Override>,
+    /// The last change of each override target (clears too), keyed `region` or
+    /// `region/endpoint`: what a cluster orders overrides by.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub override_records: BTreeMap<String, OverrideRecord>,
 }
 
 pub fn now_unix() -> u64 {

@@ -1,0 +1,456 @@
+//! Authenticated gossip datagrams: chitchat has no authentication of its own, so its
+//! UDP socket is replaced by one that wraps every serialized envelope:
+//!
+//! ```text
+//!  "MRD1" | boot: u64 | seq: u64 | chitchat envelope | HMAC-SHA256 (32 bytes) of all before
+//! ```
+//!
+//! `boot` is the sender's start time in Unix nanoseconds and `seq` counts its datagrams,
+//! so a receiver drops a replay: an older boot than it has seen from that address, or a
+//! sequence number seen before or older than the last 64 (the window IPsec uses). The
+//! check compares a sender's numbers with its own earlier ones only, so it does not
+//! depend on the instances' clocks agreeing. Every datagram that fails is dropped before
+//! chitchat sees it and counted by reason; none is ever applied. (What chitchat cannot
+//! decode of an authentic one it drops and logs itself.)
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use anyhow::Context;
+use async_trait::async_trait;
+use chitchat::ChitchatEnvelope;
+use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
+use ring::hmac;
+use tokio::net::UdpSocket;
+use tracing::{debug, warn};
+
+const MAGIC: &[u8; 4] = b"MRD1";
+const HEADER: usize = 4 + 8 + 8;
+const TAG: usize = 32;
+/// The largest UDP payload over IPv4.
+const MAX_DATAGRAM: usize = 65_507;
+/// Senders remembered for replay checks; more (only possible with the key) starts over.
+const MAX_SENDERS: usize = 4096;
+
+/// Why a datagram was dropped: the `reason` label of `meridian_cluster_auth_failures_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drop {
+    /// Too short, or not our framing.
+    Malformed,
+    /// The HMAC does not match: another key, or altered on the way.
+    BadMac,
+    /// Authentic but seen before (or older than the replay window).
+    Replayed,
+}
+
+impl Drop {
+    pub const ALL: [Drop; 3] = [Drop::Malformed, Drop::BadMac, Drop::Replayed];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Drop::Malformed => "malformed",
+            Drop::BadMac => "bad_mac",
+            Drop::Replayed => "replayed",
+        }
+    }
+
+    fn index(self) -> usize {
+        match self {
+            Drop::Malformed => 0,
+            Drop::BadMac => 1,
+            Drop::Replayed => 2,
+        }
+    }
+}
+
+/// Gossip traffic counters, read by the metrics export and the status page.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub sent_bytes: AtomicU64,
+    pub sent_datagrams: AtomicU64,
+    pub received_bytes: AtomicU64,
+    pub received_datagrams: AtomicU64,
+    dropped: [AtomicU64; 3],
+}
+
+impl Counters {
+    pub fn dropped(&self, why: Drop) -> u64 {
+        self.dropped
+            .get(why.index())
+            .map_or(0, |c| c.load(Ordering::Relaxed))
+    }
+
+    fn count(&self, why: Drop) {
+        if let Some(c) = self.dropped.get(why.index()) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// Seal and open datagrams with one key. Pure apart from the replay memory.
+pub struct Sealer {
+    key: hmac::Key,
+    boot: u64,
+    seq: u64,
+    seen: HashMap<SocketAddr, Replay>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Replay {
+    boot: u64,
+    top: u64,
+    /// Bit i: `top - i` was seen.
+    window: u64,
+}
+
+impl Replay {
+    /// Whether (`boot`, `seq`) is new; records it if so.
+    fn admit(&mut self, boot: u64, seq: u64) -> bool {
+        if boot < self.boot {
+            return false;
+        }
+        if boot > self.boot {
+            *self = Replay {
+                boot,
+                top: seq,
+                window: 1,
+            };
+            return true;
+        }
+        if seq > self.top {
+            let shift = seq - self.top;
+            self.window = if shift >= 64 { 0 } else { self.window << shift };
+            self.window |= 1;
+            self.top = seq;
+            return true;
+        }
+        let age = self.top - seq;
+        if age >= 64 || self.window & (1 << age) != 0 {
+            return false;
+        }
+        self.window |= 1 << age;
+        true
+    }
+}
+
+impl Sealer {
+    pub fn new(secret: &[u8], boot: u64) -> Sealer {
+        Sealer {
+            key: hmac::Key::new(hmac::HMAC_SHA256, secret),
+            boot,
+            seq: 0,
+            seen: HashMap::new(),
+        }
+    }
+
+    /// `payload` framed and tagged.
+    pub fn seal(&mut self, payload: &[u8]) -> Vec<u8> {
+        self.seq += 1;
+        let mut out = Vec::with_capacity(HEADER + payload.len() + TAG);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&self.boot.to_be_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(payload);
+        let tag = hmac::sign(&self.key, &out);
+        out.extend_from_slice(tag.as_ref());
+        out
+    }
+
+    /// The payload of an authentic, new datagram from `from`.
+    pub fn open<'a>(&mut self, from: SocketAddr, datagram: &'a [u8]) -> Result<&'a [u8], Drop> {
+        if datagram.len() < HEADER + TAG || datagram.get(..4) != Some(MAGIC.as_slice()) {
+            return Err(Drop::Malformed);
+        }
+        let (signed, tag) = datagram.split_at(datagram.len() - TAG);
+        // Constant-time comparison inside ring.
+        hmac::verify(&self.key, signed, tag).map_err(|_| Drop::BadMac)?;
+        let word = |at: usize| -> u64 {
+            let mut b = [0u8; 8];
+            if let Some(s) = signed.get(at..at + 8) {
+                b.copy_from_slice(s);
+            }
+            u64::from_be_bytes(b)
+        };
+        let (boot, seq) = (word(4), word(12));
+        if self.seen.len() >= MAX_SENDERS && !self.seen.contains_key(&from) {
+            self.seen.clear();
+        }
+        let fresh = self
+            .seen
+            .entry(from)
+            .or_insert(Replay {
+                boot,
+                top: 0,
+                window: 0,
+            })
+            .admit(boot, seq);
+        if !fresh {
+            return Err(Drop::Replayed);
+        }
+        Ok(signed.get(HEADER..).unwrap_or_default())
+    }
+}
+
+/// A chitchat transport whose sockets authenticate every datagram.
+///
+/// chitchat 0.13 keeps its envelope's encoding private, so the wrapping happens one hop
+/// out: chitchat's own UDP socket is bound on an ephemeral loopback port and talks
+/// only to *relays*, one loopback socket per remote peer. A relay seals what chitchat
+/// sends it and sends it from the public gossip socket to its peer; what arrives on the
+/// public socket is opened and handed to chitchat from that peer's relay, so chitchat
+/// sees the relay's address, which the socket below translates back to the peer's.
+/// Datagrams reaching the loopback sockets from anything but chitchat or a relay are
+/// dropped.
+pub struct AuthTransport {
+    pub secret: Vec<u8>,
+    pub boot: u64,
+    pub counters: Arc<Counters>,
+}
+
+/// Relays at most this many peers (only peers that authenticated, or that chitchat
+/// itself gossips to, get one).
+const MAX_RELAYS: usize = 1024;
+
+struct Relays {
+    public: Arc<UdpSocket>,
+    /// chitchat's own socket.
+    inner: SocketAddr,
+    sealer: Mutex<Sealer>,
+    counters: Arc<Counters>,
+    /// Peer → its relay socket and the relay's address; relay address → peer.
+    by_peer: Mutex<HashMap<SocketAddr, (Arc<UdpSocket>, SocketAddr)>>,
+    by_relay: Mutex<HashMap<SocketAddr, SocketAddr>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Relays {
+    /// The relay for `peer`, started on first use.
+    async fn relay(self: &Arc<Self>, peer: SocketAddr) -> Option<(Arc<UdpSocket>, SocketAddr)> {
+        if let Some(r) = lock(&self.by_peer).get(&peer) {
+            return Some(r.clone());
+        }
+        if lock(&self.by_peer).len() >= MAX_RELAYS {
+            warn!(%peer, "too many gossip peers: not relaying another");
+            return None;
+        }
+        let socket = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.ok()?);
+        let addr = socket.local_addr().ok()?;
+        {
+            let mut by_peer = lock(&self.by_peer);
+            if let Some(r) = by_peer.get(&peer) {
+                return Some(r.clone()); // another task started it meanwhile
+            }
+            by_peer.insert(peer, (socket.clone(), addr));
+            lock(&self.by_relay).insert(addr, peer);
+        }
+        let me = self.clone();
+        let relay = socket.clone();
+        tokio::spawn(async move {
+            let mut buf = vec![0u8; MAX_DATAGRAM];
+            loop {
+                let Ok((n, from)) = relay.recv_from(&mut buf).await else {
+                    continue;
+                };
+                if from != me.inner {
+                    continue;
+                }
+                let Some(payload) = buf.get(..n) else {
+                    continue;
+                };
+                let datagram = lock(&me.sealer).seal(payload);
+                if datagram.len() > MAX_DATAGRAM {
+                    warn!(
+                        bytes = datagram.len(),
+                        "gossip message too large for one datagram: not sent"
+                    );
+                    continue;
+                }
+                match me.public.send_to(&datagram, peer).await {
+                    Ok(n) => {
+                        me.counters
+                            .sent_bytes
+                            .fetch_add(n as u64, Ordering::Relaxed);
+                        me.counters.sent_datagrams.fetch_add(1, Ordering::Relaxed);
+                    }
+                    // A peer that is down is what gossip is for.
+                    Err(e) => debug!(%peer, error = %e, "gossip send failed"),
+                }
+            }
+        });
+        Some((socket, addr))
+    }
+
+    /// Opens what arrives on the public socket and hands it to chitchat.
+    async fn receive(self: Arc<Self>) {
+        let mut buf = vec![0u8; MAX_DATAGRAM];
+        loop {
+            let (n, from) = match self.public.recv_from(&mut buf).await {
+                Ok(r) => r,
+                Err(e) => {
+                    debug!(error = %e, "gossip receive error");
+                    continue;
+                }
+            };
+            let Some(datagram) = buf.get(..n) else {
+                continue;
+            };
+            self.counters
+                .received_bytes
+                .fetch_add(n as u64, Ordering::Relaxed);
+            self.counters
+                .received_datagrams
+                .fetch_add(1, Ordering::Relaxed);
+            let opened = lock(&self.sealer).open(from, datagram).map(<[u8]>::to_vec);
+            match opened {
+                Ok(payload) => {
+                    if let Some((relay, _)) = self.relay(from).await {
+                        let _ = relay.send_to(&payload, self.inner).await;
+                    }
+                }
+                Err(why) => {
+                    self.counters.count(why);
+                    debug!(%from, reason = why.label(), "gossip datagram dropped");
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Transport for AuthTransport {
+    async fn open(&self, listen: SocketAddr) -> anyhow::Result<Box<dyn Socket>> {
+        let public = UdpSocket::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen for gossip on {listen}/UDP"))?;
+        let inner = chitchat::transport::UdpTransport
+            .open(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
+            .await?;
+        let relays = Arc::new(Relays {
+            public: Arc::new(public),
+            inner: inner.local_addr()?,
+            sealer: Mutex::new(Sealer::new(&self.secret, self.boot)),
+            counters: self.counters.clone(),
+            by_peer: Mutex::new(HashMap::new()),
+            by_relay: Mutex::new(HashMap::new()),
+        });
+        let receiver = tokio::spawn(relays.clone().receive());
+        Ok(Box::new(AuthSocket {
+            listen,
+            inner,
+            relays,
+            receiver,
+        }))
+    }
+}
+
+struct AuthSocket {
+    listen: SocketAddr,
+    inner: Box<dyn Socket>,
+    relays: Arc<Relays>,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Drop for AuthSocket {
+    fn drop(&mut self) {
+        self.receiver.abort();
+    }
+}
+
+#[async_trait]
+impl Socket for AuthSocket {
+    fn local_addr(&self) -> anyhow::Result<SocketAddr> {
+        Ok(self.relays.public.local_addr().unwrap_or(self.listen))
+    }
+
+    async fn send(
+        &mut self,
+        to: SocketAddr,
+        envelope: ChitchatEnvelope,
+    ) -> anyhow::Result<SendOutcome> {
+        match self.relays.relay(to).await {
+            Some((_, relay)) => self.inner.send(relay, envelope).await,
+            None => Ok(SendOutcome { num_bytes_sent: 0 }),
+        }
+    }
+
+    async fn recv(&mut self) -> anyhow::Result<RecvOutcome> {
+        loop {
+            let mut got = self.inner.recv().await?;
+            let peer = lock(&self.relays.by_relay).get(&got.from_addr).copied();
+            match peer {
+                Some(p) => {
+                    got.from_addr = p;
+                    return Ok(got);
+                }
+                // Sent to the loopback socket by something else on this host.
+                None => self.relays.counters.count(Drop::Malformed),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn from() -> SocketAddr {
+        "127.0.0.2:7946".parse().unwrap()
+    }
+
+    #[test]
+    fn only_the_key_holder_is_heard_and_only_once() {
+        let mut a = Sealer::new(b"0123456789abcdef-shared", 10);
+        let mut b = Sealer::new(b"0123456789abcdef-shared", 20);
+        let mut other = Sealer::new(b"another key of sixteen", 10);
+        let d1 = a.seal(b"hello");
+        assert_eq!(b.open(from(), &d1), Ok(&b"hello"[..]));
+        assert_eq!(
+            b.open(from(), &d1),
+            Err(Drop::Replayed),
+            "the same datagram again"
+        );
+        let forged = other.seal(b"hello");
+        assert_eq!(b.open(from(), &forged), Err(Drop::BadMac));
+        let mut altered = a.seal(b"hello");
+        if let Some(x) = altered.get_mut(HEADER) {
+            *x ^= 1;
+        }
+        assert_eq!(b.open(from(), &altered), Err(Drop::BadMac));
+        for junk in [
+            &b""[..],
+            b"MRD1",
+            b"junk that is long enough to be framed as ours maybe",
+        ] {
+            assert_eq!(b.open(from(), junk), Err(Drop::Malformed));
+        }
+        // Reordering within the window is fine, a replay of any of them is not.
+        let d2 = a.seal(b"2");
+        let d3 = a.seal(b"3");
+        assert!(b.open(from(), &d3).is_ok());
+        assert!(b.open(from(), &d2).is_ok());
+        assert_eq!(b.open(from(), &d2), Err(Drop::Replayed));
+        // A restart of the sender (a later boot) is heard; its old datagrams are not.
+        let mut restarted = Sealer::new(b"0123456789abcdef-shared", 11);
+        assert!(b.open(from(), &restarted.seal(b"again")).is_ok());
+        assert_eq!(b.open(from(), &a.seal(b"old boot")), Err(Drop::Replayed));
+    }
+
+    #[test]
+    fn the_replay_window_is_sixty_four_datagrams() {
+        let mut r = Replay {
+            boot: 1,
+            top: 0,
+            window: 0,
+        };
+        assert!(r.admit(1, 100));
+        assert!(r.admit(1, 37), "63 behind");
+        assert!(!r.admit(1, 36), "64 behind");
+        assert!(r.admit(1, 300));
+        assert!(!r.admit(1, 100), "fell out of the window");
+    }
+}
