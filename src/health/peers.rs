@@ -190,12 +190,7 @@ pub fn isolated(peers: &Peers, timeout: Duration, started: Instant, now: Instant
 /// ones; when the failure detector has none live but the isolation timeout has not
 /// run out, the ones heard within it, with their last verdicts: a short partition keeps
 /// the last shared view rather than switching to this instance's own at once.
-pub fn voters(
-    peers: &Peers,
-    timeout: Duration,
-    isolated: bool,
-    now: Instant,
-) -> Vec<&Peer> {
+pub fn voters(peers: &Peers, timeout: Duration, isolated: bool, now: Instant) -> Vec<&Peer> {
     if isolated {
         return Vec::new();
     }

@@ -5,8 +5,8 @@
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,6 +26,10 @@ pub struct Httpd {
     mode: Arc<AtomicU8>,
     stop: Arc<AtomicBool>,
     pub requests: Arc<AtomicU64>,
+    /// Requests whose User-Agent holds one of these get a 503 whatever the mode.
+    fail_agents: Arc<Mutex<Vec<String>>>,
+    /// Every User-Agent seen.
+    pub agents: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Drop for Httpd {
@@ -34,10 +38,31 @@ impl Drop for Httpd {
     }
 }
 
-fn serve(mut s: TcpStream, mode: Mode, n: u64) {
+fn serve(
+    mut s: TcpStream,
+    mode: Mode,
+    n: u64,
+    fail: &[String],
+    agents: &Mutex<std::collections::BTreeSet<String>>,
+) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 2048];
-    let _ = s.read(&mut buf);
+    let got = s.read(&mut buf).unwrap_or(0);
+    let request = String::from_utf8_lossy(&buf[..got]).to_string();
+    let agent = request
+        .lines()
+        .find_map(|l| {
+            l.split_once(':')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("user-agent"))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_default();
+    agents.lock().unwrap().insert(agent.clone());
+    let mode = if fail.iter().any(|f| agent.contains(f.as_str())) {
+        Mode::Unavailable
+    } else {
+        mode
+    };
     let ok = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\nConnection: close\r\n\r\nhealthy";
     let bad =
         "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 4\r\nConnection: close\r\n\r\nsick";
@@ -70,7 +95,10 @@ impl Httpd {
         let mode = Arc::new(AtomicU8::new(Mode::Ok as u8));
         let stop = Arc::new(AtomicBool::new(false));
         let requests = Arc::new(AtomicU64::new(0));
+        let fail_agents = Arc::new(Mutex::new(Vec::new()));
+        let agents = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
         let (m, st, rq) = (mode.clone(), stop.clone(), requests.clone());
+        let (fa, ag) = (fail_agents.clone(), agents.clone());
         std::thread::spawn(move || {
             let mut listener = Some(listener);
             while !st.load(Ordering::SeqCst) {
@@ -104,7 +132,9 @@ impl Httpd {
                             5 => Mode::Reset,
                             _ => Mode::Flap,
                         };
-                        std::thread::spawn(move || serve(s, mode, n));
+                        let fail = fa.lock().unwrap().clone();
+                        let ag = ag.clone();
+                        std::thread::spawn(move || serve(s, mode, n, &fail, &ag));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -115,7 +145,14 @@ impl Httpd {
             mode,
             stop,
             requests,
+            fail_agents,
+            agents,
         }
+    }
+
+    /// Fails (503) the probes whose User-Agent contains one of `agents`, e.g. `(ns1)`.
+    pub fn fail_for(&self, agents: &[&str]) {
+        *self.fail_agents.lock().unwrap() = agents.iter().map(|a| a.to_string()).collect();
     }
 
     pub fn set(&self, mode: Mode) {

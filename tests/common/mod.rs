@@ -83,7 +83,38 @@ impl Meridian {
         m
     }
 
-    fn wait_ready(&self) {
+    /// Starts `meridian serve` with DNS and HTTP on the given addresses.
+    pub fn start_at(config: &Path, dns: SocketAddr, http: SocketAddr) -> Meridian {
+        let dir = config.parent().unwrap().to_path_buf();
+        let stderr_path = dir.join("meridian.log");
+        let child = Command::new(BIN)
+            .args(["serve", "--config"])
+            .arg(config)
+            .args(["--dns-listen", &dns.to_string()])
+            .args(["--http-listen", &http.to_string()])
+            .env_remove("MERIDIAN_ADMIN_TOKEN")
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&stderr_path)
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("start meridian");
+        let m = Meridian {
+            child,
+            addr: dns,
+            http,
+            dir,
+            stderr_path,
+        };
+        m.wait_ready();
+        m
+    }
+
+    pub fn wait_ready(&self) {
         // Loading the shipped GeoIP database takes a few seconds in a debug build.
         let deadline = Instant::now() + Duration::from_secs(60);
         let probe = query_bytes("ready.invalid.", RecordType::A, None);
