@@ -1274,7 +1274,7 @@ mod tests {
         }
     }
 
-    fn plan() -> Arc<HealthPlan> {
+    pub(super) fn plan() -> Arc<HealthPlan> {
         let metric = Probe::Metric {
             url: "http://127.0.0.1:9".into(),
             query: "up".into(),
@@ -1492,39 +1492,7 @@ mod tests {
         assert_eq!(eu(&c), Effective::Down);
     }
 
-    fn core() -> Core {
-        Core::offline(plan()).0
-    }
-
-    const OK: Sample = Sample {
-        ok: true,
-        latency: Duration::from_millis(5),
-    };
-    const FAIL: Sample = Sample {
-        ok: false,
-        latency: Duration::from_millis(500),
-    };
-
-    /// One sample a second, each followed by a publication.
-    async fn feed(c: &mut Core, key: &str, samples: &[Sample]) {
-        let generation = c.endpoints.get(key).map(|e| e.generation).unwrap();
-        for s in samples {
-            tokio::time::advance(Duration::from_secs(1)).await;
-            c.observe(key, generation, *s, None);
-            c.publish(true);
-        }
-    }
-
-    fn causes(c: &Core) -> Vec<(String, String, &'static str)> {
-        c.history
-            .iter()
-            .map(|t| (t.key.clone(), format!("{}>{}", t.from, t.to), t.cause))
-            .collect()
-    }
-
-    fn eu(c: &Core) -> Effective {
-        c.view.load().state(0)
-    }
+    use super::tests_support::*;
 
     #[tokio::test(start_paused = true)]
     async fn each_transition_is_labelled_by_its_cause() {
@@ -1594,5 +1562,218 @@ mod tests {
         );
         let text = &c.history.front().unwrap().reason;
         assert!(text.contains("did not report"), "{text}");
+    }
+}
+
+#[cfg(test)]
+mod tests_support {
+    use super::*;
+
+    pub(super) fn core() -> Core {
+        Core::offline(super::tests::plan()).0
+    }
+
+    pub(super) const OK: Sample = Sample {
+        ok: true,
+        latency: Duration::from_millis(5),
+    };
+    pub(super) const FAIL: Sample = Sample {
+        ok: false,
+        latency: Duration::from_millis(500),
+    };
+
+    /// One sample a second, each followed by a publication.
+    pub(super) async fn feed(c: &mut Core, key: &str, samples: &[Sample]) {
+        let generation = c.endpoints.get(key).map(|e| e.generation).unwrap();
+        for s in samples {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            c.observe(key, generation, *s, None);
+            c.publish(true);
+        }
+    }
+
+    pub(super) fn causes(c: &Core) -> Vec<(String, String, &'static str)> {
+        c.history
+            .iter()
+            .map(|t| (t.key.clone(), format!("{}>{}", t.from, t.to), t.cause))
+            .collect()
+    }
+
+    pub(super) fn eu(c: &Core) -> Effective {
+        c.view.load().state(0)
+    }
+}
+
+#[cfg(test)]
+mod cluster_tests {
+    //! The core in a cluster, on paused time: peers' verdicts arrive as the gossip
+    //! runtime would hand them over, and the shared state decides.
+    use super::tests_support::*;
+    use super::*;
+    use crate::health::peers::{Local, Peer, Peers, Policy, Quorum, Verdict};
+    use crate::health::shared::ClusterSide;
+
+    fn verdict(state: Effective) -> Verdict {
+        Verdict {
+            state,
+            error_rate: 0.0,
+            latency_ms: None,
+            since: 0,
+        }
+    }
+
+    fn peer(name: &str, web: Effective) -> Peer {
+        Peer {
+            name: name.into(),
+            address: "127.0.0.2:7946".parse().unwrap(),
+            live: true,
+            last_heard: Some(Instant::now()),
+            verdicts: [("eu/web".to_string(), verdict(web))].into(),
+            overrides: BTreeMap::new(),
+        }
+    }
+
+    fn clustered() -> (Core, watch::Receiver<Arc<Local>>) {
+        let mut c = core();
+        let (local_tx, local_rx) = watch::channel(Arc::new(Local::default()));
+        let (_peers_tx, peers_rx) = watch::channel(Arc::new(Peers::default()));
+        c.join(ClusterSide {
+            policy: Policy {
+                instance: "ns1".into(),
+                quorum: Quorum::Majority,
+                isolation_timeout: Duration::from_secs(30),
+            },
+            peers: peers_rx,
+            local: local_tx,
+        });
+        (c, local_rx)
+    }
+
+    fn set_peers(c: &mut Core, peers: Vec<Peer>) {
+        if let Some(cl) = c.cluster.as_mut() {
+            cl.peers = Arc::new(Peers { peers });
+        }
+        c.apply_peer_overrides();
+        c.publish(true);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_vantage_point_alone_moves_nothing_and_the_shared_cooldown_holds() {
+        let (mut c, local) = clustered();
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(c.endpoints["eu/web"].measured(), Effective::Down);
+        assert_eq!(eu(&c), Effective::Up, "only this instance sees it down");
+        assert_eq!(
+            local.borrow().verdicts["eu/web"].state,
+            Effective::Down,
+            "but says so"
+        );
+        // A second vantage point agrees: down, labelled by the quorum.
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Down), peer("ns3", Effective::Up)],
+        );
+        assert_eq!(eu(&c), Effective::Down);
+        assert!(
+            causes(&c).contains(&("eu/web".into(), "up>down".into(), "quorum")),
+            "{:?}",
+            causes(&c)
+        );
+        // The peers recover at once; the shared state waits out the 30 s cooldown.
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        assert_eq!(eu(&c), Effective::Down, "cooldown on the shared state");
+        // (Heard all along: each `set_peers` is a fresh poll of the gossip state.)
+        tokio::time::advance(Duration::from_secs(29)).await;
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        assert_eq!(eu(&c), Effective::Down);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        assert_eq!(eu(&c), Effective::Up, "two of three say up, cooldown over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn alone_past_the_timeout_it_decides_from_its_own_view() {
+        let (mut c, _local) = clustered();
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Up);
+        // The failure detector has both dead; within the timeout their last votes hold.
+        let mut silent = vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)];
+        for p in &mut silent {
+            p.live = false;
+        }
+        set_peers(&mut c, silent);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        c.publish(true);
+        assert_eq!(
+            eu(&c),
+            Effective::Up,
+            "20 s of silence: the last shared view"
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        c.publish(true);
+        assert!(c.cluster.as_ref().unwrap().isolated);
+        assert_eq!(eu(&c), Effective::Down, "isolated: its own probes decide");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_operator_action_wins_whatever_the_clocks_say() {
+        let (mut c, local) = clustered();
+        // A drain set on ns2, whose clock runs an hour ahead of ours.
+        let ahead = c.unix_ms() + 3_600_000;
+        let drain = OverrideRecord {
+            state: Some(Override {
+                kind: OverrideKind::Drain,
+                reason: Some("on ns2".into()),
+                since: ahead / 1000,
+                fraction: None,
+                until: None,
+            }),
+            stamp: ahead,
+            by: "ns2".into(),
+        };
+        let mut ns2 = peer("ns2", Effective::Up);
+        ns2.overrides
+            .insert(OverrideTarget::Region("eu".into()), drain.clone());
+        // An override for a region this instance does not have is ignored.
+        ns2.overrides.insert(
+            OverrideTarget::Region("mars".into()),
+            OverrideRecord {
+                by: "ns2".into(),
+                ..drain.clone()
+            },
+        );
+        set_peers(&mut c, vec![ns2.clone()]);
+        assert_eq!(eu(&c), Effective::Down, "ns2's drain applies here");
+        assert!(!c.region_overrides.contains_key("mars"));
+        // Cleared here, later, on a clock an hour behind: the clear still wins.
+        c.set_override(Target::Region("eu".into()), None, None)
+            .unwrap();
+        c.publish(true);
+        let mine = local.borrow().overrides[&OverrideTarget::Region("eu".into())].clone();
+        assert!(mine.newer_than(&drain), "{mine:?}");
+        assert_eq!(mine.state, None);
+        set_peers(&mut c, vec![ns2]);
+        assert_eq!(
+            eu(&c),
+            Effective::Up,
+            "ns2's older record does not come back"
+        );
     }
 }
