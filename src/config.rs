@@ -786,4 +786,44 @@ mod tests {
         assert_eq!(a.startup.changed(&b.startup), ["dns.listen", "http.listen"]);
         assert!(a.startup.changed(&a.startup.clone()).is_empty());
     }
+
+    #[test]
+    fn cluster_settings_are_checked_at_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("short.key"), "tooshort\n").unwrap();
+        std::fs::write(dir.path().join("good.key"), "0123456789abcdef0123\n").unwrap();
+        let got: Vec<(usize, String)> = load_in(
+            dir.path(),
+            "version: 1\ncluster:\n  instance: \"ns 1\"\n  listen: nowhere\n  peers: [\"127.0.0.2:7946\", \"bad\"]\n  secret_file: short.key\n  quorum: most\n  isolation_timeout: 10ms\n",
+        )
+        .unwrap_err()
+        .into_iter()
+        .map(|d| (d.line, d.message))
+        .collect();
+        let lines: Vec<usize> = got.iter().map(|g| g.0).collect();
+        assert_eq!(lines, [3, 4, 5, 6, 7, 8], "{got:?}");
+        assert!(got[3].1.contains("at least 16"), "{got:?}");
+        assert!(
+            load_in(
+                dir.path(),
+                "version: 1\ncluster:\n  listen: \"127.0.0.1:7946\"\n  secret_file: missing.key\n"
+            )
+            .unwrap_err()[0]
+                .message
+                .contains("missing.key")
+        );
+        let c = load_in(
+            dir.path(),
+            "version: 1\ncluster:\n  instance: ns1\n  listen: \"127.0.0.1:7946\"\n  peers: [\"ns2.example.net:7946\"]\n  secret_file: good.key\n  quorum: 2\n",
+        )
+        .unwrap();
+        let cl = c.startup.cluster.unwrap();
+        assert_eq!(cl.quorum, Quorum::Count(2));
+        assert_eq!(cl.isolation_timeout, Duration::from_secs(30));
+        assert_eq!(cl.secret, b"0123456789abcdef0123");
+        assert!(
+            !format!("{cl:?}").contains("0123456789"),
+            "the key stays out of logs"
+        );
+    }
 }

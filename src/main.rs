@@ -261,6 +261,19 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     snap.policies.classes.representatives.len()
                 );
             }
+            if let Some(c) = &config.startup.cluster {
+                println!(
+                    "cluster: instance {}, gossip on {} (advertised {}), {} seed peers, quorum {}, isolation after {:?}, gossip every {:?}, key {} bytes",
+                    c.instance,
+                    c.listen,
+                    c.advertise,
+                    c.peers.len(),
+                    c.quorum.name(),
+                    c.isolation_timeout,
+                    c.gossip_interval,
+                    c.secret.len()
+                );
+            }
             println!(
                 "ok: {} zones, {} records, {} regions, {} policies, configuration {}",
                 zones.len(),

@@ -25,6 +25,14 @@ fn color(state: &str) -> &'static str {
     }
 }
 
+fn badge(s: &str) -> String {
+    format!(
+        r##"<span class="st" style="background:{}">{}</span>"##,
+        color(s),
+        esc(s)
+    )
+}
+
 fn eff(e: Effective) -> &'static str {
     match e {
         Effective::Up => "up",
@@ -144,6 +152,72 @@ fn timeline(st: &Status) -> String {
     svg
 }
 
+/// Peers, and each endpoint's votes next to this instance's own verdict.
+fn cluster(h: &mut String, st: &Status, c: &crate::health::shared::ClusterStatus) {
+    let _ = write!(
+        h,
+        "<h2>Cluster</h2><p>This instance: <b>{}</b>, quorum {}, {}</p>",
+        esc(&c.instance),
+        esc(&c.quorum),
+        if c.isolated {
+            format!(
+                "{} no peer heard for {} s: deciding from its own probes",
+                badge("down"),
+                c.isolation_timeout_seconds
+            )
+        } else {
+            "deciding with its peers".into()
+        }
+    );
+    h.push_str("<table><tr><th>peer</th><th>address</th><th>gossip</th><th>last heard</th><th>verdicts</th></tr>");
+    for p in &c.peers {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.name),
+            esc(&p.address),
+            badge(if p.live { "up" } else { "down" }),
+            p.last_heard_seconds
+                .map_or_else(|| "not since start".into(), |s| format!("{s:.1} s ago")),
+            p.verdicts
+        );
+    }
+    if c.peers.is_empty() {
+        h.push_str(r#"<tr><td colspan="5" class="muted">no peer heard yet</td></tr>"#);
+    }
+    h.push_str("</table><table><tr><th>endpoint</th><th>own verdict</th><th>peers' verdicts</th><th>quorum result</th></tr>");
+    for e in &st.endpoints {
+        let Some(q) = &e.quorum else { continue };
+        let votes: Vec<String> = q
+            .votes
+            .iter()
+            .map(|v| {
+                format!(
+                    "{} {}{}",
+                    esc(&v.instance),
+                    badge(eff(v.verdict.state)),
+                    if v.counted { "" } else { " (not counted)" }
+                )
+            })
+            .collect();
+        let _ = write!(
+            h,
+            "<tr><td>{}/{}</td><td>{}</td><td>{}</td><td>{} {} up, {} degraded, {} down; {} needed{}</td></tr>",
+            esc(&e.region),
+            esc(&e.endpoint),
+            badge(&e.measured),
+            votes.join(" "),
+            badge(eff(q.state)),
+            q.up,
+            q.degraded,
+            q.down,
+            q.needed,
+            if q.cooldown_held { " (cooldown)" } else { "" }
+        );
+    }
+    h.push_str("</table>");
+}
+
 pub fn render(
     st: &Status,
     shares: &BTreeMap<String, BTreeMap<String, f64>>,
@@ -170,13 +244,6 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
         },
         esc(&zones.join(", "))
     );
-    let badge = |s: &str| {
-        format!(
-            r##"<span class="st" style="background:{}">{}</span>"##,
-            color(s),
-            esc(s)
-        )
-    };
     h.push_str("<h2>Regions</h2><table><tr><th>region</th><th>effective</th><th>measured</th><th>endpoints serving</th><th>override</th><th>load / capacity (req/s)</th><th>keeps</th><th>admits moved</th><th>failback</th></tr>");
     for r in &st.regions {
         let o = override_cell(r.r#override.as_ref());
@@ -239,7 +306,11 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
             r#"<tr><td colspan="9" class="muted">no health-checked endpoints configured</td></tr>"#,
         );
     }
-    h.push_str("</table><h2>Timeline (last 30 minutes)</h2>");
+    h.push_str("</table>");
+    if let Some(c) = &st.cluster {
+        cluster(&mut h, st, c);
+    }
+    h.push_str("<h2>Timeline (last 30 minutes)</h2>");
     h.push_str(&timeline(st));
     h.push_str("<h2>Answer shares (last 2.5 to 5 minutes)</h2><table><tr><th>policy</th><th>region</th><th>share</th></tr>");
     let answered: Vec<_> = shares
