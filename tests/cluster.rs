@@ -325,9 +325,14 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
     stays_all(&all, EU, Duration::from_secs(2));
 
     // Failing for two of three: out everywhere within the probe bound (2 failures at
-    // 150 ms) plus two gossip rounds (200 ms), with margin for polling.
+    // 150 ms, a 120 ms timeout) plus two gossip rounds (200 ms), with the second of
+    // slack for polling the health tests allow.
     eu.fail_for(&["(ns1)", "(ns2)"]);
-    let took = wait_all(&all, US, Duration::from_secs(5));
+    let took = wait_all(
+        &all,
+        US,
+        Duration::from_millis(2 * 150 + 120 + 2 * 200 + 1000),
+    );
     eprintln!("two of three: every instance moved within {took:?}");
     let votes = nodes[2]
         .metric("meridian_endpoint_votes{endpoint=\"web\",region=\"eu-west\",state=\"down\"}")
