@@ -96,6 +96,7 @@ fn the_leaves_import_nothing_else_of_the_crate() {
         "health/model.rs",
         "health/view.rs",
         "health/cause.rs",
+        "health/peers.rs",
         "iana.rs",
         "name.rs",
         "diag.rs",

@@ -2,11 +2,12 @@
 # The test command: installs the reference servers and clients the black-box tests use
 # (NSD for the differential test, dig, dnsperf, Prometheus and promtool, Chromium for
 # the status page screenshot, openssl for a TLS health endpoint, iproute2 for the
-# network namespace of the fragmentation test), then runs the suite.
+# network namespaces of the fragmentation and cluster tests, python3 for the backends of
+# the latter), then runs the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nsd dnsutils dnsperf prometheus chromium openssl iproute2)
+packages=(nsd dnsutils dnsperf prometheus chromium openssl iproute2 python3)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

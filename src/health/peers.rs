@@ -1,5 +1,5 @@
 //! What other instances of the NS set say, and how their votes combine: the types the
-//! gossip runtime (`crate::cluster`) hands the checker, and the quorum rule as pure
+//! gossip runtime (the top-level `cluster` module) hands the checker, and the quorum rule as pure
 //! functions. Nothing here does I/O or knows about gossip; the checker applies the
 //! result exactly where it used its own measurements before.
 //!
