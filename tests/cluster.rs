@@ -43,6 +43,10 @@ impl Node {
         self.m = Some(Meridian::start_at(&self.config, self.dns, self.http));
     }
 
+    fn spawn(&mut self) {
+        self.m = Some(Meridian::spawn_at(&self.config, self.dns, self.http));
+    }
+
     fn stop(&mut self) {
         if let Some(mut m) = self.m.take() {
             let _ = m.child.kill();
@@ -70,6 +74,16 @@ impl Node {
     fn log(&self) -> String {
         std::fs::read_to_string(self.config.parent().unwrap().join("meridian.log"))
             .unwrap_or_default()
+    }
+}
+
+/// Spawns them together (each waits for a peer before it serves), then waits for all.
+fn start_all(nodes: &mut [Node]) {
+    for n in nodes.iter_mut() {
+        n.spawn();
+    }
+    for n in nodes.iter() {
+        n.m.as_ref().unwrap().wait_ready();
     }
 }
 
@@ -286,9 +300,7 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
     let mut nodes: Vec<Node> = (1..=3)
         .map(|i| node(i, 3, gossip, eu.addr, us.addr, KEY))
         .collect();
-    for n in &mut nodes {
-        n.start();
-    }
+    start_all(&mut nodes);
     let all: Vec<&Node> = nodes.iter().collect();
     wait_peers(&all, 2);
     wait_all(&all, EU, Duration::from_secs(10));
@@ -440,6 +452,27 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
     );
     wait_peers(&all[..1], 2);
     stays_all(&all, EU, Duration::from_secs(1));
+
+    // A second process under an existing name is named in that instance's log.
+    let mut twin = node(3, 3, gossip, eu.addr, us.addr, KEY);
+    let text = std::fs::read_to_string(&twin.config).unwrap().replace(
+        &format!("listen: \"127.0.0.13:{gossip}\""),
+        &format!("listen: \"127.0.0.14:{gossip}\""),
+    );
+    std::fs::write(&twin.config, text).unwrap();
+    twin.start();
+    let start = Instant::now();
+    while !nodes[2]
+        .log()
+        .contains("another live instance uses this instance's name")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            nodes[2].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -449,9 +482,7 @@ fn a_lone_instance_isolates_itself_and_rejoins_without_a_flap() {
     let mut nodes: Vec<Node> = (1..=3)
         .map(|i| node(i, 3, gossip, eu.addr, us.addr, KEY))
         .collect();
-    for n in &mut nodes {
-        n.start();
-    }
+    start_all(&mut nodes);
     {
         let all: Vec<&Node> = nodes.iter().collect();
         wait_peers(&all, 2);
@@ -508,8 +539,7 @@ fn a_lone_instance_isolates_itself_and_rejoins_without_a_flap() {
         std::thread::sleep(Duration::from_millis(20));
     }
 
-    nodes[0].start();
-    nodes[1].start();
+    start_all(&mut nodes[..2]);
     let start = Instant::now();
     loop {
         assert_eq!(

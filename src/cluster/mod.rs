@@ -72,8 +72,9 @@ pub async fn start(
         boot,
         counters: counters.clone(),
     };
+    let generation = boot / 1_000_000;
     let config = ChitchatConfig {
-        chitchat_id: ChitchatId::new(cfg.instance.as_str(), boot / 1_000_000, cfg.advertise),
+        chitchat_id: ChitchatId::new(cfg.instance.as_str(), generation, cfg.advertise),
         cluster_id: "meridian".into(),
         gossip_interval: cfg.gossip_interval,
         listen_addr: cfg.listen,
@@ -103,6 +104,8 @@ pub async fn start(
     let counted = counters.clone();
     let task = tokio::spawn(async move {
         let mut exported = Exported::default();
+        let mut warned_twin = false;
+        let mut twins: HashMap<u64, u64> = HashMap::new();
         let mut local = local;
         let mut published: Option<Arc<Local>> = None;
         let mut beats: HashMap<String, (u64, u64, Option<Instant>)> = HashMap::new();
@@ -123,6 +126,26 @@ pub async fn start(
             let mut newest: BTreeMap<&str, (&ChitchatId, &chitchat::NodeState)> = BTreeMap::new();
             for (id, state) in guard.node_states() {
                 if *id.node_id == *own {
+                    // Another process gossiping under this name: its verdicts would be
+                    // taken for ours. Said once; the operator must rename one.
+                    // (An earlier run of this very instance, relayed by a peer, is seen
+                    // too, but its heartbeat no longer advances.)
+                    let first = *twins
+                        .entry(id.generation_id)
+                        .or_insert(u64::from(state.heartbeat()));
+                    let advancing = u64::from(state.heartbeat()) >= first + 3;
+                    if id.generation_id != generation
+                        && advancing
+                        && live.contains(id)
+                        && !warned_twin
+                    {
+                        warn!(
+                            instance = own,
+                            other = %id.gossip_advertise_addr,
+                            "cluster: another live instance uses this instance's name; give each a distinct cluster.instance"
+                        );
+                        warned_twin = true;
+                    }
                     continue;
                 }
                 let slot = newest.entry(&id.node_id).or_insert((id, state));

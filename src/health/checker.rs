@@ -396,10 +396,7 @@ impl Core {
         let mut loads = self.load_rx.take();
         let mut peers_rx = self.cluster.as_mut().and_then(|c| c.peers_rx.take());
         let mut waiting = true;
-        if self.endpoints.is_empty() {
-            let _ = self.ready_tx.send(true);
-            waiting = false;
-        }
+        self.check_ready(&mut waiting);
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
@@ -427,11 +424,7 @@ impl Core {
                     if changed {
                         self.persist();
                     }
-                    if waiting && self.endpoints.values().all(|e| e.probed) {
-                        info!("first probe round complete");
-                        let _ = self.ready_tx.send(true);
-                        waiting = false;
-                    }
+                    self.check_ready(&mut waiting);
                 }
                 _ = watchdog.tick() => {
                     let revived = self.revive_silent_probes();
@@ -458,6 +451,7 @@ impl Core {
                     if applied {
                         self.persist();
                     }
+                    self.check_ready(&mut waiting);
                 }
                 Some((region, value)) = async { match loads.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
                     if self.observe_load(&region, value) {
@@ -475,11 +469,34 @@ impl Core {
                 }
                 _ = tokio::time::sleep_until(deadline), if waiting => {
                     let missing: Vec<&String> = self.endpoints.iter().filter(|(_, e)| !e.probed).map(|(k, _)| k).collect();
-                    warn!(?missing, "serving before every endpoint answered its first probe");
+                    if !missing.is_empty() {
+                        warn!(?missing, "serving before every endpoint answered its first probe");
+                    }
+                    if !self.heard_a_peer() {
+                        warn!("serving before any cluster peer was heard: deciding from this instance's own probes meanwhile");
+                    }
                     let _ = self.ready_tx.send(true);
                     waiting = false;
                 }
             }
+        }
+    }
+
+    /// In a cluster, whether any peer has been heard (its votes and overrides are in).
+    fn heard_a_peer(&self) -> bool {
+        self.cluster
+            .as_ref()
+            .is_none_or(|c| c.peers.peers.iter().any(|p| p.last_heard.is_some()))
+    }
+
+    /// Ready to serve: every endpoint probed once and, in a cluster, a peer heard (so a
+    /// fresh instance whose own probes fail alone does not answer from them), or the
+    /// startup wait ran out.
+    fn check_ready(&mut self, waiting: &mut bool) {
+        if *waiting && self.endpoints.values().all(|e| e.probed) && self.heard_a_peer() {
+            info!("first probe round complete");
+            let _ = self.ready_tx.send(true);
+            *waiting = false;
         }
     }
 
@@ -1775,5 +1792,42 @@ mod cluster_tests {
             Effective::Up,
             "ns2's older record does not come back"
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_record_no_instance_could_make_is_ignored() {
+        let (mut c, _local) = clustered();
+        let stamp = c.unix_ms() + 1;
+        let mut ns2 = peer("ns2", Effective::Up);
+        for (fraction, kind) in [
+            (Some(5.0), OverrideKind::Drain),
+            (Some(0.5), OverrideKind::ForceUp),
+        ] {
+            ns2.overrides.insert(
+                OverrideTarget::Region("eu".into()),
+                OverrideRecord {
+                    state: Some(Override {
+                        kind,
+                        reason: None,
+                        since: stamp / 1000,
+                        fraction,
+                        until: None,
+                    }),
+                    stamp,
+                    by: "ns2".into(),
+                },
+            );
+            set_peers(&mut c, vec![ns2.clone()]);
+            assert!(c.region_overrides.is_empty(), "{fraction:?} {kind:?}");
+        }
+        // A plausible one applies.
+        if let Some(r) = ns2.overrides.get_mut(&OverrideTarget::Region("eu".into()))
+            && let Some(o) = r.state.as_mut()
+        {
+            o.kind = OverrideKind::Drain;
+            o.fraction = Some(0.5);
+        }
+        set_peers(&mut c, vec![ns2]);
+        assert!(c.region_overrides.contains_key("eu"));
     }
 }

@@ -118,6 +118,19 @@ pub(super) fn target_of(key: &str) -> OverrideTarget {
     }
 }
 
+/// A peer's record this instance could have made itself: a fraction only on a drain
+/// and within (0, 1), a deadline after the setting, a short reason and name.
+fn plausible(rec: &OverrideRecord) -> bool {
+    let short = |s: &str| s.len() <= 256;
+    short(&rec.by)
+        && rec.state.as_ref().is_none_or(|o| {
+            o.fraction
+                .is_none_or(|f| o.kind == super::view::OverrideKind::Drain && f > 0.0 && f < 1.0)
+                && o.until.is_none_or(|u| u > o.since)
+                && o.reason.as_deref().is_none_or(short)
+        })
+}
+
 impl Core {
     /// The state aggregation uses for endpoint `key`: the shared one in a cluster.
     pub(super) fn vantage_state(&self, key: &str, measured: Effective) -> Effective {
@@ -159,6 +172,7 @@ impl Core {
                     OverrideTarget::Endpoint(k) => self.endpoints.contains_key(k),
                 };
                 if !known
+                    || !plausible(rec)
                     || self
                         .records
                         .get(target)

@@ -85,6 +85,14 @@ impl Meridian {
 
     /// Starts `meridian serve` with DNS and HTTP on the given addresses.
     pub fn start_at(config: &Path, dns: SocketAddr, http: SocketAddr) -> Meridian {
+        let m = Self::spawn_at(config, dns, http);
+        m.wait_ready();
+        m
+    }
+
+    /// Like `start_at`, without waiting for it to answer (instances that wait for each
+    /// other are spawned together).
+    pub fn spawn_at(config: &Path, dns: SocketAddr, http: SocketAddr) -> Meridian {
         let dir = config.parent().unwrap().to_path_buf();
         let stderr_path = dir.join("meridian.log");
         let child = Command::new(BIN)
@@ -103,15 +111,13 @@ impl Meridian {
             )
             .spawn()
             .expect("start meridian");
-        let m = Meridian {
+        Meridian {
             child,
             addr: dns,
             http,
             dir,
             stderr_path,
-        };
-        m.wait_ready();
-        m
+        }
     }
 
     pub fn wait_ready(&self) {
