@@ -430,6 +430,13 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
             .len(),
         0
     );
+    assert!(
+        intruder
+            .log()
+            .contains("serving before any cluster peer was heard"),
+        "it waited for a peer up to the startup wait: {}",
+        intruder.log()
+    );
     drop(intruder);
 
     // Garbage and replayed datagrams change nothing.
