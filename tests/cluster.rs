@@ -461,13 +461,41 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
     stays_all(&all, EU, Duration::from_secs(1));
 
     // A second process under an existing name is named in that instance's log.
+    // It also takes this test's socket as a seed, so the test can capture one of its
+    // authentic datagrams and replay it.
+    let tap = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tap.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut twin = node(3, 3, gossip, eu.addr, us.addr, KEY);
-    let text = std::fs::read_to_string(&twin.config).unwrap().replace(
-        &format!("listen: \"127.0.0.13:{gossip}\""),
-        &format!("listen: \"127.0.0.14:{gossip}\""),
-    );
+    let text = std::fs::read_to_string(&twin.config)
+        .unwrap()
+        .replace(
+            &format!("listen: \"127.0.0.13:{gossip}\""),
+            &format!("listen: \"127.0.0.14:{gossip}\""),
+        )
+        .replace(
+            "peers: [",
+            &format!("peers: [\"{}\", ", tap.local_addr().unwrap()),
+        );
     std::fs::write(&twin.config, text).unwrap();
-    twin.start();
+    twin.spawn();
+    let mut buf = [0u8; 65536];
+    let (n, _) = tap
+        .recv_from(&mut buf)
+        .expect("the twin gossips to its seed");
+    let replayed = |n: &Node| {
+        n.metric("meridian_cluster_auth_failures_total{reason=\"replayed\"}")
+            .unwrap_or(0.0)
+    };
+    let before = replayed(&nodes[0]);
+    for _ in 0..3 {
+        tap.send_to(&buf[..n], target).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        replayed(&nodes[0]) - before,
+        2.0,
+        "the first copy is news to ns1, the next two are replays"
+    );
     let start = Instant::now();
     while !nodes[2]
         .log()

@@ -5,11 +5,13 @@
 //!  "MRD1" | boot: u64 | seq: u64 | chitchat envelope | HMAC-SHA256 (32 bytes) of all before
 //! ```
 //!
-//! `boot` is the sender's start time in Unix nanoseconds and `seq` counts its datagrams,
-//! so a receiver drops a replay: an older boot than it has seen from that address, or a
-//! sequence number seen before or older than the last 64 (the window IPsec uses). The
-//! check compares a sender's numbers with its own earlier ones only, so it does not
-//! depend on the instances' clocks agreeing. Every datagram that fails is dropped before
+//! `boot` is the sender's start time in Unix nanoseconds (one per run of an instance) and
+//! `seq` counts its datagrams, so a receiver drops a replay, from whatever source address
+//! it comes: a sequence number of that boot seen before, or older than the last 64 (the
+//! window IPsec uses). The check compares a sender's numbers with its own earlier ones
+//! only, so it does not depend on the instances' clocks agreeing. Gossip is
+//! authenticated, not encrypted: what instances say to each other is readable on the
+//! path, as it is with memberlist without its keyring. Every datagram that fails is dropped before
 //! chitchat sees it and counted by reason; none is ever applied. (What chitchat cannot
 //! decode of an authentic one it drops and logs itself.)
 
@@ -31,7 +33,7 @@ const HEADER: usize = 4 + 8 + 8;
 const TAG: usize = 32;
 /// The largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
-/// Senders remembered for replay checks; more (only possible with the key) starts over.
+/// Sender runs remembered for replay checks; more (only possible with the key) starts over.
 const MAX_SENDERS: usize = 4096;
 
 /// Why a datagram was dropped: the `reason` label of `meridian_cluster_auth_failures_total`.
@@ -94,31 +96,20 @@ pub struct Sealer {
     key: hmac::Key,
     boot: u64,
     seq: u64,
-    seen: HashMap<SocketAddr, Replay>,
+    /// By sender boot.
+    seen: HashMap<u64, Replay>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, Default)]
 struct Replay {
-    boot: u64,
     top: u64,
     /// Bit i: `top - i` was seen.
     window: u64,
 }
 
 impl Replay {
-    /// Whether (`boot`, `seq`) is new; records it if so.
-    fn admit(&mut self, boot: u64, seq: u64) -> bool {
-        if boot < self.boot {
-            return false;
-        }
-        if boot > self.boot {
-            *self = Replay {
-                boot,
-                top: seq,
-                window: 1,
-            };
-            return true;
-        }
+    /// Whether `seq` is new; records it if so.
+    fn admit(&mut self, seq: u64) -> bool {
         if seq > self.top {
             let shift = seq - self.top;
             self.window = if shift >= 64 { 0 } else { self.window << shift };
@@ -158,8 +149,8 @@ impl Sealer {
         out
     }
 
-    /// The payload of an authentic, new datagram from `from`.
-    pub fn open<'a>(&mut self, from: SocketAddr, datagram: &'a [u8]) -> Result<&'a [u8], Drop> {
+    /// The payload of an authentic datagram not seen before.
+    pub fn open<'a>(&mut self, datagram: &'a [u8]) -> Result<&'a [u8], Drop> {
         if datagram.len() < HEADER + TAG || datagram.get(..4) != Some(MAGIC.as_slice()) {
             return Err(Drop::Malformed);
         }
@@ -174,18 +165,10 @@ impl Sealer {
             u64::from_be_bytes(b)
         };
         let (boot, seq) = (word(4), word(12));
-        if self.seen.len() >= MAX_SENDERS && !self.seen.contains_key(&from) {
+        if self.seen.len() >= MAX_SENDERS && !self.seen.contains_key(&boot) {
             self.seen.clear();
         }
-        let fresh = self
-            .seen
-            .entry(from)
-            .or_insert(Replay {
-                boot,
-                top: 0,
-                window: 0,
-            })
-            .admit(boot, seq);
+        let fresh = self.seen.entry(boot).or_default().admit(seq);
         if !fresh {
             return Err(Drop::Replayed);
         }
@@ -305,7 +288,7 @@ impl Relays {
             self.counters
                 .received_datagrams
                 .fetch_add(1, Ordering::Relaxed);
-            let opened = lock(&self.sealer).open(from, datagram).map(<[u8]>::to_vec);
+            let opened = lock(&self.sealer).open(datagram).map(<[u8]>::to_vec);
             match opened {
                 Ok(payload) => {
                     if let Some((relay, _)) = self.relay(from).await {
@@ -398,59 +381,49 @@ impl Socket for AuthSocket {
 mod tests {
     use super::*;
 
-    fn from() -> SocketAddr {
-        "127.0.0.2:7946".parse().unwrap()
-    }
-
     #[test]
     fn only_the_key_holder_is_heard_and_only_once() {
         let mut a = Sealer::new(b"0123456789abcdef-shared", 10);
         let mut b = Sealer::new(b"0123456789abcdef-shared", 20);
         let mut other = Sealer::new(b"another key of sixteen", 10);
         let d1 = a.seal(b"hello");
-        assert_eq!(b.open(from(), &d1), Ok(&b"hello"[..]));
-        assert_eq!(
-            b.open(from(), &d1),
-            Err(Drop::Replayed),
-            "the same datagram again"
-        );
+        assert_eq!(b.open(&d1), Ok(&b"hello"[..]));
+        assert_eq!(b.open(&d1), Err(Drop::Replayed), "the same datagram again");
         let forged = other.seal(b"hello");
-        assert_eq!(b.open(from(), &forged), Err(Drop::BadMac));
+        assert_eq!(b.open(&forged), Err(Drop::BadMac));
         let mut altered = a.seal(b"hello");
         if let Some(x) = altered.get_mut(HEADER) {
             *x ^= 1;
         }
-        assert_eq!(b.open(from(), &altered), Err(Drop::BadMac));
+        assert_eq!(b.open(&altered), Err(Drop::BadMac));
         for junk in [
             &b""[..],
             b"MRD1",
             b"junk that is long enough to be framed as ours maybe",
         ] {
-            assert_eq!(b.open(from(), junk), Err(Drop::Malformed));
+            assert_eq!(b.open(junk), Err(Drop::Malformed));
         }
         // Reordering within the window is fine, a replay of any of them is not.
         let d2 = a.seal(b"2");
         let d3 = a.seal(b"3");
-        assert!(b.open(from(), &d3).is_ok());
-        assert!(b.open(from(), &d2).is_ok());
-        assert_eq!(b.open(from(), &d2), Err(Drop::Replayed));
-        // A restart of the sender (a later boot) is heard; its old datagrams are not.
+        assert!(b.open(&d3).is_ok());
+        assert!(b.open(&d2).is_ok());
+        assert_eq!(b.open(&d2), Err(Drop::Replayed));
+        // A restart of the sender (another boot) is heard, and a replay is dropped
+        // whichever address it comes from (the address is not part of the check).
         let mut restarted = Sealer::new(b"0123456789abcdef-shared", 11);
-        assert!(b.open(from(), &restarted.seal(b"again")).is_ok());
-        assert_eq!(b.open(from(), &a.seal(b"old boot")), Err(Drop::Replayed));
+        let again = restarted.seal(b"again");
+        assert!(b.open(&again).is_ok());
+        assert_eq!(b.open(&again), Err(Drop::Replayed));
     }
 
     #[test]
     fn the_replay_window_is_sixty_four_datagrams() {
-        let mut r = Replay {
-            boot: 1,
-            top: 0,
-            window: 0,
-        };
-        assert!(r.admit(1, 100));
-        assert!(r.admit(1, 37), "63 behind");
-        assert!(!r.admit(1, 36), "64 behind");
-        assert!(r.admit(1, 300));
-        assert!(!r.admit(1, 100), "fell out of the window");
+        let mut r = Replay::default();
+        assert!(r.admit(100));
+        assert!(r.admit(37), "63 behind");
+        assert!(!r.admit(36), "64 behind");
+        assert!(r.admit(300));
+        assert!(!r.admit(100), "fell out of the window");
     }
 }
