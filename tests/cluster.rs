@@ -450,7 +450,18 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
         framed.resize(80, 0);
         sock.send_to(&framed, target).unwrap();
     }
+    // Oversized: the largest UDP payload, framed as ours with a wrong tag.
+    let mut big = b"MRD1".to_vec();
+    big.resize(65_507, 0xa5);
+    sock.send_to(&big, target).unwrap();
     std::thread::sleep(Duration::from_millis(500));
+    assert!(
+        nodes[0]
+            .metric("meridian_cluster_auth_failures_total{reason=\"bad_mac\"}")
+            .unwrap_or(0.0)
+            > bad,
+        "the oversized datagram fails authentication"
+    );
     assert!(
         nodes[0]
             .metric("meridian_cluster_auth_failures_total{reason=\"malformed\"}")
@@ -461,27 +472,51 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
     stays_all(&all, EU, Duration::from_secs(1));
 
     // A second process under an existing name is named in that instance's log.
-    // It also takes this test's socket as a seed, so the test can capture one of its
-    // authentic datagrams and replay it.
-    let tap = UdpSocket::bind("127.0.0.1:0").unwrap();
-    tap.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut twin = node(3, 3, gossip, eu.addr, us.addr, KEY);
-    let text = std::fs::read_to_string(&twin.config)
-        .unwrap()
-        .replace(
-            &format!("listen: \"127.0.0.13:{gossip}\""),
-            &format!("listen: \"127.0.0.14:{gossip}\""),
-        )
-        .replace(
-            "peers: [",
-            &format!("peers: [\"{}\", ", tap.local_addr().unwrap()),
-        );
+    let text = std::fs::read_to_string(&twin.config).unwrap().replace(
+        &format!("listen: \"127.0.0.13:{gossip}\""),
+        &format!("listen: \"127.0.0.14:{gossip}\""),
+    );
     std::fs::write(&twin.config, text).unwrap();
     twin.spawn();
+    let start = Instant::now();
+    while !nodes[2]
+        .log()
+        .contains("another live instance uses this instance's name")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{}",
+            nodes[2].log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(twin);
+
+    // An instance with the key whose only seed is this test's socket: one of its
+    // authentic datagrams, captured and sent to ns1 three times, is news once and a
+    // replay twice.
+    let tap = UdpSocket::bind("127.0.0.1:0").unwrap();
+    tap.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut source = node(5, 5, gossip, eu.addr, us.addr, KEY);
+    let text = std::fs::read_to_string(&source.config).unwrap();
+    let text: String = text
+        .lines()
+        .map(|l| {
+            if l.trim_start().starts_with("peers:") {
+                format!("  peers: [\"{}\"]", tap.local_addr().unwrap())
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&source.config, text).unwrap();
+    source.spawn();
     let mut buf = [0u8; 65536];
     let (n, _) = tap
         .recv_from(&mut buf)
-        .expect("the twin gossips to its seed");
+        .expect("the instance gossips to its only seed");
     let replayed = |n: &Node| {
         n.metric("meridian_cluster_auth_failures_total{reason=\"replayed\"}")
             .unwrap_or(0.0)
@@ -496,18 +531,6 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
         2.0,
         "the first copy is news to ns1, the next two are replays"
     );
-    let start = Instant::now();
-    while !nodes[2]
-        .log()
-        .contains("another live instance uses this instance's name")
-    {
-        assert!(
-            start.elapsed() < Duration::from_secs(10),
-            "{}",
-            nodes[2].log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

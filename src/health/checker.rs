@@ -1110,9 +1110,16 @@ impl Core {
         self.refresh_shared(log);
         // Health-aware TTL: the soonest any endpoint of the region could change.
         let mut ttl_caps: HashMap<&str, Duration> = HashMap::new();
-        for e in self.endpoints.values() {
+        for (key, e) in &self.endpoints {
             let s = e.window.signals(e.thresholds.latency_percentile);
-            if let Some(d) = state::time_to_change(e.state, &s, &e.thresholds, e.ep.interval, now) {
+            let local = state::time_to_change(e.state, &s, &e.thresholds, e.ep.interval, now);
+            // In a cluster the shared state can also change with the votes.
+            let shared = self.shared_change_bound(key, e, now);
+            let soonest = match (local, shared) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(d) = soonest {
                 let cap = ttl_caps.entry(e.region.as_str()).or_insert(d);
                 *cap = (*cap).min(d);
             }
@@ -1684,6 +1691,11 @@ mod cluster_tests {
         feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
         assert_eq!(c.endpoints["eu/web"].measured(), Effective::Down);
         assert_eq!(eu(&c), Effective::Up, "only this instance sees it down");
+        assert_eq!(
+            c.view.load().ttl_cap(0),
+            Some(1),
+            "votes split: the next probe round may tip it, so answers last a round"
+        );
         assert_eq!(
             local.borrow().verdicts["eu/web"].state,
             Effective::Down,

@@ -140,6 +140,28 @@ impl Core {
             .map_or(measured, |s| s.state)
     }
 
+    /// How soon endpoint `key`'s shared state could change without its own probes
+    /// changing: when the shared cooldown holding it ends, or, with the voters split, at
+    /// the next probe round (a peer's next verdict may tip it). `None`: unanimous.
+    pub(super) fn shared_change_bound(
+        &self,
+        key: &str,
+        e: &super::checker::EndpointRt,
+        now: Instant,
+    ) -> Option<Duration> {
+        let s = self.cluster.as_ref()?.shared.get(key)?;
+        if s.held {
+            return Some(
+                e.thresholds
+                    .cooldown
+                    .saturating_sub(now.saturating_duration_since(s.since)),
+            );
+        }
+        let t = s.tally;
+        let unanimous = [t.up, t.degraded, t.down].contains(&t.voters());
+        (!unanimous).then_some(e.ep.interval)
+    }
+
     /// Unix milliseconds on tokio's clock (see `epoch`).
     pub(super) fn unix_ms(&self) -> u64 {
         self.epoch.0 * 1000
