@@ -9,6 +9,8 @@ pub mod demo;
 pub mod diag;
 pub mod dns;
 pub mod explain;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod geo;
 pub mod health;
 pub mod iana;

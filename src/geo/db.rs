@@ -181,7 +181,11 @@ fn to_ipnet(n: ipnetwork::IpNetwork) -> Option<IpNet> {
 }
 
 pub fn read(path: &Path) -> Result<Contents, DbError> {
-    let bytes = std::fs::read(path)?;
+    read_bytes(std::fs::read(path)?)
+}
+
+/// `read` of a database already in memory.
+pub fn read_bytes(bytes: Vec<u8>) -> Result<Contents, DbError> {
     let reader = Reader::from_source(bytes).map_err(|e| DbError::Format(e.to_string()))?;
     let database_type = reader.metadata().database_type.clone();
     let build_epoch = reader.metadata().build_epoch;
