@@ -650,10 +650,26 @@ fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow:
         // guesses right after a restart is how a dead region gets traffic.
         health.wait_ready().await;
         server::log_listening(&bound.local_addrs());
+        let rrl = config
+            .startup
+            .rrl
+            .clone()
+            .and_then(meridian::dns::rrl::Rrl::new)
+            .map(Arc::new);
+        if let Some(r) = &rrl {
+            let c = r.config();
+            info!(
+                responses_per_second = c.responses_per_second,
+                window_seconds = c.window_seconds,
+                slip = c.slip,
+                "response rate limiting on UDP"
+            );
+        }
         let ctx = server::Ctx {
             shared,
             health: health.view.clone(),
             metrics,
+            rrl,
         };
         let dns = tokio::spawn(server::run(bound, ctx, config.startup.dns.clone(), rx));
         signals(&reloader).await?;

@@ -37,6 +37,7 @@ pub struct Metrics {
     pub cluster_auth_failures: IntCounterVec,
     pub cluster_gossip_bytes: IntCounterVec,
     pub endpoint_votes: IntGaugeVec,
+    pub rrl_limited: IntCounterVec,
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> T {
@@ -191,6 +192,13 @@ impl Metrics {
                     "Gossip bytes on the wire (authenticated framing included)"
                 ),
                 &["direction"]
+            )),
+            rrl_limited: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_rrl_limited_total",
+                    "UDP responses over the rate limit, by response kind and what was done (dropped, or slipped: sent truncated)"
+                ),
+                &["kind", "action"]
             )),
             endpoint_votes: reg!(IntGaugeVec::new(
                 Opts::new(

@@ -10,4 +10,5 @@
 pub mod handler;
 pub mod request;
 pub mod response;
+pub mod rrl;
 pub mod server;

@@ -23,6 +23,7 @@ use tracing::{debug, info, warn};
 use super::handler::{self, AnswerTally, Transport};
 use super::request::{self, Parsed};
 use super::response;
+use super::rrl::{Action, Kind, Rrl};
 use crate::config::DnsConfig;
 use crate::health::HealthView;
 use crate::metrics::{Metrics, QueryCounters};
@@ -127,6 +128,8 @@ pub struct Ctx {
     pub shared: Shared,
     pub health: SharedHealth,
     pub metrics: Arc<Metrics>,
+    /// UDP response rate limiting; `None`: off.
+    pub rrl: Option<Arc<Rrl>>,
 }
 
 impl Ctx {
@@ -228,6 +231,21 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
     let mut send_headers = MultiHeaders::<SockaddrStorage>::preallocate(BATCH, None);
     let mut counters = QueryCounters::default();
     let mut tally = AnswerTally::default();
+    // Label handles cached: kind × (dropped, slipped).
+    let limited_counters: Vec<[prometheus::IntCounter; 2]> = Kind::ALL
+        .iter()
+        .map(|k| {
+            [
+                ctx.metrics
+                    .rrl_limited
+                    .with_label_values(&[k.label(), "dropped"]),
+                ctx.metrics
+                    .rrl_limited
+                    .with_label_values(&[k.label(), "slipped"]),
+            ]
+        })
+        .collect();
+    let mut limited = 0u64;
     while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         peers.clear();
         let mut n_out = 0usize;
@@ -260,6 +278,7 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     loaded.get_or_insert_with(|| (ctx.shared.load(), ctx.health.load()));
                 handler::warm(snapshot, batch.iter().filter_map(|(_, p)| p.as_query()));
             }
+            let second = ctx.rrl.as_ref().map_or(0, |r| r.now());
             for (addr, parsed) in batch {
                 let Some(peer) = to_std(&addr) else { continue };
                 let Some(out) = outbufs.get_mut(n_out) else {
@@ -278,6 +297,29 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     &mut tally,
                     out,
                 ) {
+                    if let Some(rrl) = &ctx.rrl {
+                        let kind = Kind::of(out);
+                        let action = rrl.action(peer.ip(), kind, second, &mut limited);
+                        let counter = |i: usize| {
+                            limited_counters
+                                .get(kind.index())
+                                .and_then(|c| c.get(i))
+                                .map(prometheus::IntCounter::inc)
+                        };
+                        match action {
+                            Action::Send => {}
+                            Action::Slip => {
+                                counter(1);
+                                if !response::cut_to_question(out) {
+                                    continue;
+                                }
+                            }
+                            Action::Drop => {
+                                counter(0);
+                                continue;
+                            }
+                        }
+                    }
                     peers.push(Some(addr));
                     n_out += 1;
                 }

@@ -1,0 +1,150 @@
+//! Response rate limiting on the real binary: a flood of identical queries from one /24
+//! (sourced from 127.0.5.5) gets the configured rate in full answers and every second
+//! limited response truncated (the slip), while another /24 (127.0.9.9) asking at the
+//! same time is answered in full, and TCP from the flooding prefix is never limited.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
+mod common;
+
+use std::net::UdpSocket;
+use std::time::{Duration, Instant};
+
+use common::*;
+use hickory_proto::op::Message;
+use hickory_proto::rr::RecordType;
+
+const ZONE: &str = "$TTL 300
+@    SOA ns1 hostmaster 1 7200 3600 1209600 60
+@    NS  ns1
+ns1  A   192.0.2.53
+www  A   192.0.2.80
+";
+
+#[derive(Default, Debug)]
+struct Tally {
+    full: usize,
+    truncated: usize,
+}
+
+/// Sends `count` queries from `source` at `per_second`, and tallies the replies.
+fn ask(server: std::net::SocketAddr, source: &str, count: usize, per_second: u32) -> Tally {
+    let sock = UdpSocket::bind(format!("{source}:0")).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let reader = sock.try_clone().unwrap();
+    let collect = std::thread::spawn(move || {
+        let mut t = Tally::default();
+        let mut buf = [0u8; 2048];
+        while let Ok(n) = reader.recv(&mut buf) {
+            let m = Message::from_vec(&buf[..n]).unwrap();
+            if m.metadata.truncation {
+                assert!(m.answers.is_empty(), "a slipped response carries no answer");
+                t.truncated += 1;
+            } else {
+                assert_eq!(m.answers.len(), 1);
+                t.full += 1;
+            }
+        }
+        t
+    });
+    let q = query_bytes("www.example.test.", RecordType::A, Some(1232));
+    let gap = Duration::from_secs(1) / per_second;
+    let start = Instant::now();
+    for i in 0..count {
+        sock.send_to(&q, server).unwrap();
+        let due = start + gap * (i as u32 + 1);
+        if let Some(wait) = due.checked_duration_since(Instant::now()) {
+            std::thread::sleep(wait);
+        }
+    }
+    collect.join().unwrap()
+}
+
+#[test]
+fn a_flood_from_one_prefix_is_limited_and_slipped_while_another_is_answered() {
+    let dir = common::deployment(&[("example.test", ZONE)]);
+    std::fs::write(
+        dir.path().join("meridian.yaml"),
+        "version: 1\ndns:\n  udp_sockets_per_address: 2\nrrl:\n  responses_per_second: 20\n  window: 2s\n  slip: 2\n  exempt: []\n",
+    )
+    .unwrap();
+    let m = Meridian::start(&dir.path().join("meridian.yaml"));
+    assert!(m.log().contains("response rate limiting on UDP"));
+    let server = m.addr;
+    // 3 s of flood at 200 queries/s; the other prefix asks 15/s meanwhile.
+    let flood = std::thread::spawn(move || ask(server, "127.0.5.5", 600, 200));
+    let other = std::thread::spawn(move || ask(server, "127.0.9.9", 45, 15));
+    std::thread::sleep(Duration::from_millis(500));
+    // TCP from the flooding prefix, in the middle of it: answered in full.
+    let tcp = std::net::TcpStream::connect(server).unwrap();
+    let mut tcp = tcp;
+    let reply = tcp_exchange(
+        &mut tcp,
+        &query_bytes("www.example.test.", RecordType::A, None),
+    );
+    let reply = Message::from_vec(&reply).unwrap();
+    assert!(
+        !reply.metadata.truncation && reply.answers.len() == 1,
+        "TCP is not limited"
+    );
+    let (flood, other) = (flood.join().unwrap(), other.join().unwrap());
+    eprintln!("flood: {flood:?}, other: {other:?}");
+    assert_eq!(
+        other.full, 45,
+        "the other /24 is answered in full: {other:?}"
+    );
+    // 20/s over about 3 s (the first second's worth, then 20 a second).
+    assert!(
+        (20..=90).contains(&flood.full),
+        "full answers to the flood: {flood:?}"
+    );
+    let limited = 600 - flood.full;
+    let expected_slips = limited / 2;
+    assert!(
+        flood.truncated.abs_diff(expected_slips) <= 10,
+        "every second limited response slips: {flood:?}"
+    );
+    let metrics = http(m.http, "GET", "/metrics", &[], "").1;
+    let value = |series: &str| -> f64 {
+        metrics
+            .lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+            .unwrap_or(0.0)
+    };
+    let slipped = value("meridian_rrl_limited_total{action=\"slipped\",kind=\"answer\"}");
+    let dropped = value("meridian_rrl_limited_total{action=\"dropped\",kind=\"answer\"}");
+    assert_eq!(slipped as usize, flood.truncated, "{metrics}");
+    assert!(
+        (dropped as usize).abs_diff(limited - flood.truncated) <= 2,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn rate_limiting_is_off_unless_configured_and_bad_settings_are_named() {
+    let dir = common::deployment(&[("example.test", ZONE)]);
+    let m = Meridian::start(&dir.path().join("meridian.yaml"));
+    let server = m.addr;
+    let t = ask(server, "127.0.5.6", 200, 400);
+    assert_eq!(t.full, 200, "{t:?}");
+    drop(m);
+    std::fs::write(
+        dir.path().join("meridian.yaml"),
+        "version: 1\nrrl:\n  responses_per_second: 20\n  slip: 11\n  ipv4_prefix: 33\n  exempt: [\"nope\"]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(dir.path().join("meridian.yaml"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    for (line, what) in [(4, "rrl.slip"), (5, "rrl.ipv4_prefix"), (6, "rrl.exempt")] {
+        assert!(
+            text.contains(&format!("meridian.yaml:{line}:")) && text.contains(what),
+            "{what} at line {line}: {text}"
+        );
+    }
+}
