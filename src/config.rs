@@ -56,6 +56,15 @@ struct Spec {
     health: HealthSpec,
     cluster: Option<S<ClusterSpec>>,
     rrl: Option<S<RrlSpec>>,
+    #[serde(default)]
+    limits: LimitsSpec,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitsSpec {
+    zone_records: Option<S<usize>>,
+    records_per_name: Option<S<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,6 +107,7 @@ struct DnsSpec {
     edns_udp_size: Option<S<u16>>,
     tcp_idle_timeout: Option<S<String>>,
     tcp_max_connections: Option<usize>,
+    tcp_max_queries: Option<S<u32>>,
     udp_sockets_per_address: Option<usize>,
 }
 
@@ -181,6 +191,9 @@ pub struct DnsConfig {
     pub listen: Vec<SocketAddr>,
     pub tcp_idle_timeout: Duration,
     pub tcp_max_connections: usize,
+    /// Queries answered on one TCP connection before it is closed (RFC 7766 6.2.3
+    /// lets a server close); 0: no limit.
+    pub tcp_max_queries: u32,
     /// SO_REUSEPORT sockets per UDP address; 0 means one per CPU.
     pub udp_sockets_per_address: usize,
 }
@@ -254,6 +267,10 @@ impl Startup {
             "dns.tcp_max_connections",
         );
         check(
+            self.dns.tcp_max_queries != other.dns.tcp_max_queries,
+            "dns.tcp_max_queries",
+        );
+        check(
             self.dns.udp_sockets_per_address != other.dns.udp_sockets_per_address,
             "dns.udp_sockets_per_address",
         );
@@ -285,6 +302,8 @@ pub struct Config {
     pub latency_overhead_ms: f64,
     pub default_location: Option<Location>,
     pub overrides: Vec<RegionOverride>,
+    /// What one zone may hold.
+    pub zone_limits: crate::zone::ZoneLimits,
     /// Settings that load but deserve a second look; reported with the snapshot's.
     pub warnings: Vec<Diagnostic>,
 }
@@ -329,8 +348,7 @@ impl Report<'_> {
 
 impl Config {
     pub fn load(file: &Path, overrides: &Overrides) -> Result<Config, Vec<Diagnostic>> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| vec![Diagnostic::new(file, 0, format!("cannot read: {e}"))])?;
+        let text = crate::diag::read_yaml(file).map_err(|e| vec![e])?;
         let spec: Spec = crate::diag::parse_yaml(file, &text).map_err(|e| vec![e])?;
         let mut r = Report {
             file,
@@ -448,6 +466,27 @@ impl Config {
             .as_ref()
             .and_then(|c| cluster(c, &base, &mut r));
         let rrl = spec.rrl.as_ref().and_then(|c| rrl(c, &mut r));
+        let defaults = crate::zone::ZoneLimits::default();
+        let mut at_least_one = |s: Option<&S<usize>>, default: usize, key: &str| match s {
+            Some(v) if v.value == 0 => {
+                r.at(v, format!("{key} must be at least 1"));
+                default
+            }
+            Some(v) => v.value,
+            None => default,
+        };
+        let zone_limits = crate::zone::ZoneLimits {
+            records: at_least_one(
+                spec.limits.zone_records.as_ref(),
+                defaults.records,
+                "limits.zone_records",
+            ),
+            records_per_name: at_least_one(
+                spec.limits.records_per_name.as_ref(),
+                defaults.records_per_name,
+                "limits.records_per_name",
+            ),
+        };
 
         let overrides_list = spec
             .overrides
@@ -470,6 +509,7 @@ impl Config {
                     listen,
                     tcp_idle_timeout,
                     tcp_max_connections: dns.tcp_max_connections.unwrap_or(1024).max(1),
+                    tcp_max_queries: dns.tcp_max_queries.as_ref().map_or(10_000, |s| s.value),
                     udp_sockets_per_address: dns.udp_sockets_per_address.unwrap_or(0),
                 },
                 http_listen,
@@ -492,6 +532,7 @@ impl Config {
             latency_overhead_ms,
             default_location,
             overrides: overrides_list,
+            zone_limits,
             zones_dir: base.join(spec.zones.as_deref().unwrap_or(Path::new("zones"))),
             policies_dir: base.join(spec.policies.as_deref().unwrap_or(Path::new("policies"))),
             geoip_dir,

@@ -52,6 +52,29 @@ impl std::fmt::Display for Diagnostic {
     }
 }
 
+/// Largest YAML file read (configuration, policies, latency table, scenario): far
+/// above any real one (10 000 policies are ~2 MB), and a bound on what a mistaken path
+/// (a log, a database) costs to reject.
+pub const MAX_YAML_BYTES: u64 = 16 * 1024 * 1024;
+
+/// Reads a YAML file whole, refusing one over `MAX_YAML_BYTES` before reading it.
+pub fn read_yaml(file: &Path) -> Result<String, Diagnostic> {
+    let size = std::fs::metadata(file)
+        .map_err(|e| Diagnostic::new(file, 0, format!("cannot read: {e}")))?
+        .len();
+    if size > MAX_YAML_BYTES {
+        return Err(Diagnostic::new(
+            file,
+            0,
+            format!(
+                "{size} bytes: larger than the {} MiB a YAML file may be",
+                MAX_YAML_BYTES / (1024 * 1024)
+            ),
+        ));
+    }
+    std::fs::read_to_string(file).map_err(|e| Diagnostic::new(file, 0, format!("cannot read: {e}")))
+}
+
 /// Parses one YAML file into `T`, turning saphyr's error into a diagnostic.
 pub fn parse_yaml<T: serde::de::DeserializeOwned>(
     file: &Path,

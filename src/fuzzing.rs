@@ -139,7 +139,7 @@ pub fn zone_file(data: &[u8]) {
     }
     let origin = b"\x07example\x03com\x00";
     timed("zone file", data, || {
-        crate::zone::parse::parse_file(&path, origin, scratch())
+        crate::zone::parse::parse_file(&path, origin, scratch(), 100_000)
     });
 }
 

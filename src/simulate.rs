@@ -108,8 +108,7 @@ impl Scenario {
     /// Reads and checks a scenario against the configuration it will run on: every
     /// mistake at once, at FILE:LINE:COL.
     pub fn load(file: &Path, snapshot: &Snapshot) -> Result<Scenario, Vec<Diagnostic>> {
-        let text = std::fs::read_to_string(file)
-            .map_err(|e| vec![Diagnostic::new(file, 0, format!("cannot read: {e}"))])?;
+        let text = crate::diag::read_yaml(file).map_err(|e| vec![e])?;
         let spec: ScenarioSpec = parse_yaml(file, &text).map_err(|d| vec![d])?;
         let mut errors = Vec::new();
         let err = |errors: &mut Vec<Diagnostic>, (l, c): (usize, usize), m: String| {

@@ -55,7 +55,7 @@ impl Snapshot {
     ) -> Result<Built, Vec<Diagnostic>> {
         let mut errors = Vec::new();
         let mut warnings = config.warnings.clone();
-        let mut zones = match zone::load_dir(&config.zones_dir) {
+        let mut zones = match zone::load_dir_with(&config.zones_dir, &config.zone_limits) {
             Ok(l) => {
                 warnings.extend(l.warnings);
                 l.zones

@@ -186,7 +186,7 @@ pub async fn run(bound: Bound, ctx: Ctx, config: DnsConfig, mut shutdown: watch:
             listener,
             ctx.clone(),
             conns.clone(),
-            config.tcp_idle_timeout,
+            (config.tcp_idle_timeout, config.tcp_max_queries),
             shutdown.clone(),
         ));
     }
@@ -382,7 +382,7 @@ async fn tcp_accept(
     listener: TcpListener,
     ctx: Ctx,
     conns: Arc<Semaphore>,
-    idle: Duration,
+    (idle, max_queries): (Duration, u32),
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -405,7 +405,7 @@ async fn tcp_accept(
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
         tokio::spawn(async move {
-            tcp_conn(stream, peer.ip(), ctx, idle, shutdown).await;
+            tcp_conn(stream, peer.ip(), ctx, (idle, max_queries), shutdown).await;
             drop(permit);
         });
     }
@@ -415,10 +415,11 @@ async fn tcp_conn(
     mut stream: TcpStream,
     peer: std::net::IpAddr,
     ctx: Ctx,
-    idle: Duration,
+    (idle, max_queries): (Duration, u32),
     shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
+    let mut answered_count = 0u32;
     let mut buf = Vec::with_capacity(512);
     let mut out = Vec::with_capacity(4096);
     let mut counters = QueryCounters::default();
@@ -460,8 +461,15 @@ async fn tcp_conn(
         let mut framed = Vec::with_capacity(out.len() + 2);
         framed.extend_from_slice(&frame_len.to_be_bytes());
         framed.extend_from_slice(&out);
-        if stream.write_all(&framed).await.is_err() {
-            return;
+        // A client that does not read its answers holds no connection for longer
+        // than the idle timeout.
+        match tokio::time::timeout(idle, stream.write_all(&framed)).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        answered_count += 1;
+        if max_queries > 0 && answered_count >= max_queries {
+            return; // RFC 7766 6.2.3: the server may close; the client reconnects
         }
     }
 }

@@ -29,13 +29,13 @@ pub(super) fn load_latency(
     errors: &mut Vec<Diagnostic>,
 ) {
     out.file = Some(file.to_path_buf());
-    let text = match std::fs::read_to_string(file) {
+    let text = match crate::diag::read_yaml(file) {
         Ok(t) => t,
         Err(e) => {
             errors.push(Diagnostic::new(
                 file,
                 0,
-                format!("cannot read latency table: {e}"),
+                format!("cannot read latency table: {}", e.message),
             ));
             return;
         }

@@ -94,10 +94,10 @@ pub fn load(
     files.sort();
     let mut parsed = Vec::new();
     for f in files {
-        let text = match std::fs::read_to_string(&f) {
+        let text = match crate::diag::read_yaml(&f) {
             Ok(t) => t,
             Err(e) => {
-                errors.push(Diagnostic::new(&f, 0, format!("cannot read: {e}")));
+                errors.push(e);
                 continue;
             }
         };

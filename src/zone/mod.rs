@@ -161,6 +161,7 @@ impl Zone {
         apex_text: &str,
         path: &Path,
         zones_dir: &Path,
+        limits: &ZoneLimits,
     ) -> Result<(Zone, Vec<ZoneError>), Vec<ZoneError>> {
         let file_err = |line: usize, message: String| ZoneError {
             column: None,
@@ -177,7 +178,25 @@ impl Zone {
                 }
             })
             .map_err(|e| vec![file_err(0, format!("file name is not a zone name: {e}"))])?;
-        let (records, mut errors) = parse::parse_file(path, &apex, zones_dir);
+        let (records, mut errors) = parse::parse_file(path, &apex, zones_dir, limits.records);
+        // Records per name, counted case-insensitively; the first one over is named.
+        let mut per_name: HashMap<Vec<u8>, usize> = HashMap::new();
+        for r in &records {
+            let n = per_name.entry(name::lowercase(&r.owner)).or_default();
+            *n += 1;
+            if *n == limits.records_per_name + 1 {
+                errors.push(ZoneError {
+                    column: None,
+                    file: r.file.clone(),
+                    line: r.line,
+                    message: format!(
+                        "more than {} records at {} (limits.records_per_name)",
+                        limits.records_per_name,
+                        name::to_text(&r.owner)
+                    ),
+                });
+            }
+        }
         let built = build::build(&apex, path, records);
         let (zone, warnings) = match built {
             Ok(z) => z,
@@ -278,7 +297,27 @@ pub struct Loaded {
     pub warnings: Vec<ZoneError>,
 }
 
+/// What one zone may hold (`limits:` in `meridian.yaml`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ZoneLimits {
+    pub records: usize,
+    pub records_per_name: usize,
+}
+
+impl Default for ZoneLimits {
+    fn default() -> Self {
+        ZoneLimits {
+            records: 10_000_000,
+            records_per_name: 10_000,
+        }
+    }
+}
+
 pub fn load_dir(dir: &Path) -> Result<Loaded, Vec<ZoneError>> {
+    load_dir_with(dir, &ZoneLimits::default())
+}
+
+pub fn load_dir_with(dir: &Path, limits: &ZoneLimits) -> Result<Loaded, Vec<ZoneError>> {
     let mut errors = Vec::new();
     let mut warnings = Vec::new();
     let mut zones = Vec::new();
@@ -309,7 +348,7 @@ pub fn load_dir(dir: &Path) -> Result<Loaded, Vec<ZoneError>> {
         let Some(zone_name) = zone_name_for_file(&path) else {
             continue;
         };
-        match Zone::load(&zone_name, &path, dir) {
+        match Zone::load(&zone_name, &path, dir, limits) {
             Ok((zone, mut w)) => {
                 warnings.append(&mut w);
                 if let Some(first) = seen.get(zone.apex.as_ref()) {

@@ -35,6 +35,8 @@ pub struct ParsedRecord {
 pub use crate::diag::Diagnostic as ZoneError;
 
 struct State {
+    /// Most records to read (`limits.zone_records`); reading stops there.
+    max_records: usize,
     origin: Vec<u8>,
     default_ttl: Option<u32>,
     last_ttl: Option<u32>,
@@ -47,10 +49,12 @@ pub fn parse_file(
     path: &Path,
     origin: &[u8],
     zones_dir: &Path,
+    max_records: usize,
 ) -> (Vec<ParsedRecord>, Vec<ZoneError>) {
     let mut records = Vec::new();
     let mut errors = Vec::new();
     let mut state = State {
+        max_records,
         origin: origin.to_vec(),
         default_ttl: None,
         last_ttl: None,
@@ -128,6 +132,13 @@ fn parse_into(
                 Err(m) => errors.push(err(m)),
             }
             continue;
+        }
+        if records.len() >= state.max_records {
+            errors.push(err(format!(
+                "more than {} records in the zone (limits.zone_records): not read further",
+                state.max_records
+            )));
+            return;
         }
         match record(&entry, state) {
             Ok(r) => records.push(ParsedRecord {
