@@ -65,8 +65,9 @@ fn timed<T>(what: &str, data: &[u8], f: impl FnOnce() -> T) -> T {
     let start = Instant::now();
     let out = f();
     let took = start.elapsed();
-    // Only meaningful in optimised builds: the fuzz profile, not `cargo test`'s.
-    if !cfg!(debug_assertions) {
+    // Only meaningful in optimised builds: under the fuzzer (cargo-fuzz builds with
+    // optimisations and sets `cfg(fuzzing)`) or a release test run, not `cargo test`'s.
+    if cfg!(fuzzing) || !cfg!(debug_assertions) {
         assert!(took < BUDGET, "{what}: {took:?} for {} bytes", data.len());
     }
     out
