@@ -198,8 +198,8 @@ pub struct DnsConfig {
     pub udp_sockets_per_address: usize,
 }
 
-/// Settings read once when the server starts.
-#[derive(Debug, Clone, PartialEq)]
+/// Settings read once when the server starts. `Debug` leaves the admin token out.
+#[derive(Clone, PartialEq)]
 pub struct Startup {
     pub dns: DnsConfig,
     pub http_listen: SocketAddr,
@@ -247,6 +247,20 @@ impl std::fmt::Debug for ClusterConfig {
 
 /// Shortest shared key accepted: 128 bits.
 const MIN_SECRET: usize = 16;
+
+impl std::fmt::Debug for Startup {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Startup")
+            .field("dns", &self.dns)
+            .field("http_listen", &self.http_listen)
+            .field("admin_token", &self.admin_token.as_ref().map(|_| "(set)"))
+            .field("state_file", &self.state_file)
+            .field("startup_wait", &self.startup_wait)
+            .field("cluster", &self.cluster)
+            .field("rrl", &self.rrl)
+            .finish()
+    }
+}
 
 impl Startup {
     /// The keys whose values differ from `other`'s: what a reload cannot apply.

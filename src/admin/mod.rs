@@ -40,6 +40,9 @@ struct FullStatus {
     policies: Vec<String>,
 }
 
+/// Largest request body the admin API reads.
+pub const MAX_BODY: usize = 16 * 1024;
+
 pub fn router(state: Arc<AdminState>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -55,6 +58,9 @@ pub fn router(state: Arc<AdminState>) -> Router {
             "/api/v1/regions/{region}/endpoints/{endpoint}/{action}",
             post(endpoint_action),
         )
+        // Write bodies are a reason and a duration: 16 KiB is plenty, and a bound on
+        // what an unauthenticated request can make the server buffer.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .with_state(state)
 }
 
