@@ -16,7 +16,6 @@ use serde::{Deserialize, Deserializer};
 use serde_saphyr::Spanned;
 
 use crate::diag::Diagnostic;
-use crate::dns::rrl::RrlConfig;
 use crate::geo::Location;
 use crate::health::OverrideKind;
 use crate::health::peers::Quorum;
@@ -243,6 +242,17 @@ impl std::fmt::Debug for ClusterConfig {
             .field("gossip_interval", &self.gossip_interval)
             .finish_non_exhaustive()
     }
+}
+
+/// `rrl:` in `meridian.yaml`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RrlConfig {
+    pub responses_per_second: u32,
+    pub window_seconds: u32,
+    pub slip: u32,
+    pub ipv4_prefix: u8,
+    pub ipv6_prefix: u8,
+    pub exempt: Vec<ipnet::IpNet>,
 }
 
 /// Shortest shared key accepted: 128 bits.

@@ -17,20 +17,9 @@ use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use ipnet::IpNet;
+pub use crate::config::RrlConfig;
 
 const SLOTS: usize = 1 << 16;
-
-/// `rrl:` in `meridian.yaml`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RrlConfig {
-    pub responses_per_second: u32,
-    pub window_seconds: u32,
-    pub slip: u32,
-    pub ipv4_prefix: u8,
-    pub ipv6_prefix: u8,
-    pub exempt: Vec<IpNet>,
-}
 
 /// What a response is, for accounting: each kind has its own buckets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -106,6 +106,13 @@ pub enum Probe {
         fail_above: f64,
         recover_below: f64,
     },
+    /// A query to a DNS server; up when it answers with `expect_rcode`.
+    Dns {
+        /// Wire form.
+        qname: Vec<u8>,
+        qtype: u16,
+        expect_rcode: u8,
+    },
     Http {
         tls: bool,
         method: String,
@@ -147,6 +154,7 @@ impl Endpoint {
     pub fn kind(&self) -> &'static str {
         match &self.probe {
             Probe::Tcp => "tcp",
+            Probe::Dns { .. } => "dns",
             Probe::Metric { .. } => "prometheus",
             Probe::Http { tls: false, .. } => "http",
             Probe::Http { tls: true, .. } => "https",

@@ -186,6 +186,51 @@ pub async fn run_with(ep: &Endpoint, client: Option<&reqwest::Client>, last_ok: 
     run(ep, client).await
 }
 
+/// One UDP query to a DNS server: up when the answer carries our ID and question and
+/// `expect_rcode`. Anything else arriving on the socket (another ID, a stray datagram)
+/// is skipped; the caller's timeout bounds the wait.
+async fn dns(server: SocketAddr, qname: &[u8], qtype: u16, expect_rcode: u8) -> bool {
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0x5a5a);
+    let id = NEXT
+        .fetch_add(0x9e37, Ordering::Relaxed)
+        .wrapping_add(std::process::id() as u16);
+    let mut q = Vec::with_capacity(17 + qname.len());
+    q.extend_from_slice(&id.to_be_bytes());
+    q.extend_from_slice(&[0, 0, 0, 1, 0, 0, 0, 0, 0, 0]); // RD clear: we ask the authority
+    q.extend_from_slice(qname);
+    q.extend_from_slice(&qtype.to_be_bytes());
+    q.extend_from_slice(&1u16.to_be_bytes());
+    let bind: SocketAddr = if server.is_ipv4() {
+        (std::net::Ipv4Addr::UNSPECIFIED, 0).into()
+    } else {
+        (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
+    };
+    let Ok(sock) = tokio::net::UdpSocket::bind(bind).await else {
+        return false;
+    };
+    if sock.connect(server).await.is_err() || sock.send(&q).await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    loop {
+        let Ok(n) = sock.recv(&mut buf).await else {
+            return false;
+        };
+        let Some(r) = buf.get(..n) else { return false };
+        let question = q.get(12..).unwrap_or_default();
+        let same_question = r
+            .get(12..12 + question.len())
+            .is_some_and(|got| got.eq_ignore_ascii_case(question));
+        if r.get(..2) == Some(&id.to_be_bytes()[..])
+            && r.get(2).is_some_and(|f| f & 0x80 != 0)
+            && same_question
+        {
+            return r.get(3).is_some_and(|f| f & 0x0f == expect_rcode);
+        }
+    }
+}
+
 /// Runs one probe. A timeout is a failure with the timeout as its latency.
 pub async fn run(ep: &Endpoint, client: Option<&reqwest::Client>) -> Sample {
     let start = Instant::now();
@@ -201,6 +246,11 @@ pub async fn run(ep: &Endpoint, client: Option<&reqwest::Client>) -> Sample {
 async fn attempt(ep: &Endpoint, client: Option<&reqwest::Client>) -> bool {
     match &ep.probe {
         Probe::Tcp => tokio::net::TcpStream::connect(ep.address).await.is_ok(),
+        Probe::Dns {
+            qname,
+            qtype,
+            expect_rcode,
+        } => dns(ep.address, qname, *qtype, *expect_rcode).await,
         Probe::Metric { .. } => false, // handled by run_with
         Probe::Http {
             method,

@@ -91,14 +91,19 @@ fn default_weight() -> u32 {
 #[serde(deny_unknown_fields)]
 pub struct Endpoint {
     pub name: S<String>,
-    /// `http`, `https` or `tcp`.
+    /// `http`, `https`, `tcp` or `dns`.
     pub probe: S<String>,
     /// `IP:PORT` to connect to; may differ from the answered addresses.
     pub address: S<String>,
     /// HTTP(S): request path (default `/`).
     pub path: Option<String>,
-    /// HTTP(S): method (default `GET`).
+    /// HTTP(S): `GET` (default) or `HEAD`.
     pub method: Option<String>,
+    /// DNS: the name asked, its type (default `A`) and the rcode that means up
+    /// (default `NOERROR`).
+    pub qname: Option<String>,
+    pub qtype: Option<String>,
+    pub expect_rcode: Option<String>,
     /// HTTP(S): Host header (default: the address).
     pub host: Option<String>,
     /// HTTPS: server name sent in SNI and verified (default: `host`, else none).

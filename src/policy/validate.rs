@@ -745,16 +745,86 @@ pub fn endpoint_from_spec(e: &spec::Endpoint) -> Result<Endpoint, (At, String)> 
             "timeout must be above 0 and at most the interval".into(),
         ));
     }
-    let probe = match e.probe.value.as_str() {
+    let http_only = [
+        ("method", e.method.is_some()),
+        ("path", e.path.is_some()),
+        ("host", e.host.is_some()),
+        ("expect_body", e.expect_body.is_some()),
+        ("headers", !e.headers.is_empty()),
+    ];
+    let dns_only = [
+        ("qname", e.qname.is_some()),
+        ("qtype", e.qtype.is_some()),
+        ("expect_rcode", e.expect_rcode.is_some()),
+    ];
+    let kind = e.probe.value.as_str();
+    let misplaced = match kind {
+        "dns" => http_only.iter().find(|(_, set)| *set),
+        "http" | "https" => dns_only.iter().find(|(_, set)| *set),
+        _ => http_only.iter().chain(&dns_only).find(|(_, set)| *set),
+    };
+    if let Some((key, _)) = misplaced {
+        return Err((
+            at(&e.probe),
+            format!("{key} does not apply to a {kind} probe"),
+        ));
+    }
+    let probe = match kind {
         "tcp" => Probe::Tcp,
+        "dns" => {
+            let Some(qname) = &e.qname else {
+                return Err((at(&e.probe), "a dns probe needs a qname".into()));
+            };
+            let qname = crate::name::from_text(qname, crate::name::ROOT)
+                .map_err(|err| (at(&e.probe), format!("qname {qname:?}: {err}")))?;
+            let qtype = match &e.qtype {
+                None => 1,
+                Some(t) => crate::iana::rtype_from_str(t)
+                    .map(|t| t.to_int())
+                    .ok_or_else(|| (at(&e.probe), format!("qtype {t:?} is not a record type")))?,
+            };
+            let expect_rcode = match e
+                .expect_rcode
+                .as_deref()
+                .map(str::to_ascii_uppercase)
+                .as_deref()
+            {
+                None | Some("NOERROR") => 0,
+                Some("FORMERR") => 1,
+                Some("SERVFAIL") => 2,
+                Some("NXDOMAIN") => 3,
+                Some("NOTIMP") => 4,
+                Some("REFUSED") => 5,
+                Some(other) => {
+                    return Err((
+                        at(&e.probe),
+                        format!(
+                            "expect_rcode {other:?}: NOERROR, FORMERR, SERVFAIL, NXDOMAIN, NOTIMP or REFUSED"
+                        ),
+                    ));
+                }
+            };
+            Probe::Dns {
+                qname,
+                qtype,
+                expect_rcode,
+            }
+        }
         kind @ ("http" | "https") => {
             let method = e
                 .method
                 .clone()
                 .unwrap_or_else(|| "GET".into())
                 .to_ascii_uppercase();
-            if reqwest::Method::from_bytes(method.as_bytes()).is_err() {
-                return Err((at(&e.probe), format!("bad HTTP method {method:?}")));
+            // Probes must not change what they probe: only the safe methods.
+            if method != "GET" && method != "HEAD" {
+                return Err((at(&e.probe), format!("method {method:?}: GET or HEAD")));
+            }
+            if method == "HEAD" && e.expect_body.is_some() {
+                return Err((
+                    at(&e.probe),
+                    "expect_body needs GET: a HEAD answer has no body".into(),
+                ));
             }
             let path = e.path.clone().unwrap_or_else(|| "/".into());
             if !path.starts_with('/') {
@@ -789,7 +859,7 @@ pub fn endpoint_from_spec(e: &spec::Endpoint) -> Result<Endpoint, (At, String)> 
         other => {
             return Err((
                 at(&e.probe),
-                format!("probe {other:?} is not http, https or tcp"),
+                format!("probe {other:?} is not http, https, tcp or dns"),
             ));
         }
     };

@@ -30,6 +30,8 @@ pub struct Httpd {
     fail_agents: Arc<Mutex<Vec<String>>>,
     /// Every User-Agent seen.
     pub agents: Arc<Mutex<std::collections::BTreeSet<String>>>,
+    /// Every request line seen (`GET /healthz HTTP/1.1`).
+    pub requests_seen: Arc<Mutex<std::collections::BTreeSet<String>>>,
 }
 
 impl Drop for Httpd {
@@ -38,13 +40,9 @@ impl Drop for Httpd {
     }
 }
 
-fn serve(
-    mut s: TcpStream,
-    mode: Mode,
-    n: u64,
-    fail: &[String],
-    agents: &Mutex<std::collections::BTreeSet<String>>,
-) {
+type Seen = Mutex<std::collections::BTreeSet<String>>;
+
+fn serve(mut s: TcpStream, mode: Mode, n: u64, fail: &[String], agents: &Seen, lines: &Seen) {
     let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
     let mut buf = [0u8; 2048];
     let got = s.read(&mut buf).unwrap_or(0);
@@ -58,6 +56,9 @@ fn serve(
         })
         .unwrap_or_default();
     agents.lock().unwrap().insert(agent.clone());
+    if let Some(first) = request.lines().next() {
+        lines.lock().unwrap().insert(first.to_string());
+    }
     let mode = if fail.iter().any(|f| agent.contains(f.as_str())) {
         Mode::Unavailable
     } else {
@@ -97,6 +98,8 @@ impl Httpd {
         let requests = Arc::new(AtomicU64::new(0));
         let fail_agents = Arc::new(Mutex::new(Vec::new()));
         let agents = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        let requests_seen = Arc::new(Mutex::new(std::collections::BTreeSet::new()));
+        let rs = requests_seen.clone();
         let (m, st, rq) = (mode.clone(), stop.clone(), requests.clone());
         let (fa, ag) = (fail_agents.clone(), agents.clone());
         std::thread::spawn(move || {
@@ -133,8 +136,8 @@ impl Httpd {
                             _ => Mode::Flap,
                         };
                         let fail = fa.lock().unwrap().clone();
-                        let ag = ag.clone();
-                        std::thread::spawn(move || serve(s, mode, n, &fail, &ag));
+                        let (ag, rs) = (ag.clone(), rs.clone());
+                        std::thread::spawn(move || serve(s, mode, n, &fail, &ag, &rs));
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -147,6 +150,7 @@ impl Httpd {
             requests,
             fail_agents,
             agents,
+            requests_seen,
         }
     }
 
