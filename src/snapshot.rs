@@ -222,7 +222,7 @@ impl Snapshot {
                     endpoints: r.endpoints.clone(),
                     thresholds: r.thresholds.clone(),
                     min_up: r.min_up,
-                    policies: names.join(","),
+                    policies: summarise(&names),
                     capacity: r.capacity,
                     failback: r.failback,
                     load: r.load.clone(),
@@ -236,5 +236,20 @@ impl Snapshot {
     /// The health view before any probe has run: configured overrides only.
     pub fn static_health(&self) -> HealthView {
         self.health_plan().static_view()
+    }
+}
+
+/// The policies using a region, as logs, transitions and the status show them: every
+/// name up to a few, then a count, so that with 10 000 policies a transition record is
+/// not a quarter of a megabyte.
+fn summarise(names: &[&str]) -> String {
+    const SHOWN: usize = 5;
+    match names.len() {
+        n if n <= SHOWN => names.join(","),
+        n => format!(
+            "{} and {} more",
+            names.get(..SHOWN).unwrap_or_default().join(","),
+            n - SHOWN
+        ),
     }
 }

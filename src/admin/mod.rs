@@ -33,12 +33,43 @@ pub struct AdminState {
 #[derive(Serialize)]
 struct FullStatus {
     version: &'static str,
+    summary: Summary,
     #[serde(flatten)]
     health: Status,
+    /// Of the policies on this page only.
     answer_shares: BTreeMap<String, BTreeMap<String, f64>>,
     zones: Vec<String>,
+    /// This page of the policies, by name (`?limit=`, `?after=`, `?policy=`).
     policies: Vec<String>,
+    /// The `after=` of the next page, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next: Option<String>,
 }
+
+/// Counts first: what a page with 10 000 policies must still say at a glance.
+#[derive(Serialize)]
+struct Summary {
+    zones: usize,
+    policies: usize,
+    regions: usize,
+    regions_down: usize,
+    regions_degraded: usize,
+    endpoints: usize,
+    endpoints_down: usize,
+    overrides: usize,
+}
+
+/// `?region=`, `?policy=`, `?limit=`, `?after=` of `/status` and `/api/v1/status`.
+#[derive(Deserialize, Default)]
+struct StatusQuery {
+    region: Option<String>,
+    policy: Option<String>,
+    limit: Option<usize>,
+    after: Option<String>,
+}
+
+/// Policies on a page when `limit` is not given.
+const DEFAULT_PAGE: usize = 100;
 
 /// Largest request body the admin API reads.
 pub const MAX_BODY: usize = 16 * 1024;
@@ -110,27 +141,91 @@ async fn ready(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-async fn full_status(s: &AdminState) -> Option<FullStatus> {
-    let health = s.reloader.health.status().await?;
+async fn full_status(s: &AdminState, q: &StatusQuery) -> Option<FullStatus> {
+    use crate::health::Effective;
+    let mut health = s.reloader.health.status().await?;
     let snap = s.reloader.shared.load();
     let mut zones: Vec<String> = snap.zones.iter().map(|z| z.display.to_string()).collect();
     zones.sort();
+    let summary = Summary {
+        zones: zones.len(),
+        policies: snap.policies.policies.len(),
+        regions: health.regions.len(),
+        regions_down: health
+            .regions
+            .iter()
+            .filter(|r| r.effective == Effective::Down)
+            .count(),
+        regions_degraded: health
+            .regions
+            .iter()
+            .filter(|r| r.effective == Effective::Degraded)
+            .count(),
+        endpoints: health.endpoints.len(),
+        endpoints_down: health
+            .endpoints
+            .iter()
+            .filter(|e| e.effective == Effective::Down)
+            .count(),
+        overrides: health
+            .regions
+            .iter()
+            .filter(|r| r.r#override.is_some())
+            .count()
+            + health
+                .endpoints
+                .iter()
+                .filter(|e| e.r#override.is_some())
+                .count(),
+    };
+    if let Some(region) = &q.region {
+        health.regions.retain(|r| &r.region == region);
+        health.endpoints.retain(|e| &e.region == region);
+        health
+            .transitions
+            .retain(|t| t.key == *region || t.key.starts_with(&format!("{region}/")));
+    }
+    // Policies by name (as written, without the final dot), paged.
+    let wanted = q.policy.as_deref().map(|p| p.trim_end_matches('.'));
+    let mut names: Vec<String> = snap
+        .policies
+        .policies
+        .iter()
+        .map(|p| p.display.trim_end_matches('.').to_string())
+        .filter(|n| wanted.is_none_or(|w| w.eq_ignore_ascii_case(n)))
+        .filter(|n| q.after.as_deref().is_none_or(|a| n.as_str() > a))
+        .collect();
+    names.sort();
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).max(1);
+    let next = (names.len() > limit)
+        .then(|| names.get(limit - 1).cloned())
+        .flatten();
+    names.truncate(limit);
+    let mut shares = s.reloader.metrics.policies.shares();
+    shares.retain(|p, _| {
+        names
+            .binary_search_by(|n| n.as_str().cmp(p.trim_end_matches('.')))
+            .is_ok()
+    });
+    if let Some(region) = &q.region {
+        for by_region in shares.values_mut() {
+            by_region.retain(|r, _| r == region);
+        }
+        shares.retain(|_, by_region| !by_region.is_empty());
+    }
     Some(FullStatus {
         version: env!("CARGO_PKG_VERSION"),
+        summary,
         health,
-        answer_shares: s.reloader.metrics.policies.shares(),
+        answer_shares: shares,
         zones,
-        policies: snap
-            .policies
-            .policies
-            .iter()
-            .map(|p| p.display.to_string())
-            .collect(),
+        policies: names,
+        next,
     })
 }
 
-async fn status_json(State(s): State<Arc<AdminState>>) -> Response {
-    match full_status(&s).await {
+async fn status_json(State(s): State<Arc<AdminState>>, Query(q): Query<StatusQuery>) -> Response {
+    match full_status(&s, &q).await {
         Some(st) => Json(st).into_response(),
         None => (
             StatusCode::SERVICE_UNAVAILABLE,
@@ -140,13 +235,29 @@ async fn status_json(State(s): State<Arc<AdminState>>) -> Response {
     }
 }
 
-async fn status_page(State(s): State<Arc<AdminState>>) -> Response {
-    match full_status(&s).await {
+async fn status_page(State(s): State<Arc<AdminState>>, Query(q): Query<StatusQuery>) -> Response {
+    match full_status(&s, &q).await {
         Some(st) => Html(page::render(
             &st.health,
             &st.answer_shares,
             &st.zones,
             st.version,
+            &page::Paging {
+                summary: format!(
+                    "{} zones · {} policies · {} regions ({} down, {} degraded) · {} endpoints ({} down) · {} overrides",
+                    st.summary.zones,
+                    st.summary.policies,
+                    st.summary.regions,
+                    st.summary.regions_down,
+                    st.summary.regions_degraded,
+                    st.summary.endpoints,
+                    st.summary.endpoints_down,
+                    st.summary.overrides
+                ),
+                policies_shown: st.policies.len(),
+                policies_total: st.summary.policies,
+                next: st.next.clone(),
+            },
         ))
         .into_response(),
         None => (

@@ -218,11 +218,20 @@ fn cluster(h: &mut String, st: &Status, c: &crate::health::shared::ClusterStatus
     h.push_str("</table>");
 }
 
+/// What the page says about the rest: the counts, and where the policy list goes on.
+pub struct Paging {
+    pub summary: String,
+    pub policies_shown: usize,
+    pub policies_total: usize,
+    pub next: Option<String>,
+}
+
 pub fn render(
     st: &Status,
     shares: &BTreeMap<String, BTreeMap<String, f64>>,
     zones: &[String],
     version: &str,
+    paging: &Paging,
 ) -> String {
     let mut h = String::with_capacity(16 * 1024);
     let _ = write!(
@@ -236,13 +245,20 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
 .bar{{display:inline-block;height:.8em;background:#3b6fd4;vertical-align:middle}} .muted{{color:#777}}
 </style></head><body>
 <h1>Meridian {version}</h1>
-<p>{} &middot; zones: {} &middot; page refreshes every 10 s</p>"##,
+<p>{} &middot; {} &middot; page refreshes every 10 s</p>
+<p class="muted">zones: {} &middot; filter with <code>?region=</code> or <code>?policy=</code></p>"##,
         if st.ready {
             "ready"
         } else {
             "<b>waiting for the first probe round</b>"
         },
-        esc(&zones.join(", "))
+        esc(&paging.summary),
+        esc(&zones
+            .iter()
+            .take(20)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join(", "))
     );
     h.push_str("<h2>Regions</h2><table><tr><th>region</th><th>effective</th><th>measured</th><th>endpoints serving</th><th>override</th><th>load / capacity (req/s)</th><th>keeps</th><th>admits moved</th><th>failback</th></tr>");
     for r in &st.regions {
@@ -312,7 +328,13 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
     }
     h.push_str("<h2>Timeline (last 30 minutes)</h2>");
     h.push_str(&timeline(st));
-    h.push_str("<h2>Answer shares (last 2.5 to 5 minutes)</h2><table><tr><th>policy</th><th>region</th><th>share</th></tr>");
+    // Policies collapsed: with thousands of them the list is for those who ask.
+    let _ = write!(
+        h,
+        "<details><summary><h2 style=\"display:inline\">Answer shares (last 2.5 to 5 minutes): {} of {} policies</h2></summary>",
+        paging.policies_shown, paging.policies_total
+    );
+    h.push_str("<table><tr><th>policy</th><th>region</th><th>share</th></tr>");
     let answered: Vec<_> = shares
         .iter()
         .filter(|(_, m)| m.values().any(|v| *v > 0.0))
@@ -334,7 +356,15 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
             r#"<tr><td colspan="3" class="muted">no policy answers in the last minutes</td></tr>"#,
         );
     }
-    h.push_str("</table><h2>Recent transitions</h2><table><tr><th>when</th><th>what</th><th>change</th><th>why</th></tr>");
+    h.push_str("</table>");
+    if let Some(next) = &paging.next {
+        let _ = write!(
+            h,
+            r#"<p><a href="?after={}">next policies &rarr;</a></p>"#,
+            esc(next)
+        );
+    }
+    h.push_str("</details><h2>Recent transitions</h2><table><tr><th>when</th><th>what</th><th>change</th><th>why</th></tr>");
     let now = now_unix();
     for t in st.transitions.iter().rev().take(30) {
         let _ = write!(
