@@ -204,6 +204,8 @@ pub struct GeoRule {
     pub subdivisions: Vec<S<String>>,
     #[serde(default)]
     pub cidrs: Vec<S<String>>,
+    /// A file of CIDRs, one a line (`#` comments), relative to the policy file.
+    pub cidrs_file: Option<S<String>>,
     pub regions: Vec<S<String>>,
 }
 

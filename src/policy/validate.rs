@@ -31,6 +31,43 @@ pub(super) fn diag<T>(file: &Path, s: &S<T>, message: impl Into<String>) -> Diag
 
 pub use crate::diag::parse_yaml;
 
+/// A CIDR list kept in its own file (`cidrs_file:`): one network a line, an address
+/// alone meaning just it, `#` starting a comment, blank lines allowed. Every mistake at
+/// its line.
+pub fn cidrs_file(path: &Path) -> Result<Vec<IpNet>, Vec<Diagnostic>> {
+    let text =
+        crate::diag::read_yaml(path).map_err(|e| vec![Diagnostic::new(path, 0, e.message)])?;
+    let mut nets = Vec::new();
+    let mut errors = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let entry = line.split('#').next().unwrap_or_default().trim();
+        if entry.is_empty() {
+            continue;
+        }
+        let parsed = entry
+            .parse::<IpNet>()
+            .or_else(|_| entry.parse::<std::net::IpAddr>().map(IpNet::from));
+        match parsed {
+            Ok(net) if net.trunc() == net => nets.push(net),
+            Ok(net) => errors.push(Diagnostic::new(
+                path,
+                i + 1,
+                format!("{entry} has host bits set (the network is {})", net.trunc()),
+            )),
+            Err(_) => errors.push(Diagnostic::new(
+                path,
+                i + 1,
+                format!("{entry:?} is not a CIDR or an address"),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(nets)
+    } else {
+        Err(errors)
+    }
+}
+
 fn country_code(file: &Path, s: &S<String>, errors: &mut Vec<Diagnostic>) -> Vec<[u8; 2]> {
     if s.value.eq_ignore_ascii_case("EU") {
         return EU.iter().filter_map(|c| geo::two(c)).collect();
@@ -426,15 +463,38 @@ fn policy(
                         }
                     }
                 }
+                if let Some(f) = &rv.cidrs_file {
+                    let path = file.parent().unwrap_or(Path::new(".")).join(&f.value);
+                    match cidrs_file(&path) {
+                        Ok(more) => cidrs.extend(more),
+                        Err(mut e) => {
+                            if e.first().is_some_and(|d| d.line == 0) {
+                                // Unreadable: said where it is named, too.
+                                errors.push(diag(
+                                    file,
+                                    f,
+                                    format!(
+                                        "cidrs_file {}: {}",
+                                        path.display(),
+                                        e.first().map_or("", |d| d.message.as_str())
+                                    ),
+                                ));
+                            } else {
+                                errors.append(&mut e);
+                            }
+                        }
+                    }
+                }
                 if rv.countries.is_empty()
                     && rv.continents.is_empty()
                     && rv.subdivisions.is_empty()
                     && rv.cidrs.is_empty()
+                    && rv.cidrs_file.is_none()
                 {
                     errors.push(diag(
                         file,
                         r,
-                        "a geo rule needs countries, continents, subdivisions or cidrs",
+                        "a geo rule needs countries, continents, subdivisions, cidrs or a cidrs_file",
                     ));
                 }
                 let regions = region_refs(file, &rv.regions, index, errors);
