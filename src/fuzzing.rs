@@ -61,14 +61,25 @@ fn scratch() -> &'static Path {
     })
 }
 
-fn timed<T>(what: &str, data: &[u8], f: impl FnOnce() -> T) -> T {
+/// Runs `f`, and fails when it takes longer than the budget twice in a row: wall-clock
+/// time on a busy two-core machine includes being preempted (the first policy-file
+/// "crash" was 12.8 ms for 1 KB while a soak ran beside the fuzzer); a second run that
+/// is slow too is the input's own doing.
+fn timed<T>(what: &str, data: &[u8], f: impl Fn() -> T) -> T {
     let start = Instant::now();
     let out = f();
     let took = start.elapsed();
     // Only meaningful in optimised builds: under the fuzzer (cargo-fuzz builds with
     // optimisations and sets `cfg(fuzzing)`) or a release test run, not `cargo test`'s.
-    if cfg!(fuzzing) || !cfg!(debug_assertions) {
-        assert!(took < BUDGET, "{what}: {took:?} for {} bytes", data.len());
+    if (cfg!(fuzzing) || !cfg!(debug_assertions)) && took >= BUDGET {
+        let again = Instant::now();
+        let _ = f();
+        let took_again = again.elapsed();
+        assert!(
+            took_again < BUDGET,
+            "{what}: {took:?}, then {took_again:?} for {} bytes",
+            data.len()
+        );
     }
     out
 }
@@ -79,22 +90,24 @@ fn timed<T>(what: &str, data: &[u8], f: impl FnOnce() -> T) -> T {
 pub fn request(data: &[u8]) {
     let (snapshot, view) = example();
     for transport in [Transport::Udp, Transport::Tcp] {
-        let mut out = Vec::new();
         let handled = timed("request", data, || {
-            handler::handle(
+            let mut scratch = Vec::new();
+            let h = handler::handle(
                 snapshot,
                 view,
                 data,
                 IpAddr::V4(Ipv4Addr::new(81, 2, 69, 1)),
                 transport,
                 None,
-                &mut out,
+                &mut scratch,
             )
+            .is_some();
+            (h, scratch)
         });
-        if handled.is_none() {
-            continue;
+        let (answered, out) = handled;
+        if answered {
+            check_response(data, &out, transport);
         }
-        check_response(data, &out, transport);
     }
 }
 
