@@ -61,18 +61,27 @@ fn scratch() -> &'static Path {
     })
 }
 
-/// Runs `f` and fails when it takes more than the budget of this thread's CPU time.
-/// CPU time, not wall-clock time: on a busy two-core machine a wall clock counts being
-/// preempted (two policy-file "crashes" of 13 to 21 ms were inputs that take under a
-/// millisecond alone, measured while a soak ran beside two fuzzers).
-fn timed<T>(what: &str, data: &[u8], f: impl FnOnce() -> T) -> T {
+/// Runs `f` and fails when it takes more than the budget of this thread's CPU time
+/// three runs in a row. CPU time rather than a wall clock, and the best of three, because
+/// on a busy two-core VM both can be inflated: four inputs flagged at 13-21 ms while a
+/// soak and two fuzzers shared the cores took under a millisecond each when run again
+/// (20 runs in 10-20 ms of user time). A slow input stays slow.
+fn timed<T>(what: &str, data: &[u8], f: impl Fn() -> T) -> T {
     let start = cpu_time::ThreadTime::now();
     let out = f();
-    let took = start.elapsed();
+    let mut best = start.elapsed();
     // Only meaningful in optimised builds: under the fuzzer (cargo-fuzz builds with
     // optimisations and sets `cfg(fuzzing)`) or a release test run, not `cargo test`'s.
     if cfg!(fuzzing) || !cfg!(debug_assertions) {
-        assert!(took < BUDGET, "{what}: {took:?} of CPU for {} bytes", data.len());
+        for _ in 0..2 {
+            if best < BUDGET {
+                break;
+            }
+            let again = cpu_time::ThreadTime::now();
+            let _ = f();
+            best = best.min(again.elapsed());
+        }
+        assert!(best < BUDGET, "{what}: {best:?} of CPU, best of three, for {} bytes", data.len());
     }
     out
 }
