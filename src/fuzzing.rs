@@ -81,7 +81,11 @@ fn timed<T>(what: &str, data: &[u8], f: impl Fn() -> T) -> T {
             let _ = f();
             best = best.min(again.elapsed());
         }
-        assert!(best < BUDGET, "{what}: {best:?} of CPU, best of three, for {} bytes", data.len());
+        assert!(
+            best < BUDGET,
+            "{what}: {best:?} of CPU, best of three, for {} bytes",
+            data.len()
+        );
     }
     out
 }
