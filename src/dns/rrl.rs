@@ -10,7 +10,7 @@
 //! live in one fixed table of 64-bit words (65 536 of them, 512 KiB, whatever the
 //! number of sources, as Knot's), updated with compare-and-swap: no lock on the query
 //! path. A bucket is found by a keyed hash (a per-process random key, so an attacker
-//! cannot aim collisions) and carries a 16-bit tag of it; a different tag takes the
+//! cannot aim collisions) and carries a 12-bit tag of it; a different tag takes the
 //! slot over (the older source's debt is forgotten, as in Knot).
 
 use std::net::IpAddr;
@@ -105,12 +105,25 @@ fn mix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-fn pack(tag: u16, second: u16, balance: i32) -> u64 {
-    (u64::from(tag) << 48) | (u64::from(second) << 32) | u64::from(balance as u32)
+/// Seconds a bucket remembers, as 20 bits: they wrap every 12 days, so a bucket left
+/// alone that long (to within the window) could find an old debt again; 16 bits wrapped
+/// every 18 hours.
+const SECOND_BITS: u32 = 20;
+const SECOND_MASK: u32 = (1 << SECOND_BITS) - 1;
+
+/// `tag (12 bits) | second (20 bits) | balance (32 bits)`.
+fn pack(tag: u16, second: u32, balance: i32) -> u64 {
+    (u64::from(tag & 0x0fff) << 52)
+        | (u64::from(second & SECOND_MASK) << 32)
+        | u64::from(balance as u32)
 }
 
-fn unpack(word: u64) -> (u16, u16, i32) {
-    ((word >> 48) as u16, (word >> 32) as u16, word as u32 as i32)
+fn unpack(word: u64) -> (u16, u32, i32) {
+    (
+        (word >> 52) as u16,
+        (word >> 32) as u32 & SECOND_MASK,
+        word as u32 as i32,
+    )
 }
 
 impl Rrl {
@@ -179,17 +192,17 @@ impl Rrl {
         let Some(slot) = self.table.get((h as usize) & (SLOTS - 1)) else {
             return true;
         };
-        let tag = (h >> 48) as u16 | 1; // never 0: 0 marks an empty slot
+        let tag = ((h >> 52) as u16 & 0x0fff) | 1; // never 0: 0 marks an empty slot
         let rate = self.config.responses_per_second.min(1 << 20) as i64;
         let floor = -(rate * i64::from(self.config.window_seconds.max(1)));
-        let second = now as u16;
+        let second = now & SECOND_MASK;
         let mut word = slot.load(Ordering::Relaxed);
         for _ in 0..4 {
             let (t, last, balance) = unpack(word);
             let balance = if t != tag {
                 rate
             } else {
-                let elapsed = i64::from(second.wrapping_sub(last));
+                let elapsed = i64::from(second.wrapping_sub(last) & SECOND_MASK);
                 (i64::from(balance) + elapsed * rate).min(rate)
             };
             let allowed = balance > 0;
@@ -296,6 +309,18 @@ mod tests {
             r.action(ip("198.51.100.1"), Kind::Answer, 0, &mut limited),
             Action::Drop
         );
+    }
+
+    #[test]
+    fn a_debt_is_not_found_again_after_eighteen_hours() {
+        let r = rrl(1, 5, 0);
+        let ip = ip("192.0.2.9");
+        for _ in 0..10 {
+            r.allow(ip, Kind::Answer, 100);
+        }
+        // 65 536 s later (where 16 bits of seconds wrapped to "no time at all").
+        assert!(r.allow(ip, Kind::Answer, 100 + 65_536));
+        assert_eq!(unpack(pack(0xabc, 0x12345, -7)), (0xabc, 0x12345, -7));
     }
 
     #[test]
