@@ -67,13 +67,7 @@ policies:
 
     // A bad line: `check` names it, and a reload keeps the running answers.
     std::fs::write(&office, "81.2.69.0/24\n8.8.8.0/24\n10.1.2.3/8\nnope\n").unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("meridian.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let text = check_errors(&dir.path().join("meridian.yaml"));
     assert!(
         text.contains("office.txt:3:") && text.contains("host bits"),
         "{text}"
@@ -107,12 +101,7 @@ policies:
     }
     // A missing file is an error naming it where the policy names it.
     std::fs::remove_file(&office).unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("meridian.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
+    let text = check_errors(&dir.path().join("meridian.yaml"));
     assert!(
         text.contains("web.yaml:10:") && text.contains("office.txt"),
         "{text}"

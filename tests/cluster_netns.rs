@@ -9,7 +9,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::BIN;
@@ -132,15 +132,6 @@ impl Drop for Net {
     }
 }
 
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// One HTTP server answering 200 to everything, on both backend addresses.
 const HTTPD: &str = r#"
 import http.server, socketserver, threading, sys
@@ -247,7 +238,7 @@ fn one_instance_cut_from_a_backend_moves_nothing_two_move_everyone() {
         eprintln!("skipped: python3 (the backends' HTTP server) is not installed");
         return;
     }
-    let _backend = Killed(
+    let _backend = common::Process(
         net.exec("be", "python3")
             .args(["-c", HTTPD, EU_BACKEND, US_BACKEND])
             .spawn()
@@ -267,9 +258,9 @@ fn one_instance_cut_from_a_backend_moves_nothing_two_move_everyone() {
     }
     let dirs: Vec<tempfile::TempDir> = (1..=3).map(deployment).collect();
     let logs: Vec<std::path::PathBuf> = dirs.iter().map(|d| d.path().join("log")).collect();
-    let _instances: Vec<Killed> = (1..=3)
+    let _instances: Vec<common::Process> = (1..=3)
         .map(|i| {
-            Killed(
+            common::Process(
                 net.exec(&format!("n{i}"), BIN)
                     .args(["serve", "--config"])
                     .arg(dirs[i - 1].path().join("meridian.yaml"))

@@ -13,7 +13,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::BIN;
@@ -158,15 +158,6 @@ impl Drop for Net {
                 .args(["netns", "del", &self.ns(n)])
                 .status();
         }
-    }
-}
-
-struct Killed(Child);
-
-impl Drop for Killed {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
     }
 }
 
@@ -362,20 +353,20 @@ fn loss_delay_and_a_partition_are_judged_as_configured() {
             "a delaying relay (this kernel has no sch_netem)"
         }
     };
-    let _eu = Killed(
+    let _eu = common::Process(
         net.exec("eu", "python3")
             .args(["-c", HTTPD, "127.0.0.1:8080"])
             .spawn()
             .unwrap(),
     );
-    let _relay = Killed(
+    let _relay = common::Process(
         net.exec("eu", "python3")
             .args(["-c", RELAY, "10.78.1.2:8081", "127.0.0.1:8080"])
             .arg(delay_file.path())
             .spawn()
             .unwrap(),
     );
-    let _us = Killed(
+    let _us = common::Process(
         net.exec("us", "python3")
             .args(["-c", HTTPD, "10.78.2.2:8080"])
             .spawn()
@@ -390,7 +381,7 @@ fn loss_delay_and_a_partition_are_judged_as_configured() {
         .append(true)
         .open(&log)
         .unwrap();
-    let _m = Killed(
+    let _m = common::Process(
         net.exec("m", BIN)
             .args(["serve", "--config"])
             .arg(dir.path().join("meridian.yaml"))

@@ -134,13 +134,7 @@ fn rate_limiting_is_off_unless_configured_and_bad_settings_are_named() {
         "version: 1\nrrl:\n  responses_per_second: 20\n  slip: 11\n  ipv4_prefix: 33\n  exempt: [\"nope\"]\n",
     )
     .unwrap();
-    let out = std::process::Command::new(BIN)
-        .args(["check", "--config"])
-        .arg(dir.path().join("meridian.yaml"))
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
+    let text = check_errors(&dir.path().join("meridian.yaml"));
     for (line, what) in [(4, "rrl.slip"), (5, "rrl.ipv4_prefix"), (6, "rrl.exempt")] {
         assert!(
             text.contains(&format!("meridian.yaml:{line}:")) && text.contains(what),

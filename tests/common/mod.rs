@@ -283,6 +283,18 @@ pub fn with_shipped_geoip(dir: &Path) {
     .unwrap();
 }
 
+/// `meridian check --config CONFIG`, which must fail: the errors it printed.
+#[allow(dead_code)] // each test binary uses part of the helpers
+pub fn check_errors(config: &Path) -> String {
+    let out = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "check passed");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// A helper process (Prometheus, openssl s_server) killed when the test ends.
 pub struct Process(pub Child);
 
