@@ -408,6 +408,7 @@ pub fn run(snapshot: &Snapshot, scenario: &Scenario, spill: bool) -> Result<Repo
                     probe: Probe::Tcp,
                     interval: Duration::from_secs(2),
                     timeout: Duration::from_secs(1),
+                    serves: 0,
                 });
             }
         }

@@ -226,6 +226,12 @@ impl Snapshot {
                     capacity: r.capacity,
                     failback: r.failback,
                     load: r.load.clone(),
+                    addresses: r
+                        .a
+                        .iter()
+                        .map(|&a| a.into())
+                        .chain(r.aaaa.iter().map(|&a| a.into()))
+                        .collect(),
                 })
                 .collect(),
             config_overrides: self.config_overrides.clone(),

@@ -268,6 +268,18 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
         } else {
             format!("{} of {} (needs {})", r.endpoints_up, r.endpoints, r.needed)
         };
+        // Health per address: the addresses left out while their servers are down.
+        let withheld: Vec<&str> = r
+            .addresses
+            .iter()
+            .filter(|a| !a.answered)
+            .map(|a| a.address.as_str())
+            .collect();
+        let serving = if withheld.is_empty() {
+            serving
+        } else {
+            format!("{serving}; not answered: {}", esc(&withheld.join(", ")))
+        };
         let load = match (r.load, r.capacity) {
             (Some(l), Some(c)) => format!("{l:.0} / {c:.0}"),
             (Some(l), None) => format!("{l:.0}"),

@@ -14,7 +14,7 @@ use crate::iana::Rtype;
 pub use crate::iana::Transport;
 use crate::iana::{Class, OptRcode, Rcode};
 use crate::policy::decide::{self, HealthView, Outcome};
-use crate::policy::{AllDown, PolicySet};
+use crate::policy::{AddressOrder, AllDown, PolicySet};
 use crate::snapshot::Snapshot;
 use crate::zone::lookup::{self, Dynamic, DynamicAnswers};
 
@@ -199,6 +199,24 @@ pub struct PolicyAnswers<'s, 't> {
 
 static LAST_ALL_DOWN_LOG: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Numbers this thread's dynamic answers for `order: rotate | shuffle`: a counter
+    /// per serving thread, so no answer touches a shared cache line. Started from the
+    /// thread's own address so that threads (and shuffles) do not move in step.
+    static TURN: std::cell::Cell<u64> = std::cell::Cell::new({
+        let here = 0u8;
+        (&here as *const u8 as u64).rotate_left(17)
+    });
+}
+
+fn next_turn() -> u64 {
+    TURN.with(|t| {
+        let n = t.get().wrapping_add(1);
+        t.set(n);
+        n
+    })
+}
+
 /// At most one all-down log line every 10 s: an outage must not become a log flood.
 fn log_all_down(policy: &str, behaviour: &str) {
     let now = std::time::SystemTime::now()
@@ -244,7 +262,9 @@ impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
             .filter_map(|&r| set.regions.get(usize::from(r)))
             .filter_map(|r| self.health.ttl_cap(r.id))
             .fold(route.ttl(), u32::min);
-        let regions = |cname: bool| -> Dynamic<'s> {
+        let turn = next_turn();
+        // `all`: fail-open answers every address, as if every server were up.
+        let regions = |cname: bool, all: bool| -> Dynamic<'s> {
             let chosen = d.chosen();
             if cname {
                 return match chosen
@@ -259,7 +279,14 @@ impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
             let mut rdata = SmallVec::new();
             for &r in chosen {
                 if let Some(region) = set.regions.get(usize::from(r)) {
-                    region.rdata.push_to(qtype, &mut rdata);
+                    let live = if all {
+                        u64::MAX
+                    } else {
+                        self.health.live(region.id)
+                    };
+                    region
+                        .rdata
+                        .push_to(qtype, live, region.order, turn, &mut rdata);
                 }
             }
             if rdata.is_empty() {
@@ -273,8 +300,8 @@ impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
             }
         };
         match d.outcome {
-            Outcome::Addresses => regions(false),
-            Outcome::Cname => regions(true),
+            Outcome::Addresses => regions(false, false),
+            Outcome::Cname => regions(true, false),
             Outcome::NoData => Dynamic::NoData,
             Outcome::AllDown => {
                 let Some(p) = set.policies.get(policy as usize) else {
@@ -282,12 +309,12 @@ impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
                 };
                 log_all_down(&p.display, p.all_down.name());
                 match &p.all_down {
-                    AllDown::FailOpen => regions(d.fail_open_cname),
+                    AllDown::FailOpen => regions(d.fail_open_cname, true),
                     AllDown::NoData => Dynamic::NoData,
                     AllDown::ServFail => Dynamic::ServFail,
                     AllDown::Static { rdata: fixed, .. } => {
                         let mut rdata = SmallVec::new();
-                        fixed.push_to(qtype, &mut rdata);
+                        fixed.push_to(qtype, u64::MAX, AddressOrder::Fixed, 0, &mut rdata);
                         if rdata.is_empty() {
                             Dynamic::NoData
                         } else {

@@ -17,6 +17,29 @@ use super::view::{Effective, Override};
 pub struct Member {
     pub state: Effective,
     pub metric: bool,
+    /// The addresses it serves (`Endpoint::serves`; 0: none in particular).
+    pub serves: u64,
+}
+
+/// Every address of a region answered.
+pub const ALL_ADDRESSES: u64 = u64::MAX;
+
+/// The region's addresses that may be answered: those no endpoint serves, and those
+/// served by at least one endpoint that is not down.
+pub fn live_addresses(members: &[Member]) -> u64 {
+    let (served, alive) =
+        members
+            .iter()
+            .filter(|m| !m.metric)
+            .fold((0u64, 0u64), |(served, alive), m| {
+                let up = if m.state == Effective::Down {
+                    0
+                } else {
+                    m.serves
+                };
+                (served | m.serves, alive | up)
+            });
+    !served | alive
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -31,6 +54,8 @@ pub struct RegionState {
     pub total: usize,
     pub needed: usize,
     pub metric_veto: bool,
+    /// The addresses answered (`live_addresses`; all of them under `force_up`).
+    pub live: u64,
 }
 
 /// The endpoint's effective state: its override, else what was measured.
@@ -63,12 +88,16 @@ pub fn region(
         Effective::Down
     };
     let r#override = runtime.or(config).cloned();
+    let forced = r#override.as_ref().and_then(Override::effective);
     RegionState {
         measured,
-        effective: r#override
-            .as_ref()
-            .and_then(Override::effective)
-            .unwrap_or(measured),
+        effective: forced.unwrap_or(measured),
+        // Forced up, the operator vouches for the region as a whole.
+        live: if forced == Some(Effective::Up) {
+            ALL_ADDRESSES
+        } else {
+            live_addresses(members)
+        },
         r#override,
         serving,
         total,
@@ -110,6 +139,7 @@ mod tests {
         Member {
             state,
             metric: false,
+            serves: 0,
         }
     }
 
@@ -117,7 +147,56 @@ mod tests {
         Member {
             state,
             metric: true,
+            serves: 0,
         }
+    }
+
+    fn serving(state: Effective, serves: u64) -> Member {
+        Member {
+            state,
+            metric: false,
+            serves,
+        }
+    }
+
+    #[test]
+    fn an_address_is_answered_while_one_endpoint_serving_it_is_not_down() {
+        // Addresses 0, 1, 2; bit 2 is served by nobody.
+        let table: &[(&[Member], u64)] = &[
+            (&[ep(Up), ep(Down)], ALL_ADDRESSES),
+            (&[serving(Up, 0b01), serving(Up, 0b10)], ALL_ADDRESSES),
+            (&[serving(Up, 0b01), serving(Down, 0b10)], !0b10),
+            (&[serving(Down, 0b01), serving(Down, 0b10)], !0b11),
+            // Two endpoints for one address: either keeps it.
+            (
+                &[serving(Down, 0b01), serving(Degraded, 0b01)],
+                ALL_ADDRESSES,
+            ),
+            (&[serving(Down, 0b01), serving(Down, 0b01)], !0b01),
+            // An endpoint for both, one for the first only.
+            (&[serving(Up, 0b11), serving(Down, 0b01)], ALL_ADDRESSES),
+            (&[serving(Down, 0b11), serving(Up, 0b01)], !0b10),
+            // The metric pseudo-endpoint serves nothing in particular.
+            (&[serving(Up, 0b01), metric(Down)], ALL_ADDRESSES),
+        ];
+        for (i, (members, live)) in table.iter().enumerate() {
+            assert_eq!(live_addresses(members), *live, "row {i}");
+        }
+        let forced = ovr(OverrideKind::ForceUp);
+        let r = region(
+            &[serving(Down, 0b01), serving(Up, 0b10)],
+            MinUp::Count(1),
+            Some(&forced),
+            None,
+        );
+        assert_eq!(r.live, ALL_ADDRESSES, "force_up answers every address");
+        let r = region(
+            &[serving(Down, 0b01), serving(Up, 0b10)],
+            MinUp::Count(1),
+            None,
+            None,
+        );
+        assert_eq!((r.effective, r.live), (Up, !0b01));
     }
 
     fn ovr(kind: OverrideKind) -> Override {

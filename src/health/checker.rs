@@ -25,7 +25,9 @@ use super::plan::HealthPlan;
 use super::probe;
 use super::shared::{ClusterSide, ClusterState};
 use super::state::{self, Sample, State, Window};
-use super::status::{EndpointStatus, HISTORY, RegionStatus, Status, Target, TransitionRecord};
+use super::status::{
+    AddressStatus, EndpointStatus, HISTORY, RegionStatus, Status, Target, TransitionRecord,
+};
 use super::store::{self, EndpointRecord, StateFile};
 use super::view::{Effective, HealthView, Override, OverrideKind, RegionHealth};
 use crate::metrics::Metrics;
@@ -907,6 +909,7 @@ impl Core {
                     self.endpoint_overrides.get(k),
                 ),
                 metric: e.ep.is_metric(),
+                serves: e.ep.serves,
             });
         }
         self.plan
@@ -1149,11 +1152,35 @@ impl Core {
                     ttl_cap: ttl_caps.get(&region.name).copied(),
                     keep,
                     admit,
+                    live: next.live,
                 },
             );
             let prev = self.last_region.get(&region.name);
             if prev.is_none_or(|p| p.effective != next.effective) {
                 changed_regions.push(region.name.clone());
+            }
+            if log
+                && let Some(p) = prev
+                && p.live != next.live
+                && next.effective != Effective::Down
+            {
+                let list = |mask: u64| {
+                    region
+                        .addresses
+                        .iter()
+                        .take(64)
+                        .enumerate()
+                        .filter(|(i, _)| mask & (1u64 << i) != 0)
+                        .map(|(_, a)| a.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                info!(
+                    region = region.name,
+                    withheld = list(!next.live),
+                    back = list(next.live & !p.live),
+                    "addresses answered changed: the servers of the withheld ones are down"
+                );
             }
             if log && let Some(cause) = aggregate::transition(prev, &next) {
                 let from = prev.map_or(Effective::Up, |p| p.effective);
@@ -1180,6 +1207,16 @@ impl Core {
     }
 
     pub(super) fn status(&self) -> Status {
+        // The addresses a `serves` mask names, as text.
+        fn served(addresses: &[std::net::IpAddr], mask: u64) -> Vec<String> {
+            addresses
+                .iter()
+                .take(64)
+                .enumerate()
+                .filter(|(i, _)| mask & (1u64 << i) != 0)
+                .map(|(_, a)| a.to_string())
+                .collect()
+        }
         let now = Instant::now();
         let ms = |d: Option<Duration>| d.map(|d| d.as_secs_f64() * 1000.0);
         let endpoints = self
@@ -1205,6 +1242,11 @@ impl Core {
                     cooldown_remaining_seconds: e.cooldown_left(now).as_secs(),
                     r#override: self.endpoint_overrides.get(k).cloned(),
                     quorum: self.quorum_status(k),
+                    serves: self
+                        .plan
+                        .region(&e.region)
+                        .map(|r| served(&r.addresses, e.ep.serves))
+                        .unwrap_or_default(),
                 }
             })
             .collect();
@@ -1236,7 +1278,31 @@ impl Core {
             .enumerate()
             .map(|(i, (r, st))| {
                 let published = view.region(r.id);
+                let serving: Vec<(&str, u64)> = self
+                    .endpoints
+                    .values()
+                    .filter(|e| e.region == r.name && e.ep.serves != 0)
+                    .map(|e| (e.ep.name.as_str(), e.ep.serves))
+                    .collect();
+                let addresses = r
+                    .addresses
+                    .iter()
+                    .enumerate()
+                    .map(|(i, a)| {
+                        let bit = if i < 64 { 1u64 << i } else { 0 };
+                        AddressStatus {
+                            address: a.to_string(),
+                            answered: bit == 0 || published.live & bit != 0,
+                            served_by: serving
+                                .iter()
+                                .filter(|(_, m)| m & bit != 0)
+                                .map(|(n, _)| n.to_string())
+                                .collect(),
+                        }
+                    })
+                    .collect();
                 RegionStatus {
+                    addresses,
                     region: r.name.clone(),
                     measured: st.measured,
                     effective: st.effective,
@@ -1295,6 +1361,7 @@ mod tests {
             probe,
             interval: Duration::from_secs(1),
             timeout: Duration::from_millis(500),
+            serves: 0,
         }
     }
 
@@ -1319,6 +1386,7 @@ mod tests {
                 capacity: None,
                 failback: None,
                 load: None,
+                addresses: vec![],
             }],
             config_overrides: BTreeMap::new(),
             clients: Arc::new([]),
@@ -1341,6 +1409,7 @@ mod tests {
             capacity,
             failback,
             load: None,
+            addresses: vec![],
         };
         let clients: Vec<traffic::Client> = (0..2000u64)
             .map(|i| traffic::Client {

@@ -144,6 +144,10 @@ pub struct Endpoint {
     pub probe: Probe,
     pub interval: Duration,
     pub timeout: Duration,
+    /// The region's answered addresses this endpoint stands for (`serves:`), as a mask
+    /// over their positions (A first, then AAAA); 0: it stands for the region as a
+    /// whole. An address some endpoint serves is answered only while one of them is.
+    pub serves: u64,
 }
 
 impl Endpoint {

@@ -24,6 +24,8 @@ pub struct PlanRegion {
     pub capacity: Option<f64>,
     pub failback: Option<Failback>,
     pub load: Option<LoadQuery>,
+    /// Its answered addresses, A before AAAA: the positions `Endpoint::serves` masks.
+    pub addresses: Vec<std::net::IpAddr>,
 }
 
 #[derive(Debug, Clone, Default)]

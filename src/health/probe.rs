@@ -335,6 +335,7 @@ mod identity_tests {
             },
             interval: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            serves: 0,
         };
         let sample = run(&ep, client(&ep).as_ref()).await;
         let request = server.await.unwrap();

@@ -51,11 +51,28 @@ pub struct EndpointStatus {
     /// In a cluster: the peers' verdicts and the quorum's result.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub quorum: Option<QuorumStatus>,
+    /// The region's addresses it stands for (`serves:`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub serves: Vec<String>,
+}
+
+/// One of a region's answered addresses.
+#[derive(Debug, Clone, Serialize)]
+pub struct AddressStatus {
+    pub address: String,
+    /// In the answers now: no endpoint serves it, or one that does is not down.
+    pub answered: bool,
+    /// The endpoints whose `serves` names it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub served_by: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct RegionStatus {
     pub region: String,
+    /// Its addresses (A, then AAAA) and whether each is answered.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub addresses: Vec<AddressStatus>,
     pub measured: Effective,
     pub effective: Effective,
     pub r#override: Option<Override>,

@@ -37,6 +37,9 @@ pub struct RegionHealth {
     pub keep: Share,
     /// The share of displaced clients reaching it that it takes (its spare capacity).
     pub admit: Share,
+    /// Which of its addresses are answered (bit i: the i-th, A before AAAA): those of
+    /// endpoints that are down (`serves:`) are left out.
+    pub live: u64,
 }
 
 impl RegionHealth {
@@ -47,6 +50,7 @@ impl RegionHealth {
             ttl_cap,
             keep: Share::ALL,
             admit: Share::ALL,
+            live: u64::MAX,
         }
     }
 
@@ -95,6 +99,16 @@ impl HealthView {
             .flatten()
             .map(|r| r.state)
             .unwrap_or(Effective::Up)
+    }
+
+    /// Which of the region's addresses are answered (all, for a region it does not know).
+    #[inline]
+    pub fn live(&self, id: u32) -> u64 {
+        self.regions
+            .get(id as usize)
+            .copied()
+            .flatten()
+            .map_or(u64::MAX, |r| r.live)
     }
 
     pub fn ttl_cap(&self, id: u32) -> Option<u32> {

@@ -95,16 +95,14 @@ fn weighted_order(
     n
 }
 
-fn eligible(set: &PolicySet, region: u16, qtype: Rtype) -> Option<bool> {
+/// Whether `region` can answer `qtype` with the addresses in `live` (`Some(true)`: with
+/// its CNAME, `Some(false)`: with addresses, `None`: not at all).
+fn eligible(set: &PolicySet, region: u16, qtype: Rtype, live: u64) -> Option<bool> {
     let r = set.regions.get(usize::from(region))?;
     if r.cname.is_some() {
         return Some(true);
     }
-    let has = match qtype {
-        Rtype::A => !r.a.is_empty(),
-        Rtype::AAAA => !r.aaaa.is_empty(),
-        _ => false,
-    };
+    let has = matches!(qtype, Rtype::A | Rtype::AAAA) && r.rdata.any_live(qtype, live);
     has.then_some(false)
 }
 
@@ -158,7 +156,13 @@ fn walk(
             if !admitted {
                 continue;
             }
-            match eligible(set, r, qtype) {
+            // A region whose every server of this type is down cannot answer it.
+            let live = if ignore_health {
+                u64::MAX
+            } else {
+                health.live(region.id)
+            };
+            match eligible(set, r, qtype, live) {
                 Some(true) if out.n == 0 => {
                     out.push(r, slot);
                     out.cname = true;
@@ -294,7 +298,7 @@ pub fn decide_route(
     let serves_type = route
         .candidates()
         .iter()
-        .any(|&r| eligible(set, r, qtype).is_some());
+        .any(|&r| eligible(set, r, qtype, u64::MAX).is_some());
     Decision {
         regions: taken.regions,
         slots: taken.slots,
@@ -441,7 +445,7 @@ fn shift(
     let takes = |r: u16| {
         set.regions
             .get(usize::from(r))
-            .filter(|_| eligible(set, r, qtype).is_some())
+            .filter(|reg| eligible(set, r, qtype, health.live(reg.id)).is_some())
             .map(|reg| (reg.id, health.region(reg.id)))
             .filter(|(_, h)| h.accepts())
     };

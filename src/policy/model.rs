@@ -24,11 +24,42 @@ pub const EU: &[&str] = &[
     "LT", "LU", "LV", "MT", "NL", "PL", "PT", "RO", "SE", "SI", "SK",
 ];
 
-/// A and AAAA answers in wire form, which the query path's answers borrow.
+/// The order of a region's addresses in its RRset (`order:`, gdnsd#130).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum AddressOrder {
+    /// As listed: clients that take the first address all go to the same server.
+    #[default]
+    Fixed,
+    /// Each answer starts one address further on (per serving thread).
+    Rotate,
+    /// A fresh random order each answer.
+    Shuffle,
+}
+
+impl AddressOrder {
+    pub fn name(self) -> &'static str {
+        match self {
+            AddressOrder::Fixed => "fixed",
+            AddressOrder::Rotate => "rotate",
+            AddressOrder::Shuffle => "shuffle",
+        }
+    }
+}
+
+/// A and AAAA answers in wire form, which the query path's answers borrow. Addresses
+/// are numbered A first, then AAAA: bit i of a live mask (`HealthView::live`) is the
+/// i-th; addresses past the 64th are always live (no endpoint can serve them).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AddressRdata {
     a: Box<[[u8; 4]]>,
     aaaa: Box<[[u8; 16]]>,
+}
+
+/// Addresses one answer may carry from one region (a live mask's width).
+pub const MAX_SERVED: usize = 64;
+
+fn is_live(live: u64, i: usize) -> bool {
+    i >= MAX_SERVED || live & (1u64 << i) != 0
 }
 
 impl AddressRdata {
@@ -39,12 +70,62 @@ impl AddressRdata {
         }
     }
 
-    /// Appends the rdata of type `qtype` (A, else AAAA) to `out`.
-    pub fn push_to<'a>(&'a self, qtype: Rtype, out: &mut smallvec::SmallVec<[&'a [u8]; 8]>) {
-        if qtype == Rtype::A {
-            out.extend(self.a.iter().map(|x| &x[..]));
+    /// The rdata of type `qtype` (A, else AAAA) with their positions in the mask.
+    fn of(&self, qtype: Rtype) -> impl Iterator<Item = (usize, &[u8])> + Clone {
+        let (a, aaaa) = if qtype == Rtype::A {
+            (&self.a[..], &[][..])
         } else {
-            out.extend(self.aaaa.iter().map(|x| &x[..]));
+            (&[][..], &self.aaaa[..])
+        };
+        let base = if qtype == Rtype::A { 0 } else { self.a.len() };
+        a.iter()
+            .map(|x| &x[..])
+            .chain(aaaa.iter().map(|x| &x[..]))
+            .enumerate()
+            .map(move |(i, x)| (base + i, x))
+    }
+
+    /// Whether some address of type `qtype` is live.
+    pub fn any_live(&self, qtype: Rtype, live: u64) -> bool {
+        self.of(qtype).any(|(i, _)| is_live(live, i))
+    }
+
+    /// Appends the live rdata of type `qtype` (A, else AAAA) to `out`, in `order`;
+    /// `turn` numbers the answer (rotate starts at `turn`, shuffle is seeded by it).
+    pub fn push_to<'a>(
+        &'a self,
+        qtype: Rtype,
+        live: u64,
+        order: AddressOrder,
+        turn: u64,
+        out: &mut smallvec::SmallVec<[&'a [u8]; 8]>,
+    ) {
+        let start = out.len();
+        out.extend(
+            self.of(qtype)
+                .filter(|&(i, _)| is_live(live, i))
+                .map(|(_, x)| x),
+        );
+        let mine = out.get_mut(start..).unwrap_or_default();
+        let n = mine.len();
+        if n < 2 {
+            return;
+        }
+        match order {
+            AddressOrder::Fixed => {}
+            AddressOrder::Rotate => mine.rotate_left((turn % n as u64) as usize),
+            AddressOrder::Shuffle => {
+                // Fisher-Yates over a splitmix stream: not for secrets, only spread.
+                let mut x = turn;
+                for i in (1..n).rev() {
+                    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
+                    let mut z = x;
+                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+                    z ^= z >> 31;
+                    mine.swap(i, (z % (i as u64 + 1)) as usize);
+                }
+            }
         }
     }
 }
@@ -59,6 +140,8 @@ pub struct Region {
     pub aaaa: Vec<Ipv6Addr>,
     /// `a` and `aaaa` as answered.
     pub rdata: AddressRdata,
+    /// The order of its addresses in an answer.
+    pub order: AddressOrder,
     /// Wire form; when set the region answers with this CNAME.
     pub cname: Option<Box<[u8]>>,
     pub weight: u32,

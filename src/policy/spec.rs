@@ -33,9 +33,11 @@ pub struct Region {
     pub name: S<String>,
     pub location: S<Point>,
     #[serde(default)]
-    pub a: Vec<Ipv4Addr>,
+    pub a: Vec<S<Ipv4Addr>>,
     #[serde(default)]
-    pub aaaa: Vec<Ipv6Addr>,
+    pub aaaa: Vec<S<Ipv6Addr>>,
+    /// The order of the addresses in an answer (default `fixed`).
+    pub order: Option<Order>,
     /// Answer with a CNAME to this target instead of addresses.
     pub cname: Option<S<String>>,
     #[serde(default = "default_weight")]
@@ -82,6 +84,14 @@ pub struct Metric {
     pub timeout: Option<S<String>>,
 }
 
+#[derive(Debug, Deserialize, Clone, Copy, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub enum Order {
+    Fixed,
+    Rotate,
+    Shuffle,
+}
+
 fn default_weight() -> u32 {
     100
 }
@@ -122,6 +132,10 @@ pub struct Endpoint {
     /// How often to probe (default 2s) and how long one probe may take (default 1s).
     pub interval: Option<S<String>>,
     pub timeout: Option<S<String>>,
+    /// The region's addresses this endpoint stands for: each is answered only while an
+    /// endpoint serving it is up (default: none in particular).
+    #[serde(default)]
+    pub serves: Vec<S<String>>,
 }
 
 /// Thresholds of a region's endpoints: a preset, any field overridden.

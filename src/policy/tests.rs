@@ -206,6 +206,55 @@ fn answers_n_returns_the_n_best_healthy_regions_in_order() {
 }
 
 #[test]
+fn a_region_whose_servers_of_a_type_are_all_down_is_skipped_for_that_type() {
+    let w = world(
+        "  - { name: m.example.com, method: nearest, regions: [us-east, eu-west, ap-south] }\n",
+        None,
+    );
+    let ap = &w.set.regions[usize::from(w.set.region_index("ap-south").unwrap())];
+    let n_a = ap.a.len();
+    assert!(n_a > 0 && !ap.aaaa.is_empty());
+    let mut health = HealthView::default();
+    // Up, but every A address withheld (their servers down): AAAA still answers.
+    health.put(
+        ap.id,
+        crate::health::RegionHealth {
+            live: !((1u64 << n_a) - 1),
+            ..crate::health::RegionHealth::new(crate::health::Effective::Up, None)
+        },
+    );
+    let client = Some("10.3.0.1".parse().unwrap());
+    let policy = &w.set.policies[0];
+    let d = decide(&w.set, &health, policy, A, client);
+    assert_eq!(names(&w.set, d.chosen()), ["eu-west"]);
+    let d = decide(&w.set, &health, policy, AAAA, client);
+    assert_eq!(names(&w.set, d.chosen()), ["ap-south"]);
+}
+
+#[test]
+fn address_order_fixed_rotate_and_shuffle() {
+    use crate::policy::{AddressOrder, AddressRdata};
+    let a: Vec<std::net::Ipv4Addr> = (1..=4).map(|i| [192, 0, 2, i].into()).collect();
+    let rd = AddressRdata::new(&a, &[]);
+    let first = |order, turn, live| {
+        let mut out = smallvec::SmallVec::new();
+        rd.push_to(A, live, order, turn, &mut out);
+        out.iter().map(|x: &&[u8]| x[3]).collect::<Vec<u8>>()
+    };
+    assert_eq!(first(AddressOrder::Fixed, 7, u64::MAX), [1, 2, 3, 4]);
+    assert_eq!(first(AddressOrder::Rotate, 1, u64::MAX), [2, 3, 4, 1]);
+    assert_eq!(first(AddressOrder::Rotate, 6, u64::MAX), [3, 4, 1, 2]);
+    // Rotation over the live ones only.
+    assert_eq!(first(AddressOrder::Rotate, 1, 0b1011), [2, 4, 1]);
+    assert_eq!(first(AddressOrder::Fixed, 0, 0b0100), [3]);
+    assert!(!rd.any_live(A, 0) && rd.any_live(A, 0b1000) && !rd.any_live(AAAA, u64::MAX));
+    let shuffles: std::collections::BTreeSet<Vec<u8>> = (0..200)
+        .map(|t| first(AddressOrder::Shuffle, t, u64::MAX))
+        .collect();
+    assert_eq!(shuffles.len(), 24, "every permutation of four turns up");
+}
+
+#[test]
 fn unknown_and_absent_clients_get_the_policy_order_and_scope_zero_when_absent() {
     let w = world(
         "  - { name: www.example.com, method: nearest, regions: [ap-south, us-east] }\n",

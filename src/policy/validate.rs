@@ -3,7 +3,7 @@
 //! metric veto), into the health checker's model types.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -269,10 +269,38 @@ fn region(
             None
         }
     };
+    let a: Vec<Ipv4Addr> = spec.a.iter().map(|x| x.value).collect();
+    let aaaa: Vec<Ipv6Addr> = spec.aaaa.iter().map(|x| x.value).collect();
+    // Positions in this order are what `serves` masks and the health view's live bits
+    // count (`AddressRdata`).
+    let addresses: Vec<(IpAddr, (usize, usize))> = spec
+        .a
+        .iter()
+        .map(|x| (IpAddr::V4(x.value), pos(x)))
+        .chain(spec.aaaa.iter().map(|x| (IpAddr::V6(x.value), pos(x))))
+        .collect();
+    for (i, (ip, (l, c))) in addresses.iter().enumerate() {
+        if addresses.iter().take(i).any(|(other, _)| other == ip) {
+            errors.push(Diagnostic::at(
+                file,
+                *l,
+                *c,
+                format!("address {ip} is listed twice in region {name}"),
+            ));
+        }
+    }
     let mut endpoints: Vec<Endpoint> = Vec::new();
     for e in &spec.endpoints {
         match endpoint_from_spec(&e.value) {
-            Ok(ep) => {
+            Ok(mut ep) => {
+                ep.serves = served_mask(file, &name, &e.value.serves, &addresses, errors);
+                if ep.serves != 0 && spec.cname.is_some() {
+                    errors.push(diag(
+                        file,
+                        &e.value.name,
+                        "serves: a CNAME region has no addresses to serve",
+                    ));
+                }
                 if endpoints.iter().any(|x| x.name == ep.name) {
                     errors.push(diag(
                         file,
@@ -333,9 +361,14 @@ fn region(
         load,
         point: (lat, lon),
         unit: crate::geo::unit((lat, lon)),
-        a: spec.a.clone(),
-        aaaa: spec.aaaa.clone(),
-        rdata: AddressRdata::new(&spec.a, &spec.aaaa),
+        rdata: AddressRdata::new(&a, &aaaa),
+        order: match spec.order {
+            None | Some(spec::Order::Fixed) => AddressOrder::Fixed,
+            Some(spec::Order::Rotate) => AddressOrder::Rotate,
+            Some(spec::Order::Shuffle) => AddressOrder::Shuffle,
+        },
+        a,
+        aaaa,
         cname,
         weight: spec.weight,
         labels: spec.labels.clone(),
@@ -346,6 +379,49 @@ fn region(
         file: file.to_path_buf(),
         line,
     })
+}
+
+/// An endpoint's `serves:` as a mask over the region's `addresses` (in their order).
+fn served_mask(
+    file: &Path,
+    region: &str,
+    serves: &[S<String>],
+    addresses: &[(IpAddr, (usize, usize))],
+    errors: &mut Vec<Diagnostic>,
+) -> u64 {
+    let mut mask = 0u64;
+    for s in serves {
+        let Ok(ip) = s.value.trim().parse::<IpAddr>() else {
+            errors.push(diag(
+                file,
+                s,
+                format!("serves: {:?} is not an IP address", s.value),
+            ));
+            continue;
+        };
+        match addresses.iter().position(|(a, _)| *a == ip) {
+            None => errors.push(diag(
+                file,
+                s,
+                format!("serves: {ip} is not one of region {region}'s addresses (a, aaaa)"),
+            )),
+            Some(i) if i >= MAX_SERVED => errors.push(diag(
+                file,
+                s,
+                format!(
+                    "serves: {ip} is address {} of the region; only the first {MAX_SERVED} can be served by an endpoint",
+                    i + 1
+                ),
+            )),
+            Some(i) if mask & (1 << i) != 0 => errors.push(diag(
+                file,
+                s,
+                format!("serves: {ip} is listed twice"),
+            )),
+            Some(i) => mask |= 1 << i,
+        }
+    }
+    mask
 }
 
 fn region_refs(
@@ -929,6 +1005,7 @@ pub fn endpoint_from_spec(e: &spec::Endpoint) -> Result<Endpoint, (At, String)> 
         probe,
         interval,
         timeout,
+        serves: 0,
     })
 }
 
@@ -972,5 +1049,6 @@ pub fn metric_from_spec(m: &spec::Metric) -> Result<Endpoint, (At, String)> {
         },
         interval,
         timeout,
+        serves: 0,
     })
 }
