@@ -122,6 +122,9 @@ struct HttpSpec {
 #[serde(deny_unknown_fields)]
 struct GeoSpec {
     database: Option<PathBuf>,
+    /// An ASN database (GeoLite2-ASN schema), relative to the GeoIP folder: what geo
+    /// rules' `asns:` match against. Absent: no routing by ASN.
+    asn_database: Option<PathBuf>,
     /// Absent: `latency.yaml` when it exists; `null`: none; a path: that file, required.
     #[serde(default, deserialize_with = "given")]
     latency: Given<Option<S<PathBuf>>>,
@@ -321,6 +324,8 @@ pub struct Config {
     pub policies_dir: PathBuf,
     pub geoip_dir: PathBuf,
     pub geo_database: PathBuf,
+    /// `geo.asn_database`, resolved.
+    pub asn_database: Option<PathBuf>,
     /// `None` when the configured table does not exist and was not asked for explicitly.
     pub latency_table: Option<PathBuf>,
     pub latency_overhead_ms: f64,
@@ -552,6 +557,7 @@ impl Config {
                     .as_deref()
                     .unwrap_or(Path::new("geo-whois-asn-country.mmdb")),
             ),
+            asn_database: geo.asn_database.as_deref().map(|p| geoip_dir.join(p)),
             latency_table,
             latency_overhead_ms,
             default_location,

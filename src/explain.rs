@@ -30,6 +30,15 @@ pub struct LocationInfo {
     pub source: String,
 }
 
+/// The client's autonomous system, from `geo.asn_database`.
+#[derive(Debug, Serialize)]
+pub struct AsnInfo {
+    pub number: u32,
+    pub organization: String,
+    /// The database network the client is in.
+    pub network: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct CandidateInfo {
     pub region: String,
@@ -59,6 +68,9 @@ pub struct Explanation {
     pub qtype: String,
     pub client: Option<String>,
     pub location: Option<LocationInfo>,
+    /// With an ASN database: the client's AS (whether or not a rule names it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub asn: Option<AsnInfo>,
     pub policy: Option<PolicyInfo>,
     pub candidates: Vec<CandidateInfo>,
     pub reasons: Vec<String>,
@@ -184,6 +196,16 @@ pub fn explain(
         qtype: type_name(qtype),
         client: client.map(|c| c.to_string()),
         location,
+        asn: snapshot
+            .asn
+            .as_ref()
+            .zip(client_addr)
+            .and_then(|(db, ip)| db.lookup(ip))
+            .map(|a| AsnInfo {
+                number: a.number,
+                organization: a.organization,
+                network: a.network.to_string(),
+            }),
         policy: None,
         candidates: Vec::new(),
         reasons: Vec::new(),
@@ -327,6 +349,13 @@ pub fn render_text(e: &Explanation) -> String {
         (None, _) => {
             let _ = writeln!(s, "client:    none given (no client information)");
         }
+    }
+    if let Some(a) = &e.asn {
+        let _ = writeln!(
+            s,
+            "asn:       AS{} {} ({} in the ASN database)",
+            a.number, a.organization, a.network
+        );
     }
     if let Some(p) = &e.policy {
         let _ = writeln!(

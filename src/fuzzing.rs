@@ -199,9 +199,16 @@ pub fn ecs(data: &[u8]) {
     request(&q);
 }
 
-/// A GeoIP database file: refused with an error, or read.
+/// A GeoIP database file: refused with an error, or read; the same bytes as an ASN
+/// database: refused, or looked up and walked.
 pub fn geoip(data: &[u8]) {
     let _ = timed("geoip", data, || crate::geo::db::read_bytes(data.to_vec()));
+    let _ = timed("geoip", data, || {
+        crate::geo::asn::AsnDb::from_bytes(data.to_vec()).map(|db| {
+            let _ = db.lookup(std::net::IpAddr::from([1, 1, 1, 1]));
+            let _ = db.networks_of(&std::collections::BTreeSet::from([13335]));
+        })
+    });
 }
 
 /// A gossip datagram as it arrives: dropped with a reason or opened; and peers' values

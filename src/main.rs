@@ -261,6 +261,15 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     snap.policies.classes.representatives.len()
                 );
             }
+            if let (Some(db), Some(path)) = (&snap.asn, &config.asn_database) {
+                let named = snap.policies.asns().len();
+                let tagged = snap.geo.overlay_asn.iter().flatten().count();
+                println!(
+                    "asn database {} ({}): {named} ASNs named by geo rules, {tagged} of their networks in the class table",
+                    path.display(),
+                    db.database_type
+                );
+            }
             if let Some(c) = &config.startup.cluster {
                 println!(
                     "cluster: instance {}, gossip on {} (advertised {}), {} seed peers, quorum {}, isolation after {:?}, gossip every {:?}, key {} bytes",

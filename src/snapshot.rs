@@ -9,6 +9,7 @@ use arc_swap::ArcSwap;
 
 use crate::config::Config;
 use crate::diag::Diagnostic;
+use crate::geo::asn::AsnDb;
 use crate::geo::{GeoTable, db};
 use crate::health::{HealthPlan, HealthView, Override, PlanRegion, RegionIds};
 use crate::metrics::{PolicyCounterStore, PolicyCounters};
@@ -33,6 +34,9 @@ pub struct Snapshot {
     pub compile_stats: compile::CompileStats,
     /// The clients the traffic split models (`policy::population`).
     pub population: Arc<[crate::traffic::Client]>,
+    /// `geo.asn_database`, for explanations (the class table already holds the networks
+    /// of the ASNs rules name).
+    pub asn: Option<Arc<AsnDb>>,
 }
 
 pub type Shared = Arc<ArcSwap<Snapshot>>;
@@ -76,6 +80,57 @@ impl Snapshot {
                 PolicySet::default()
             }
         };
+        // Routing by ASN: the networks of the ASNs geo rules name become overlays.
+        let wanted = policies.asns();
+        let asn = match &config.asn_database {
+            None => {
+                for (a, (file, line, col)) in wanted.iter().take(1) {
+                    errors.push(Diagnostic::at(
+                        file,
+                        *line,
+                        *col,
+                        format!(
+                            "asns: AS{a} needs an ASN database (geo.asn_database in {})",
+                            config.file.display()
+                        ),
+                    ));
+                }
+                None
+            }
+            Some(path) => match AsnDb::open(path) {
+                Ok(db) => Some(Arc::new(db)),
+                Err(e) => {
+                    errors.push(Diagnostic::new(path, 0, e.to_string()));
+                    None
+                }
+            },
+        };
+        let asn_networks = match &asn {
+            Some(db) => match db.networks_of(&wanted.keys().copied().collect()) {
+                Ok(n) => n,
+                Err(e) => {
+                    errors.push(Diagnostic::new(
+                        config.asn_database.as_deref().unwrap_or(&config.file),
+                        0,
+                        e.to_string(),
+                    ));
+                    Vec::new()
+                }
+            },
+            None => Vec::new(),
+        };
+        for (a, (file, line, col)) in &wanted {
+            if asn.is_some() && !asn_networks.iter().any(|(_, x)| x == a) {
+                warnings.push(Diagnostic::at(
+                    file,
+                    *line,
+                    *col,
+                    format!("asns: AS{a} has no networks in the ASN database: the rule matches no client by it"),
+                ));
+            }
+        }
+        let mut overlays = policies.overlays();
+        overlays.extend(asn_networks.iter().map(|(n, _)| *n));
         let geo = if policies.policies.is_empty() && !config.geo_database.exists() {
             // Static-only deployments need no GeoIP database.
             GeoTable::compile(
@@ -100,7 +155,7 @@ impl Snapshot {
                     let mut table = GeoTable::compile_indexed(
                         c.networks,
                         c.locations,
-                        policies.overlays(),
+                        overlays,
                         config.default_location.clone(),
                         format!("{} ({})", config.geo_database.display(), c.database_type),
                     );
@@ -116,6 +171,8 @@ impl Snapshot {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let mut geo = geo;
+        geo.set_asns(&asn_networks);
         let compile_stats = match compile::compile(&mut policies, &geo) {
             Ok(s) => s,
             Err(e) => {
@@ -192,6 +249,7 @@ impl Snapshot {
                 edns_udp_size: config.edns_udp_size,
                 counters,
                 compile_stats,
+                asn,
             },
             warnings,
         })

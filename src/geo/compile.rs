@@ -88,6 +88,8 @@ pub struct GeoTable {
     pub database: String,
     /// The database's own build time (Unix seconds), 0 without a database.
     pub build_epoch: u64,
+    /// By overlay: the AS whose network holds it (`set_asns`), for geo rules' `asns:`.
+    pub overlay_asn: Vec<Option<u32>>,
 }
 
 impl GeoTable {
@@ -105,6 +107,31 @@ impl GeoTable {
 
     pub fn location(&self, id: u32) -> Option<&Location> {
         self.locations.get(id as usize)
+    }
+
+    /// Tags each overlay with the AS (of `networks`, which the overlays include) whose
+    /// network contains it. AS networks do not overlap, so the innermost overlay of a
+    /// client (what a class keeps) tells its AS: the one network containing it.
+    pub fn set_asns(&mut self, networks: &[(IpNet, u32)]) {
+        let by_net: HashMap<IpNet, u32> = networks.iter().copied().collect();
+        self.overlay_asn = self
+            .overlays
+            .iter()
+            .map(|o| {
+                (0..=o.prefix_len())
+                    .rev()
+                    .filter_map(|len| IpNet::new(o.addr(), len).ok().map(|n| n.trunc()))
+                    .find_map(|n| by_net.get(&n).copied())
+            })
+            .collect();
+    }
+
+    /// The AS of a class, when a geo rule names it.
+    pub fn class_asn(&self, class: &Class) -> Option<u32> {
+        self.overlay_asn
+            .get(class.overlay? as usize)
+            .copied()
+            .flatten()
     }
 
     /// The effective location of a class (unknown → the configured default).
@@ -171,6 +198,7 @@ impl GeoTable {
             networks: count,
             database,
             build_epoch: 0,
+            overlay_asn: Vec::new(),
         }
     }
 }

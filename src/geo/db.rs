@@ -95,6 +95,10 @@ pub enum DbError {
         "database type {0:?} has no location fields this server reads (country.iso_code, location, or country_code/latitude/longitude)"
     )]
     Schema(String),
+    #[error(
+        "database type {0:?} has no autonomous_system_number: not an ASN database (GeoLite2-ASN schema)"
+    )]
+    AsnSchema(String),
 }
 
 pub struct Contents {
@@ -163,7 +167,7 @@ fn to_location(r: &Record<'_>, unknown: &mut Vec<String>) -> Option<Location> {
     })
 }
 
-fn to_ipnet(n: ipnetwork::IpNetwork) -> Option<IpNet> {
+pub(super) fn to_ipnet(n: ipnetwork::IpNetwork) -> Option<IpNet> {
     let net = match n {
         ipnetwork::IpNetwork::V4(v4) => IpNet::new(IpAddr::V4(v4.network()), v4.prefix()).ok()?,
         ipnetwork::IpNetwork::V6(v6) => {

@@ -12,6 +12,7 @@
 //! innermost overlay CIDR it falls in. Policies rank regions per class once, at load
 //! time (`policy::compile`); a query does one binary search.
 
+pub mod asn;
 mod compile;
 pub mod countries;
 pub mod db;

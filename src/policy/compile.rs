@@ -86,6 +86,11 @@ fn geo_rule_list(
             return (r.regions.clone(), why(&|| format!("geo rule for {c}")));
         }
     }
+    if let Some(asn) = geo.class_asn(class)
+        && let Some(r) = rules.iter().find(|r| r.asns.contains(&asn))
+    {
+        return (r.regions.clone(), why(&|| format!("geo rule for AS{asn}")));
+    }
     if let Some(loc) = loc {
         if let Some(sub) = &loc.subdivision
             && let Some(r) = rules
@@ -229,27 +234,29 @@ fn rank_with(
             candidates.iter().map(|c| c.region).collect()
         }
     };
-    if let Some(loc) = loc {
-        for rule in &policy.residency {
-            let applies = loc.country.is_some_and(|c| rule.countries.contains(&c))
-                || loc.continent.is_some_and(|c| rule.continents.contains(&c));
-            if applies {
-                order.retain(|&r| {
-                    set.regions.get(usize::from(r)).is_some_and(|reg| {
-                        rule.labels
-                            .iter()
-                            .all(|(k, v)| reg.labels.get(k) == Some(v))
-                    })
-                });
-                note(&|| {
-                    let labels: Vec<String> = rule
-                        .labels
+    let overlay = class.overlay.and_then(|o| geo.overlays.get(o as usize));
+    for rule in &policy.residency {
+        // The innermost overlay lies inside every overlay that holds the client.
+        let applies = loc.is_some_and(|loc| {
+            loc.country.is_some_and(|c| rule.countries.contains(&c))
+                || loc.continent.is_some_and(|c| rule.continents.contains(&c))
+        }) || overlay.is_some_and(|o| rule.cidrs.iter().any(|c| c.contains(o)));
+        if applies {
+            order.retain(|&r| {
+                set.regions.get(usize::from(r)).is_some_and(|reg| {
+                    rule.labels
                         .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    format!("residency: only regions with {}", labels.join(","))
-                });
-            }
+                        .all(|(k, v)| reg.labels.get(k) == Some(v))
+                })
+            });
+            note(&|| {
+                let labels: Vec<String> = rule
+                    .labels
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
+                format!("residency: only regions with {}", labels.join(","))
+            });
         }
     }
     Ranking {

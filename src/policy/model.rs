@@ -167,6 +167,7 @@ pub struct GeoRule {
     pub continents: Vec<[u8; 2]>,
     pub subdivisions: Vec<String>,
     pub cidrs: Vec<IpNet>,
+    pub asns: Vec<u32>,
     pub regions: Vec<u16>,
 }
 
@@ -198,6 +199,8 @@ impl Method {
 pub struct Residency {
     pub countries: Vec<[u8; 2]>,
     pub continents: Vec<[u8; 2]>,
+    /// Clients in these networks (overlays of the class table).
+    pub cidrs: Vec<IpNet>,
     pub labels: BTreeMap<String, String>,
 }
 
@@ -246,6 +249,9 @@ pub struct Policy {
     pub demand: Option<f64>,
     /// Past every region's capacity: keep spilling by rank (`true`) or apply `all_down`.
     pub spill_overflow: bool,
+    /// Where the first geo rule's `asns:` is (line, column), for the errors found once the
+    /// ASN database is read. Kept out of `method`, whose text is the shape key.
+    pub asns_at: (usize, usize),
     pub file: PathBuf,
     pub line: usize,
 }
@@ -331,6 +337,20 @@ impl PolicySet {
             .map(|i| i as u16)
     }
 
+    /// Every AS number a geo rule names, with the first place it is named.
+    pub fn asns(&self) -> std::collections::BTreeMap<u32, (PathBuf, usize, usize)> {
+        let mut out = std::collections::BTreeMap::new();
+        for p in &self.policies {
+            if let Method::Geo { rules, .. } = &p.method {
+                let (line, col) = p.asns_at;
+                for &a in rules.iter().flat_map(|r| r.asns.iter()) {
+                    out.entry(a).or_insert_with(|| (p.file.clone(), line, col));
+                }
+            }
+        }
+        out
+    }
+
     /// Every overlay CIDR the geo table must split at.
     pub fn overlays(&self) -> Vec<IpNet> {
         let mut out: Vec<IpNet> = self.latency.by_cidr.iter().map(|(n, _)| *n).collect();
@@ -338,6 +358,7 @@ impl PolicySet {
             if let Method::Geo { rules, .. } = &p.method {
                 out.extend(rules.iter().flat_map(|r| r.cidrs.iter().copied()));
             }
+            out.extend(p.residency.iter().flat_map(|r| r.cidrs.iter().copied()));
         }
         out
     }

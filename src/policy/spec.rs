@@ -196,6 +196,10 @@ pub struct Clients {
     pub countries: Vec<S<String>>,
     #[serde(default)]
     pub continents: Vec<S<String>>,
+    /// Client networks, inline and from a file (one CIDR a line).
+    #[serde(default)]
+    pub cidrs: Vec<S<String>>,
+    pub cidrs_file: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -220,6 +224,9 @@ pub struct GeoRule {
     pub cidrs: Vec<S<String>>,
     /// A file of CIDRs, one a line (`#` comments), relative to the policy file.
     pub cidrs_file: Option<S<String>>,
+    /// Autonomous system numbers (needs `geo.asn_database`).
+    #[serde(default)]
+    pub asns: Vec<S<u32>>,
     pub regions: Vec<S<String>>,
 }
 

@@ -68,6 +68,46 @@ pub fn cidrs_file(path: &Path) -> Result<Vec<IpNet>, Vec<Diagnostic>> {
     }
 }
 
+/// `cidrs:` and `cidrs_file:` of a geo rule or a residency client set, as one list.
+fn cidr_list(
+    file: &Path,
+    inline: &[S<String>],
+    from_file: Option<&S<String>>,
+    errors: &mut Vec<Diagnostic>,
+) -> Vec<IpNet> {
+    let mut cidrs = Vec::new();
+    for c in inline {
+        match c.value.parse::<IpNet>() {
+            Ok(net) if net.trunc() == net => cidrs.push(net),
+            Ok(_) => errors.push(diag(file, c, format!("{} has host bits set", c.value))),
+            Err(_) => errors.push(diag(file, c, format!("{:?} is not a CIDR", c.value))),
+        }
+    }
+    if let Some(f) = from_file {
+        let path = file.parent().unwrap_or(Path::new(".")).join(&f.value);
+        match cidrs_file(&path) {
+            Ok(more) => cidrs.extend(more),
+            Err(mut e) => {
+                if e.first().is_some_and(|d| d.line == 0) {
+                    // Unreadable: said where it is named, too.
+                    errors.push(diag(
+                        file,
+                        f,
+                        format!(
+                            "cidrs_file {}: {}",
+                            path.display(),
+                            e.first().map_or("", |d| d.message.as_str())
+                        ),
+                    ));
+                } else {
+                    errors.append(&mut e);
+                }
+            }
+        }
+    }
+    cidrs
+}
+
 fn country_code(file: &Path, s: &S<String>, errors: &mut Vec<Diagnostic>) -> Vec<[u8; 2]> {
     if s.value.eq_ignore_ascii_case("EU") {
         return EU.iter().filter_map(|c| geo::two(c)).collect();
@@ -499,6 +539,12 @@ fn policy(
     if spec.ttl > 0x7fff_ffff {
         errors.push(diag(file, &spec.name, "ttl is above 2147483647"));
     }
+    let asns_at = spec
+        .geo
+        .iter()
+        .flat_map(|g| g.value.rules.iter())
+        .find_map(|r| r.value.asns.first().map(pos))
+        .unwrap_or_else(|| pos(p));
     let method = match (&spec.method.value, &spec.geo) {
         (spec::MethodName::Geo, Some(g)) => {
             let mut rules = Vec::new();
@@ -527,38 +573,21 @@ fn policy(
                         )),
                     }
                 }
-                let mut cidrs = Vec::new();
-                for c in &rv.cidrs {
-                    match c.value.parse::<IpNet>() {
-                        Ok(net) if net.trunc() == net => cidrs.push(net),
-                        Ok(_) => {
-                            errors.push(diag(file, c, format!("{} has host bits set", c.value)))
-                        }
-                        Err(_) => {
-                            errors.push(diag(file, c, format!("{:?} is not a CIDR", c.value)))
-                        }
-                    }
-                }
-                if let Some(f) = &rv.cidrs_file {
-                    let path = file.parent().unwrap_or(Path::new(".")).join(&f.value);
-                    match cidrs_file(&path) {
-                        Ok(more) => cidrs.extend(more),
-                        Err(mut e) => {
-                            if e.first().is_some_and(|d| d.line == 0) {
-                                // Unreadable: said where it is named, too.
-                                errors.push(diag(
-                                    file,
-                                    f,
-                                    format!(
-                                        "cidrs_file {}: {}",
-                                        path.display(),
-                                        e.first().map_or("", |d| d.message.as_str())
-                                    ),
-                                ));
-                            } else {
-                                errors.append(&mut e);
-                            }
-                        }
+                let cidrs = cidr_list(file, &rv.cidrs, rv.cidrs_file.as_ref(), errors);
+                let mut asns = Vec::new();
+                for a in &rv.asns {
+                    // 0 and 4294967295 are reserved (RFC 7607, RFC 7300); 23456 is
+                    // AS_TRANS, which no network originates (RFC 6793).
+                    if matches!(a.value, 0 | 23456 | u32::MAX) {
+                        errors.push(diag(
+                            file,
+                            a,
+                            format!("asns: {} is a reserved AS number", a.value),
+                        ));
+                    } else if asns.contains(&a.value) {
+                        errors.push(diag(file, a, format!("asns: {} is listed twice", a.value)));
+                    } else {
+                        asns.push(a.value);
                     }
                 }
                 if rv.countries.is_empty()
@@ -566,11 +595,12 @@ fn policy(
                     && rv.subdivisions.is_empty()
                     && rv.cidrs.is_empty()
                     && rv.cidrs_file.is_none()
+                    && rv.asns.is_empty()
                 {
                     errors.push(diag(
                         file,
                         r,
-                        "a geo rule needs countries, continents, subdivisions, cidrs or a cidrs_file",
+                        "a geo rule needs countries, continents, subdivisions, cidrs, a cidrs_file or asns",
                     ));
                 }
                 let regions = region_refs(file, &rv.regions, index, errors);
@@ -579,6 +609,7 @@ fn policy(
                     continents,
                     subdivisions,
                     cidrs,
+                    asns,
                     regions,
                 });
             }
@@ -614,11 +645,16 @@ fn policy(
             .iter()
             .filter_map(|c| continent_code(file, c, errors))
             .collect();
-        if clients.countries.is_empty() && clients.continents.is_empty() {
+        let cidrs = cidr_list(file, &clients.cidrs, clients.cidrs_file.as_ref(), errors);
+        if clients.countries.is_empty()
+            && clients.continents.is_empty()
+            && clients.cidrs.is_empty()
+            && clients.cidrs_file.is_none()
+        {
             errors.push(diag(
                 file,
                 &r.value.clients,
-                "residency clients need countries or continents",
+                "residency clients need countries, continents, cidrs or a cidrs_file",
             ));
         }
         if r.value.regions.is_empty() {
@@ -631,6 +667,7 @@ fn policy(
         residency.push(Residency {
             countries,
             continents,
+            cidrs,
             labels: r.value.regions.clone(),
         });
     }
@@ -661,6 +698,7 @@ fn policy(
     let (line, _) = pos(p);
     seen.insert(wire.clone(), (file.to_path_buf(), line));
     (errors.len() == n).then(|| Policy {
+        asns_at,
         demand,
         spill_overflow,
         display: name::to_text(&wire),
