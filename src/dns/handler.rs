@@ -262,7 +262,13 @@ impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
             .filter_map(|&r| set.regions.get(usize::from(r)))
             .filter_map(|r| self.health.ttl_cap(r.id))
             .fold(route.ttl(), u32::min);
-        let turn = next_turn();
+        // The per-thread counter only for regions that reorder (most answer `fixed`).
+        let reorders = d
+            .chosen()
+            .iter()
+            .filter_map(|&r| set.regions.get(usize::from(r)))
+            .any(|r| r.order != AddressOrder::Fixed);
+        let turn = if reorders { next_turn() } else { 0 };
         // `all`: fail-open answers every address, as if every server were up.
         let regions = |cname: bool, all: bool| -> Dynamic<'s> {
             let chosen = d.chosen();
