@@ -10,6 +10,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 use std::time::Duration;
 
 use serde::{Deserialize, Deserializer};
@@ -55,8 +56,34 @@ struct Spec {
     health: HealthSpec,
     cluster: Option<S<ClusterSpec>>,
     rrl: Option<S<RrlSpec>>,
+    transfer: Option<S<TransferSpec>>,
     #[serde(default)]
     limits: LimitsSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferSpec {
+    #[serde(default)]
+    tsig_keys: std::collections::BTreeMap<String, S<TsigKeySpec>>,
+    #[serde(default)]
+    allow: Vec<S<TransferAllowSpec>>,
+    #[serde(default)]
+    notify: Vec<S<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TsigKeySpec {
+    algorithm: S<String>,
+    secret_file: S<PathBuf>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransferAllowSpec {
+    from: Vec<S<String>>,
+    key: Option<S<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -217,6 +244,37 @@ pub struct Startup {
     pub rrl: Option<RrlConfig>,
 }
 
+/// `transfer:`: who may copy the zones (AXFR, IXFR answered as AXFR) and whom to tell
+/// when a zone's serial changes (NOTIFY). Applied on reload.
+#[derive(Debug, Clone)]
+pub struct TransferConfig {
+    /// By the name the configuration gives them (also the TSIG key name on the wire).
+    pub keys: Vec<(String, domain::tsig::Key)>,
+    pub allow: Vec<TransferAllow>,
+    pub notify: Vec<SocketAddr>,
+}
+
+/// Sources that may transfer, and the TSIG key they must sign with (`None`: the
+/// source address alone admits them).
+#[derive(Debug, Clone)]
+pub struct TransferAllow {
+    pub from: Vec<ipnet::IpNet>,
+    pub key: Option<String>,
+}
+
+impl TransferConfig {
+    /// The rules admitting `peer`.
+    pub fn rules_for(&self, peer: std::net::IpAddr) -> impl Iterator<Item = &TransferAllow> {
+        self.allow
+            .iter()
+            .filter(move |a| a.from.iter().any(|n| n.contains(&peer)))
+    }
+
+    pub fn key(&self, name: &str) -> Option<&domain::tsig::Key> {
+        self.keys.iter().find(|(n, _)| n == name).map(|(_, k)| k)
+    }
+}
+
 /// `cluster:`: the instances of the NS set share health through gossip.
 #[derive(Clone, PartialEq)]
 pub struct ClusterConfig {
@@ -333,6 +391,8 @@ pub struct Config {
     pub overrides: Vec<RegionOverride>,
     /// What one zone may hold.
     pub zone_limits: crate::zone::ZoneLimits,
+    /// `transfer:`; `None`: no transfers, no NOTIFY.
+    pub transfer: Option<TransferConfig>,
     /// Settings that load but deserve a second look; reported with the snapshot's.
     pub warnings: Vec<Diagnostic>,
 }
@@ -495,6 +555,10 @@ impl Config {
             .as_ref()
             .and_then(|c| cluster(c, &base, &mut r));
         let rrl = spec.rrl.as_ref().and_then(|c| rrl(c, &mut r));
+        let transfer = spec
+            .transfer
+            .as_ref()
+            .and_then(|t| transfer(t, &base, &mut r, &mut warnings));
         let defaults = crate::zone::ZoneLimits::default();
         let mut at_least_one = |s: Option<&S<usize>>, default: usize, key: &str| match s {
             Some(v) if v.value == 0 => {
@@ -563,6 +627,7 @@ impl Config {
             default_location,
             overrides: overrides_list,
             zone_limits,
+            transfer,
             zones_dir: base.join(spec.zones.as_deref().unwrap_or(Path::new("zones"))),
             policies_dir: base.join(spec.policies.as_deref().unwrap_or(Path::new("policies"))),
             geoip_dir,
@@ -638,6 +703,159 @@ fn rrl(c: &S<RrlSpec>, r: &mut Report<'_>) -> Option<RrlConfig> {
         ipv4_prefix,
         ipv6_prefix,
         exempt,
+    })
+}
+
+fn transfer(
+    t: &S<TransferSpec>,
+    base: &Path,
+    r: &mut Report<'_>,
+    warnings: &mut Vec<Diagnostic>,
+) -> Option<TransferConfig> {
+    let spec = &t.value;
+    let errors = r.errors.len();
+    let mut keys = Vec::new();
+    for (name, k) in &spec.tsig_keys {
+        let key_name = match domain::tsig::KeyName::from_str(name) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                r.at(
+                    k,
+                    format!("transfer.tsig_keys {name:?}: not a key name ({e})"),
+                );
+                None
+            }
+        };
+        let algorithm = match domain::tsig::Algorithm::from_str(&k.value.algorithm.value) {
+            Ok(a) => Some(a),
+            Err(_) => {
+                r.at(
+                    &k.value.algorithm,
+                    format!(
+                        "transfer.tsig_keys.{name}.algorithm {:?}: hmac-sha256, hmac-sha384, hmac-sha512 or hmac-sha1",
+                        k.value.algorithm.value
+                    ),
+                );
+                None
+            }
+        };
+        let path = base.join(&k.value.secret_file.value);
+        let secret = match std::fs::read_to_string(&path) {
+            Ok(text) => {
+                // The secret as BIND's `secret "..."` and `tsig-keygen` write it: base64.
+                let text = text.trim();
+                let text = text
+                    .strip_prefix("secret")
+                    .map(|t| t.trim().trim_end_matches(';').trim().trim_matches('"'))
+                    .unwrap_or(text);
+                match domain::utils::base64::decode::<Vec<u8>>(text) {
+                    Ok(b) if b.is_empty() => {
+                        r.at(
+                            &k.value.secret_file,
+                            format!(
+                                "transfer.tsig_keys.{name}.secret_file {}: the secret is empty",
+                                path.display()
+                            ),
+                        );
+                        None
+                    }
+                    Ok(b) => Some(b),
+                    Err(e) => {
+                        r.at(&k.value.secret_file, format!("transfer.tsig_keys.{name}.secret_file {}: the secret is not base64 ({e}); make one with `head -c 32 /dev/urandom | base64`", path.display()));
+                        None
+                    }
+                }
+            }
+            Err(e) => {
+                r.at(
+                    &k.value.secret_file,
+                    format!(
+                        "transfer.tsig_keys.{name}.secret_file {}: {e}",
+                        path.display()
+                    ),
+                );
+                None
+            }
+        };
+        if let (Some(n), Some(a), Some(s)) = (key_name, algorithm, secret) {
+            match domain::tsig::Key::new(a, &s, n, None, None) {
+                Ok(key) => keys.push((name.clone(), key)),
+                Err(e) => r.at(k, format!("transfer.tsig_keys.{name}: {e}")),
+            }
+        }
+    }
+    let mut allow = Vec::new();
+    for a in &spec.allow {
+        let mut from = Vec::new();
+        for f in &a.value.from {
+            let net = f.value.parse::<ipnet::IpNet>().ok().or_else(|| {
+                f.value
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(ipnet::IpNet::from)
+            });
+            match net {
+                Some(n) if n.trunc() == n => from.push(n),
+                Some(_) => r.at(
+                    f,
+                    format!("transfer.allow.from: {} has host bits set", f.value),
+                ),
+                None => r.at(
+                    f,
+                    format!(
+                        "transfer.allow.from: {:?} is not an address or CIDR",
+                        f.value
+                    ),
+                ),
+            }
+        }
+        if from.is_empty() && a.value.from.is_empty() {
+            r.at(a, "transfer.allow: `from` lists no source");
+        }
+        if let Some(k) = &a.value.key
+            && !spec.tsig_keys.contains_key(&k.value)
+        {
+            r.at(
+                k,
+                format!(
+                    "transfer.allow.key {:?} is not in transfer.tsig_keys",
+                    k.value
+                ),
+            );
+        }
+        if a.value.key.is_none() {
+            warnings.push(Diagnostic::at(
+                r.file,
+                a.referenced.line() as usize,
+                a.referenced.column() as usize,
+                "transfer.allow without `key`: these sources transfer on their address alone (no TSIG)",
+            ));
+        }
+        allow.push(TransferAllow {
+            from,
+            key: a.value.key.as_ref().map(|k| k.value.clone()),
+        });
+    }
+    let mut notify = Vec::new();
+    for n in &spec.notify {
+        match n.value.parse::<SocketAddr>() {
+            Ok(a) => notify.push(a),
+            Err(_) => match n.value.parse::<std::net::IpAddr>() {
+                Ok(ip) => notify.push(SocketAddr::new(ip, 53)),
+                Err(_) => r.at(
+                    n,
+                    format!("transfer.notify: {:?} is not IP or IP:PORT", n.value),
+                ),
+            },
+        }
+    }
+    if r.errors.len() > errors {
+        return None;
+    }
+    Some(TransferConfig {
+        keys,
+        allow,
+        notify,
     })
 }
 
@@ -944,6 +1162,48 @@ mod tests {
         .unwrap();
         assert_eq!(a.startup.changed(&b.startup), ["dns.listen", "http.listen"]);
         assert!(a.startup.changed(&a.startup.clone()).is_empty());
+    }
+
+    #[test]
+    fn transfer_settings_are_checked_at_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("bad.key"), "not base64 at all!\n").unwrap();
+        std::fs::write(
+            dir.path().join("good.key"),
+            "c2VjcmV0LXNlY3JldC1zZWNyZXQ=\n",
+        )
+        .unwrap();
+        let got: Vec<(usize, String)> = load_in(
+            dir.path(),
+            "version: 1\ntransfer:\n  tsig_keys:\n    k1: { algorithm: hmac-md5, secret_file: good.key }\n    k2: { algorithm: hmac-sha256, secret_file: bad.key }\n  allow:\n    - { from: [\"192.0.2.1/24\", \"nowhere\"], key: k3 }\n  notify: [\"192.0.2.53:53\", \"ns2\"]\n",
+        )
+        .unwrap_err()
+        .into_iter()
+        .map(|d| (d.line, d.message))
+        .collect();
+        let lines: Vec<usize> = got.iter().map(|g| g.0).collect();
+        assert_eq!(lines, [4, 5, 7, 7, 7, 8], "{got:?}");
+        assert!(got[0].1.contains("hmac-md5"), "{got:?}");
+        assert!(got[1].1.contains("not base64"), "{got:?}");
+        assert!(got[2].1.contains("host bits"), "{got:?}");
+        assert!(got[3].1.contains("\"nowhere\""), "{got:?}");
+        assert!(
+            got[4].1.contains("\"k3\" is not in transfer.tsig_keys"),
+            "{got:?}"
+        );
+        assert!(got[5].1.contains("\"ns2\""), "{got:?}");
+        let c = load_in(
+            dir.path(),
+            "version: 1\ntransfer:\n  tsig_keys: { xfr: { algorithm: hmac-sha256, secret_file: good.key } }\n  allow: [{ from: [\"127.0.0.1\"], key: xfr }, { from: [\"10.0.0.0/8\"] }]\n  notify: [\"127.0.0.1\"]\n",
+        )
+        .unwrap();
+        let t = c.transfer.unwrap();
+        assert_eq!(t.notify, ["127.0.0.1:53".parse::<SocketAddr>().unwrap()]);
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        assert_eq!(t.rules_for(ip("127.0.0.1")).count(), 1);
+        assert_eq!(t.rules_for(ip("127.0.0.2")).count(), 0);
+        assert!(t.rules_for(ip("10.1.2.3")).all(|r| r.key.is_none()));
+        assert!(c.warnings.iter().any(|w| w.message.contains("no TSIG")));
     }
 
     #[test]

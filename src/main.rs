@@ -680,6 +680,8 @@ fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow:
             metrics,
             rrl,
         };
+        // Secondaries learn of a restart with a new serial at once.
+        meridian::dns::notify::spawn(None, &ctx.shared.load(), ctx.metrics.clone());
         let dns = tokio::spawn(server::run(bound, ctx, config.startup.dns.clone(), rx));
         signals(&reloader).await?;
         info!("shutting down: finishing open exchanges");

@@ -38,6 +38,8 @@ pub struct Metrics {
     pub cluster_gossip_bytes: IntCounterVec,
     pub endpoint_votes: IntGaugeVec,
     pub rrl_limited: IntCounterVec,
+    pub transfers: IntCounterVec,
+    pub notifies: IntCounterVec,
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> T {
@@ -199,6 +201,20 @@ impl Metrics {
                     "UDP responses over the rate limit, by response kind and what was done (dropped, or slipped: sent truncated)"
                 ),
                 &["kind", "action"]
+            )),
+            transfers: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_transfers_total",
+                    "Zone transfer requests (AXFR, IXFR) by zone and result: sent, up_to_date, refused, bad_tsig, not_authoritative"
+                ),
+                &["zone", "result"]
+            )),
+            notifies: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_notifies_total",
+                    "NOTIFY messages to secondaries by zone and result: acked, failed (no answer after every retry, or an error answer)"
+                ),
+                &["zone", "result"]
             )),
             endpoint_votes: reg!(IntGaugeVec::new(
                 Opts::new(

@@ -180,7 +180,8 @@ impl Reloader {
                 self.metrics
                     .geoip_build_epoch
                     .set(snapshot.geo.build_epoch as i64);
-                self.shared.store(snapshot.clone());
+                let previous = self.shared.swap(snapshot.clone());
+                crate::dns::notify::spawn(Some(&previous), &snapshot, self.metrics.clone());
                 self.health.reconfigure(Arc::new(snapshot.health_plan()));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 self.metrics.last_reload_success.set(now_secs());

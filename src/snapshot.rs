@@ -37,6 +37,8 @@ pub struct Snapshot {
     /// `geo.asn_database`, for explanations (the class table already holds the networks
     /// of the ASNs rules name).
     pub asn: Option<Arc<AsnDb>>,
+    /// `transfer:`: who may copy the zones, whom to notify.
+    pub transfer: Option<Arc<crate::config::TransferConfig>>,
 }
 
 pub type Shared = Arc<ArcSwap<Snapshot>>;
@@ -250,6 +252,7 @@ impl Snapshot {
                 counters,
                 compile_stats,
                 asn,
+                transfer: config.transfer.clone().map(Arc::new),
             },
             warnings,
         })

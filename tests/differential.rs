@@ -38,14 +38,22 @@ fn nsd_binary() -> Option<String> {
 }
 
 fn start_nsd(dir: &Path, zones: &Path, port: u16) -> Nsd {
-    let mut conf = format!(
-        "server:\n  ip-address: 127.0.0.1@{port}\n  zonesdir: \"{z}\"\n  database: \"\"\n  username: \"\"\n  chroot: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  hide-version: yes\n  hide-identity: yes\n  verbosity: 1\nremote-control:\n  control-enable: no\n",
-        z = zones.display(),
-        d = dir.display()
-    );
+    let mut conf = nsd_server(dir, zones, port);
     for zone in ["diff.test", "other.test"] {
         conf.push_str(&format!("zone:\n  name: {zone}\n  zonefile: {zone}\n"));
     }
+    run_nsd(dir, &conf, port)
+}
+
+fn nsd_server(dir: &Path, zones: &Path, port: u16) -> String {
+    format!(
+        "server:\n  ip-address: 127.0.0.1@{port}\n  zonesdir: \"{z}\"\n  database: \"\"\n  username: \"\"\n  chroot: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  hide-version: yes\n  hide-identity: yes\n  verbosity: 1\nremote-control:\n  control-enable: no\n",
+        z = zones.display(),
+        d = dir.display()
+    )
+}
+
+fn run_nsd(dir: &Path, conf: &str, port: u16) -> Nsd {
     let conf_path = dir.join("nsd.conf");
     std::fs::write(&conf_path, conf).unwrap();
     let mut nsd = Nsd(Command::new(nsd_binary().unwrap())
@@ -286,4 +294,162 @@ fn meridian_answers_like_nsd_for_every_rule() {
         cases.len(),
         diffs.join("\n")
     );
+}
+
+const XFR_SECRET: &str = "bWVyaWRpYW4tdHJhbnNmZXIta2V5LWZvci10ZXN0cyE=";
+
+fn dig_axfr(server: SocketAddr, zone: &str, extra: &[&str]) -> String {
+    let out = Command::new("dig")
+        .args(extra)
+        .arg(format!("@{}", server.ip()))
+        .args(["-p", &server.port().to_string(), zone, "AXFR"])
+        .output()
+        .expect("dig (apt-get install dnsutils)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Issue 17: NSD as a real secondary of Meridian. It transfers both zones with TSIG,
+/// answers every case of the differential set exactly as Meridian does, and takes a new
+/// serial from the NOTIFY a reload sends (its refresh timer is two hours). A wrong key,
+/// no key, and a source not allowed get no zone.
+#[test]
+fn nsd_as_secondary_transfers_with_tsig_and_answers_like_meridian() {
+    if std::env::var_os("MERIDIAN_SKIP_DIFFERENTIAL").is_some() {
+        eprintln!("MERIDIAN_SKIP_DIFFERENTIAL set: skipped");
+        return;
+    }
+    assert!(nsd_binary().is_some(), "NSD is not installed");
+    let work = tempfile::tempdir().unwrap();
+    let zones = work.path().join("zones");
+    std::fs::create_dir_all(zones.join("includes")).unwrap();
+    for f in ["diff.test", "other.test"] {
+        std::fs::copy(Path::new(DATA).join("zones").join(f), zones.join(f)).unwrap();
+    }
+    for e in std::fs::read_dir(Path::new(DATA).join("zones/includes")).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), zones.join("includes").join(e.file_name())).unwrap();
+    }
+    std::fs::write(work.path().join("xfr.key"), format!("{XFR_SECRET}\n")).unwrap();
+    let nsd_port = free_port();
+    let config = work.path().join("meridian.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 1\nzones: {}\nhealth:\n  state_file: null\ndns:\n  udp_sockets_per_address: 1\ntransfer:\n  tsig_keys: {{ xfr-key: {{ algorithm: hmac-sha256, secret_file: xfr.key }} }}\n  allow: [{{ from: [\"127.0.0.1/32\"], key: xfr-key }}]\n  notify: [\"127.0.0.1:{nsd_port}\"]\n",
+            zones.display()
+        ),
+    )
+    .unwrap();
+    let meridian = Meridian::start(&config);
+
+    let secondary = work.path().join("secondary");
+    std::fs::create_dir_all(&secondary).unwrap();
+    let mut conf = nsd_server(&secondary, &secondary, nsd_port);
+    conf.push_str(&format!(
+        "key:\n  name: xfr-key\n  algorithm: hmac-sha256\n  secret: \"{XFR_SECRET}\"\n"
+    ));
+    for zone in ["diff.test", "other.test"] {
+        conf.push_str(&format!(
+            "zone:\n  name: {zone}\n  zonefile: {zone}.zone\n  request-xfr: AXFR 127.0.0.1@{p} xfr-key\n  allow-notify: 127.0.0.1 xfr-key\n",
+            p = meridian.addr.port()
+        ));
+    }
+    let nsd = run_nsd(&secondary, &conf, nsd_port);
+    let nsd_addr: SocketAddr = format!("127.0.0.1:{nsd_port}").parse().unwrap();
+    // other.test may land a moment after diff.test.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline
+        && udp(nsd_addr, &query_bytes("other.test.", RecordType::SOA, None))
+            .answers
+            .is_empty()
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let cases = cases();
+    let mut diffs = Vec::new();
+    for c in &cases {
+        let theirs = ask(nsd_addr, c);
+        let ours = ask(meridian.addr, c);
+        diffs.extend(compare(c, nsd_addr, &theirs, &ours));
+    }
+    assert!(
+        diffs.is_empty(),
+        "{} of {} queries differ between NSD as secondary and Meridian:\n{}\nmeridian log:\n{}",
+        diffs.len(),
+        cases.len(),
+        diffs.join("\n"),
+        meridian.log()
+    );
+    assert!(
+        meridian.log().contains("zone transfer") && meridian.log().contains("result=\"sent\""),
+        "{}",
+        meridian.log()
+    );
+
+    // A new serial and record: the reload's NOTIFY brings them to NSD within seconds.
+    let file = zones.join("diff.test");
+    let text = std::fs::read_to_string(&file)
+        .unwrap()
+        .replace("2026112201", "2026112202");
+    std::fs::write(
+        &file,
+        format!("{text}\nnotified 300 IN TXT \"after the notify\"\n"),
+    )
+    .unwrap();
+    let pid = meridian.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let asked = query_bytes("notified.diff.test.", RecordType::TXT, None);
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut got = false;
+    while Instant::now() < deadline {
+        if !udp(nsd_addr, &asked).answers.is_empty() {
+            got = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(
+        got,
+        "NSD did not pick up serial 2026112202 after the reload's NOTIFY\nmeridian log:\n{}\nnsd log:\n{}",
+        meridian.log(),
+        std::fs::read_to_string(secondary.join("nsd.log")).unwrap_or_default()
+    );
+    assert!(
+        meridian.log().contains("notify acknowledged"),
+        "{}",
+        meridian.log()
+    );
+
+    // Only the right key from an allowed source gets the zone.
+    let good = format!("hmac-sha256:xfr-key:{XFR_SECRET}");
+    let ok = dig_axfr(meridian.addr, "diff.test", &["-y", &good]);
+    assert!(ok.contains("XFR size"), "{ok}");
+    assert!(ok.contains("notified.diff.test."), "{ok}");
+    let wrong = "hmac-sha256:xfr-key:AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=";
+    for (what, args) in [
+        ("wrong key", vec!["-y", wrong]),
+        ("no key", vec![]),
+        ("source not allowed", vec!["-b", "127.0.0.2", "-y", &good]),
+    ] {
+        let out = dig_axfr(meridian.addr, "diff.test", &args);
+        assert!(
+            out.contains("Transfer failed") && !out.contains("IN\tSOA"),
+            "{what}: {out}"
+        );
+    }
+    let (_, metrics) = http(meridian.http, "GET", "/metrics", &[], "");
+    for result in ["sent", "bad_tsig", "refused"] {
+        assert!(
+            metrics.contains(&format!("result=\"{result}\"")),
+            "meridian_transfers_total has no {result}:\n{metrics}"
+        );
+    }
+    drop(nsd);
 }

@@ -8,7 +8,9 @@
 //! ```
 
 pub mod handler;
+pub mod notify;
 pub mod request;
 pub mod response;
 pub mod rrl;
 pub mod server;
+pub mod transfer;

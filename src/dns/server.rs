@@ -24,8 +24,10 @@ use super::handler::{self, AnswerTally, Transport};
 use super::request::{self, Parsed};
 use super::response;
 use super::rrl::{Action, Kind, Rrl};
+use super::transfer;
 use crate::config::DnsConfig;
 use crate::health::HealthView;
+use crate::iana::Rtype;
 use crate::metrics::{Metrics, QueryCounters};
 use crate::snapshot::{Shared, Snapshot};
 
@@ -437,11 +439,36 @@ async fn tcp_conn(
             Ok(Ok(_)) => {}
             _ => return,
         }
+        let parsed = request::parse(&buf);
+        if let request::Parsed::Query(q) = &parsed
+            && matches!(q.qtype, Rtype::AXFR | Rtype::IXFR)
+        {
+            let snapshot = ctx.shared.load_full();
+            let r = transfer::respond(&snapshot, &ctx.health.load(), &buf, peer);
+            ctx.metrics
+                .transfers
+                .with_label_values(&[r.zone.as_str(), r.outcome.label()])
+                .inc();
+            log_transfer(&r, peer);
+            for m in &r.messages {
+                let Ok(frame_len) = u16::try_from(m.len()) else {
+                    return;
+                };
+                let mut framed = Vec::with_capacity(m.len() + 2);
+                framed.extend_from_slice(&frame_len.to_be_bytes());
+                framed.extend_from_slice(m);
+                match tokio::time::timeout(idle, stream.write_all(&framed)).await {
+                    Ok(Ok(())) => {}
+                    _ => return,
+                }
+            }
+            continue;
+        }
         let snapshot = ctx.shared.load();
         let answered = ctx.answer_with(
             &snapshot,
             &ctx.health.load(),
-            request::parse(&buf),
+            parsed,
             peer,
             Transport::Tcp,
             &mut counters,
@@ -471,6 +498,20 @@ async fn tcp_conn(
         if max_queries > 0 && answered_count >= max_queries {
             return; // RFC 7766 6.2.3: the server may close; the client reconnects
         }
+    }
+}
+
+fn log_transfer(r: &transfer::Response, peer: std::net::IpAddr) {
+    match r.outcome {
+        transfer::Outcome::Sent | transfer::Outcome::UpToDate => info!(
+            zone = %r.zone,
+            %peer,
+            records = r.records,
+            messages = r.messages.len(),
+            result = r.outcome.label(),
+            "zone transfer"
+        ),
+        _ => warn!(zone = %r.zone, %peer, result = r.outcome.label(), "zone transfer refused"),
     }
 }
 

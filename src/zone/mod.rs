@@ -85,6 +85,31 @@ impl Zone {
         self.nodes.get(&self.apex[..])
     }
 
+    /// The apex SOA's serial (what secondaries compare; RFC 1982 arithmetic).
+    pub fn serial(&self) -> Option<u32> {
+        let soa = self.apex_node()?.rrset(Rtype::SOA)?.rdata.first()?;
+        // Two uncompressed names, then the serial.
+        let name_len = |at: usize| -> Option<usize> {
+            let mut i = at;
+            loop {
+                let l = usize::from(*soa.get(i)?);
+                i += 1 + l;
+                if l == 0 {
+                    return Some(i - at);
+                }
+            }
+        };
+        let mname = name_len(0)?;
+        let rname = name_len(mname)?;
+        let b = soa.get(mname + rname..mname + rname + 4)?;
+        Some(u32::from_be_bytes([
+            *b.first()?,
+            *b.get(1)?,
+            *b.get(2)?,
+            *b.get(3)?,
+        ]))
+    }
+
     /// Binds a traffic policy to `name` (lowercase wire, inside this zone), creating the
     /// node and its empty non-terminals if the zone has no data there. The policy owns
     /// the name's A, AAAA and CNAME answers, so the zone must not have those there, and
