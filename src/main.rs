@@ -283,6 +283,21 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     c.secret.len()
                 );
             }
+            if let Some(t) = &config.transfer {
+                let keys: Vec<String> = t
+                    .keys
+                    .iter()
+                    .map(|(n, k)| format!("{n} ({})", k.algorithm()))
+                    .collect();
+                let notify: Vec<String> = t.notify.iter().map(|a| a.to_string()).collect();
+                println!(
+                    "transfer: TSIG keys [{}], {} allow rules ({} without a key), notify [{}]",
+                    keys.join(", "),
+                    t.allow.len(),
+                    t.allow.iter().filter(|a| a.key.is_none()).count(),
+                    notify.join(", ")
+                );
+            }
             println!(
                 "ok: {} zones, {} records, {} regions, {} policies, configuration {}",
                 zones.len(),

@@ -330,6 +330,14 @@ fn nsd_as_secondary_transfers_with_tsig_and_answers_like_meridian() {
         std::fs::copy(e.path(), zones.join("includes").join(e.file_name())).unwrap();
     }
     std::fs::write(work.path().join("xfr.key"), format!("{XFR_SECRET}\n")).unwrap();
+    // One policy name: the secondary gets the answer of a client with no location.
+    with_shipped_geoip(work.path());
+    std::fs::create_dir(work.path().join("policies")).unwrap();
+    std::fs::write(
+        work.path().join("policies/p.yaml"),
+        "version: 1\nregions:\n  - { name: eu-west, location: { lat: 53.35, lon: -6.26 }, a: [198.51.100.10], aaaa: [\"2001:db8:1::10\"] }\n  - { name: us-east, location: { lat: 39.0, lon: -77.5 }, a: [203.0.113.10], aaaa: [\"2001:db8:2::10\"] }\npolicies:\n  - { name: xfr-policy.diff.test, method: nearest, ttl: 30 }\n",
+    )
+    .unwrap();
     let nsd_port = free_port();
     let config = work.path().join("meridian.yaml");
     std::fs::write(
@@ -381,6 +389,14 @@ fn nsd_as_secondary_transfers_with_tsig_and_answers_like_meridian() {
         diffs.join("\n"),
         meridian.log()
     );
+    // Loopback has no location: Meridian's own answer here is the no-location one.
+    for t in [RecordType::A, RecordType::AAAA] {
+        let q = query_bytes("xfr-policy.diff.test.", t, Some(1232));
+        let (theirs, ours) = (udp(nsd_addr, &q), udp(meridian.addr, &q));
+        let rrs = |m: &Message| set(&m.answers, |_| true);
+        assert!(!rrs(&ours).is_empty(), "{t}: no answer from meridian");
+        assert_eq!(rrs(&theirs), rrs(&ours), "{t} at the policy name");
+    }
     assert!(
         meridian.log().contains("zone transfer") && meridian.log().contains("result=\"sent\""),
         "{}",

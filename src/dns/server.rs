@@ -443,8 +443,16 @@ async fn tcp_conn(
         if let request::Parsed::Query(q) = &parsed
             && matches!(q.qtype, Rtype::AXFR | Rtype::IXFR)
         {
-            let snapshot = ctx.shared.load_full();
-            let r = transfer::respond(&snapshot, &ctx.health.load(), &buf, peer);
+            // Composing a large zone is CPU work: off the async workers.
+            let (snapshot, view, request) =
+                (ctx.shared.load_full(), ctx.health.load_full(), buf.clone());
+            let Ok(r) = tokio::task::spawn_blocking(move || {
+                transfer::respond(&snapshot, &view, &request, peer)
+            })
+            .await
+            else {
+                return;
+            };
             ctx.metrics
                 .transfers
                 .with_label_values(&[r.zone.as_str(), r.outcome.label()])
