@@ -459,15 +459,8 @@ async fn tcp_conn(
                 .inc();
             log_transfer(&r, peer);
             for m in &r.messages {
-                let Ok(frame_len) = u16::try_from(m.len()) else {
+                if !write_framed(&mut stream, m, idle).await {
                     return;
-                };
-                let mut framed = Vec::with_capacity(m.len() + 2);
-                framed.extend_from_slice(&frame_len.to_be_bytes());
-                framed.extend_from_slice(m);
-                match tokio::time::timeout(idle, stream.write_all(&framed)).await {
-                    Ok(Ok(())) => {}
-                    _ => return,
                 }
             }
             continue;
@@ -490,23 +483,30 @@ async fn tcp_conn(
         if !answered {
             return;
         }
-        let Ok(frame_len) = u16::try_from(out.len()) else {
+        if !write_framed(&mut stream, &out, idle).await {
             return;
-        };
-        let mut framed = Vec::with_capacity(out.len() + 2);
-        framed.extend_from_slice(&frame_len.to_be_bytes());
-        framed.extend_from_slice(&out);
-        // A client that does not read its answers holds no connection for longer
-        // than the idle timeout.
-        match tokio::time::timeout(idle, stream.write_all(&framed)).await {
-            Ok(Ok(())) => {}
-            _ => return,
         }
         answered_count += 1;
         if max_queries > 0 && answered_count >= max_queries {
             return; // RFC 7766 6.2.3: the server may close; the client reconnects
         }
     }
+}
+
+/// One message with its two-byte length (RFC 1035 4.2.2); false: the connection is done.
+/// A client that does not read its answers holds no connection for longer than the
+/// idle timeout.
+async fn write_framed(stream: &mut TcpStream, message: &[u8], idle: Duration) -> bool {
+    let Ok(frame_len) = u16::try_from(message.len()) else {
+        return false;
+    };
+    let mut framed = Vec::with_capacity(message.len() + 2);
+    framed.extend_from_slice(&frame_len.to_be_bytes());
+    framed.extend_from_slice(message);
+    matches!(
+        tokio::time::timeout(idle, stream.write_all(&framed)).await,
+        Ok(Ok(()))
+    )
 }
 
 fn log_transfer(r: &transfer::Response, peer: std::net::IpAddr) {

@@ -258,21 +258,13 @@ fn finish(
     };
     build().unwrap_or_else(|_| {
         // Only a message over 64 KiB fails to build; the budget keeps them far smaller.
-        let mut h = msg
-            .as_slice()
-            .get(..12)
-            .map(<[u8]>::to_vec)
-            .unwrap_or_default();
-        if let Some(b) = h.get_mut(2) {
-            *b |= 0x80;
-        }
-        if let Some(b) = h.get_mut(3) {
-            *b = (*b & 0xf0) | 2; // SERVFAIL
-        }
-        for b in h.iter_mut().skip(4) {
-            *b = 0;
-        }
-        h
+        let (id, flags) = match msg.as_slice() {
+            [a, b, c, d, ..] => (u16::from_be_bytes([*a, *b]), u16::from_be_bytes([*c, *d])),
+            _ => (0, 0),
+        };
+        let mut out = Vec::with_capacity(12);
+        super::response::header_only(&mut out, id, flags, Rcode::SERVFAIL);
+        out
     })
 }
 
