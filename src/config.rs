@@ -57,8 +57,17 @@ struct Spec {
     cluster: Option<S<ClusterSpec>>,
     rrl: Option<S<RrlSpec>>,
     transfer: Option<S<TransferSpec>>,
+    dnssec: Option<S<DnssecSpec>>,
     #[serde(default)]
     limits: LimitsSpec,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DnssecSpec {
+    keys: Option<PathBuf>,
+    signature_validity: Option<S<String>>,
+    refresh: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,6 +402,9 @@ pub struct Config {
     pub zone_limits: crate::zone::ZoneLimits,
     /// `transfer:`; `None`: no transfers, no NOTIFY.
     pub transfer: Option<TransferConfig>,
+    /// `dnssec:`: where the keys are and how long signatures last. Without the
+    /// section, `keys/` beside the configuration with the defaults.
+    pub dnssec: crate::dnssec::Settings,
     /// Settings that load but deserve a second look; reported with the snapshot's.
     pub warnings: Vec<Diagnostic>,
 }
@@ -559,6 +571,7 @@ impl Config {
             .transfer
             .as_ref()
             .and_then(|t| transfer(t, &base, &mut r, &mut warnings));
+        let dnssec = dnssec(spec.dnssec.as_ref(), &base, &mut r);
         let defaults = crate::zone::ZoneLimits::default();
         let mut at_least_one = |s: Option<&S<usize>>, default: usize, key: &str| match s {
             Some(v) if v.value == 0 => {
@@ -628,11 +641,54 @@ impl Config {
             overrides: overrides_list,
             zone_limits,
             transfer,
+            dnssec,
             zones_dir: base.join(spec.zones.as_deref().unwrap_or(Path::new("zones"))),
             policies_dir: base.join(spec.policies.as_deref().unwrap_or(Path::new("policies"))),
             geoip_dir,
             warnings,
         })
+    }
+}
+
+fn dnssec(d: Option<&S<DnssecSpec>>, base: &Path, r: &mut Report<'_>) -> crate::dnssec::Settings {
+    let spec = d.map(|d| &d.value);
+    let validity = r.duration(
+        "dnssec.signature_validity",
+        spec.and_then(|s| s.signature_validity.as_ref()),
+        Duration::from_secs(14 * 86_400),
+    );
+    let refresh = r.duration(
+        "dnssec.refresh",
+        spec.and_then(|s| s.refresh.as_ref()),
+        Duration::from_secs(7 * 86_400),
+    );
+    if let Some(d) = d
+        && refresh >= validity
+    {
+        r.at(
+            d,
+            format!(
+                "dnssec.refresh ({}) must be shorter than dnssec.signature_validity ({}): signatures would expire before they are renewed",
+                humantime::format_duration(refresh),
+                humantime::format_duration(validity)
+            ),
+        );
+    }
+    if let Some(d) = d
+        && refresh < Duration::from_secs(3600)
+    {
+        r.at(
+            d,
+            "dnssec.refresh must be at least 1h: every refresh re-signs every zone",
+        );
+    }
+    crate::dnssec::Settings {
+        keys_dir: base.join(
+            spec.and_then(|s| s.keys.as_deref())
+                .unwrap_or(Path::new("keys")),
+        ),
+        signature_validity: validity,
+        refresh,
     }
 }
 

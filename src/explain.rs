@@ -156,6 +156,7 @@ pub fn explain(
         client: client_addr,
         scope: 0,
         tally: None,
+        dnssec: false,
     };
     let ans = lookup::resolve(&snapshot.zones, &wire, qtype, &mut answers);
 

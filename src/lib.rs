@@ -8,6 +8,7 @@ pub mod config;
 pub mod demo;
 pub mod diag;
 pub mod dns;
+pub mod dnssec;
 pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;

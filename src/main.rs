@@ -114,6 +114,35 @@ enum Command {
         #[arg(long)]
         no_spill: bool,
     },
+    /// Make a DNSSEC key pair for ZONE in the keys folder (BIND's format) and print
+    /// the DS records to give the parent zone.
+    Keygen {
+        /// The zone, e.g. example.com
+        zone: String,
+        /// ecdsap256sha256 (13) or ed25519 (15).
+        #[arg(long, default_value = "ecdsap256sha256")]
+        algorithm: String,
+        /// A key-signing key (flags 257) that signs only the DNSKEY RRset once the zone
+        /// has a ZSK; default: one combined signing key.
+        #[arg(long, conflicts_with = "zsk")]
+        ksk: bool,
+        /// A zone-signing key (flags 256).
+        #[arg(long)]
+        zsk: bool,
+        /// When the key enters the DNSKEY RRset: now, +DURATION (e.g. +2d) or
+        /// YYYYMMDDHHMMSS (UTC), as dnssec-keygen -P.
+        #[arg(long)]
+        publish: Option<String>,
+        /// When it starts signing (dnssec-keygen -A).
+        #[arg(long)]
+        activate: Option<String>,
+        /// When it stops signing (dnssec-keygen -I).
+        #[arg(long)]
+        inactive: Option<String>,
+        /// When it leaves the DNSKEY RRset (dnssec-keygen -D).
+        #[arg(long)]
+        delete: Option<String>,
+    },
     /// Print the answer the configuration gives a client, and why.
     Query {
         /// The name to ask about.
@@ -155,6 +184,22 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check => check(&cli, &overrides),
+        Command::Keygen {
+            ref zone,
+            ref algorithm,
+            ksk,
+            zsk,
+            ref publish,
+            ref activate,
+            ref inactive,
+            ref delete,
+        } => keygen(
+            &cli,
+            zone,
+            algorithm,
+            (ksk, zsk),
+            [publish, activate, inactive, delete],
+        ),
         Command::Admin {
             ref action,
             ref token,
@@ -193,6 +238,109 @@ fn main() -> ExitCode {
             }
         }
     }
+}
+
+/// `now`, `+DURATION` or `YYYYMMDDHHMMSS`, as dnssec-keygen takes them.
+fn key_time(flag: &str, s: &str, now: u64) -> Result<u64, String> {
+    use meridian::dnssec::keys::parse_timestamp;
+    if s == "now" {
+        return Ok(now);
+    }
+    if let Some(d) = s.strip_prefix('+') {
+        return humantime::parse_duration(d)
+            .map(|d| now + d.as_secs())
+            .map_err(|e| format!("--{flag} {s:?}: {e}"));
+    }
+    parse_timestamp(s)
+        .ok_or_else(|| format!("--{flag} {s:?}: now, +DURATION (e.g. +2d) or YYYYMMDDHHMMSS"))
+}
+
+fn keygen(
+    cli: &Cli,
+    zone: &str,
+    algorithm: &str,
+    (ksk, zsk): (bool, bool),
+    times: [&Option<String>; 4],
+) -> ExitCode {
+    use meridian::dnssec::keys::{self, Algorithm, Role, Timing};
+    let fail = |m: String| {
+        eprintln!("{m}");
+        ExitCode::FAILURE
+    };
+    let Some(alg) = Algorithm::from_name(algorithm) else {
+        return fail(format!(
+            "--algorithm {algorithm:?}: ecdsap256sha256 (13) or ed25519 (15)"
+        ));
+    };
+    // The keys folder from the configuration when it loads; `keys/` beside it else.
+    let keys_dir = match Config::load(&cli.config, &Overrides::default()) {
+        Ok(c) => c.dnssec.keys_dir,
+        Err(_) => cli
+            .config
+            .parent()
+            .map_or_else(|| PathBuf::from("keys"), |p| p.join("keys")),
+    };
+    let now = meridian::dnssec::now();
+    let mut parsed = [None; 4];
+    for ((slot, given), flag) in parsed
+        .iter_mut()
+        .zip(times)
+        .zip(["publish", "activate", "inactive", "delete"])
+    {
+        if let Some(s) = given {
+            match key_time(flag, s, now) {
+                Ok(t) => *slot = Some(t),
+                Err(e) => return fail(e),
+            }
+        }
+    }
+    let [publish, activate, inactive, delete] = parsed;
+    let timing = Timing {
+        // As dnssec-keygen: published and active now unless told otherwise.
+        publish: publish.or(Some(now)),
+        activate: activate.or(Some(now)),
+        inactive,
+        delete,
+    };
+    let role = match (ksk, zsk) {
+        (true, _) => Role::Ksk,
+        (_, true) => Role::Zsk,
+        _ => Role::Combined,
+    };
+    let generated = match keys::generate(zone, alg, role, timing, now) {
+        Ok(g) => g,
+        Err(e) => return fail(e),
+    };
+    if let Err(e) = std::fs::create_dir_all(&keys_dir) {
+        return fail(format!("{}: {e}", keys_dir.display()));
+    }
+    let public = keys_dir.join(format!("{}.key", generated.base));
+    let private = keys_dir.join(format!("{}.private", generated.base));
+    let written = std::fs::write(&public, &generated.public_text).and_then(|()| {
+        use std::io::Write as _;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        opts.open(&private)?
+            .write_all(generated.private_text.as_bytes())
+    });
+    if let Err(e) = written {
+        return fail(format!("{}: {e}", private.display()));
+    }
+    println!("{}", public.display());
+    println!("{}", private.display());
+    let apex = name::from_text(zone, &[0])
+        .unwrap_or_default()
+        .to_ascii_lowercase();
+    if !matches!(role, Role::Zsk) {
+        println!("; DS for the parent zone of {zone}:");
+        println!(
+            "{}",
+            keys::ds_text(&apex, generated.tag, alg.number(), &generated.dnskey)
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
@@ -283,6 +431,7 @@ fn check(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     c.secret.len()
                 );
             }
+            print_dnssec(snap);
             if let Some(t) = &config.transfer {
                 let keys: Vec<String> = t
                     .keys
@@ -645,7 +794,7 @@ fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow:
             }
         };
         let health = HealthHandle::start(
-            Arc::new(snapshot.health_plan()),
+            Arc::new(snapshot.health_plan_serving(&shared)),
             config.startup.state_file.clone(),
             config.startup.startup_wait,
             metrics.clone(),
@@ -660,6 +809,8 @@ fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow:
             health.clone(),
             metrics.clone(),
         ));
+        metrics.set_dnssec_expiry(&snapshot.dnssec.earliest_expiry);
+        tokio::spawn(resign(reloader.clone(), shared.clone()));
         let (tx, rx) = watch::channel(false);
         if config.startup.admin_token.is_none() {
             info!("no admin token configured: admin API writes are disabled");
@@ -723,6 +874,82 @@ async fn signals(reloader: &Arc<Reloader>) -> anyhow::Result<()> {
                 info!("SIGHUP: reloading");
                 reloader.reload().await;
             }
+        }
+    }
+}
+
+/// Per zone: signed or not, with which keys in which state, when signatures expire.
+fn print_dnssec(snap: &Snapshot) {
+    use meridian::dnssec::keys::format_timestamp;
+    let d = &snap.dnssec;
+    let mut zones: Vec<_> = snap.zones.iter().collect();
+    zones.sort_by_key(|z| name::to_text(&z.apex));
+    for z in zones {
+        let Some(zk) = d.zones.get(&z.apex[..]) else {
+            continue;
+        };
+        let keys: Vec<String> = zk
+            .keys
+            .iter()
+            .map(|k| {
+                let state = if k.timing.active(zk.signed_at) {
+                    "active"
+                } else if k.timing.published(zk.signed_at) {
+                    "published"
+                } else {
+                    "not yet published"
+                };
+                format!("{} {} {} {state}", k.tag, k.role(), k.algorithm.mnemonic())
+            })
+            .collect();
+        let expiry = d
+            .earliest_expiry
+            .get(&*z.display)
+            .map_or_else(|| "-".to_string(), |&t| format_timestamp(t));
+        println!(
+            "dnssec {}: signed, keys [{}], earliest signature expiry {expiry}",
+            name::to_text(&z.apex),
+            keys.join(", ")
+        );
+    }
+    if d.is_signed() {
+        for z in snap.zones.iter().filter(|z| !z.signed) {
+            println!(
+                "dnssec {}: unsigned (no active key in the keys folder)",
+                name::to_text(&z.apex)
+            );
+        }
+        println!(
+            "dnssec: {} policy answers pre-signed, next re-sign {}",
+            d.dynamic.len(),
+            d.next_resign.map_or_else(|| "-".into(), format_timestamp)
+        );
+    }
+}
+
+/// Renews signatures before `refresh` runs out and applies key timing events, by
+/// rebuilding the snapshot as a reload does. A configuration broken on disk makes the
+/// rebuild fail: the running one keeps serving, retried every minute and logged, and
+/// `meridian_dnssec_signature_expiry_seconds` shows the clock running down.
+async fn resign(reloader: Arc<Reloader>, shared: Shared) {
+    loop {
+        let due = shared.load().dnssec.next_resign;
+        let now = meridian::dnssec::now();
+        let Some(at) = due else {
+            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+            continue;
+        };
+        if at > now {
+            // Checked again at least hourly: a reload in between may have moved it.
+            let wait = (at - now).min(3600);
+            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+            continue;
+        }
+        info!("DNSSEC: re-signing (signature refresh or key timing event)");
+        let report = reloader.reload().await;
+        if !report.ok {
+            error!("DNSSEC: re-signing failed, the current signatures stay; retrying in a minute");
+            tokio::time::sleep(std::time::Duration::from_secs(60)).await;
         }
     }
 }

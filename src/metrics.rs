@@ -8,9 +8,18 @@ use std::sync::{Arc, LazyLock, Mutex};
 
 use crate::iana::{OptRcode, Rtype, Transport};
 use prometheus::{
-    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec,
-    Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
+
+/// RRSIGs made since start (all zones; `meridian_dnssec_signatures_total`). Atomics
+/// here, not registry counters, so the signing and query paths touch no registry.
+pub static SIGNATURES: AtomicU64 = AtomicU64::new(0);
+/// Dynamic answers served with a pre-signed RRSIG.
+pub static PRESIGNED_SERVED: AtomicU64 = AtomicU64::new(0);
+/// Dynamic answers the tables did not have, signed on the query path (kept at 0 by
+/// the design).
+pub static INLINE_SIGNED: AtomicU64 = AtomicU64::new(0);
 
 pub struct Metrics {
     pub registry: Registry,
@@ -40,6 +49,13 @@ pub struct Metrics {
     pub rrl_limited: IntCounterVec,
     pub transfers: IntCounterVec,
     pub notifies: IntCounterVec,
+    dnssec_signatures: IntCounter,
+    dnssec_presigned: IntCounter,
+    dnssec_inline: IntCounter,
+    dnssec_expiry: GaugeVec,
+    /// Per signed zone, the earliest signature expiry (Unix seconds) of the snapshot
+    /// being served; the gauge is the time left at scrape.
+    dnssec_expiry_at: Mutex<BTreeMap<String, u64>>,
 }
 
 fn must<T>(r: Result<T, prometheus::Error>) -> T {
@@ -223,6 +239,26 @@ impl Metrics {
                 ),
                 &["region", "endpoint", "state"]
             )),
+            dnssec_signatures: reg!(IntCounter::new(
+                "meridian_dnssec_signatures_total",
+                "RRSIGs made (zone data at load and re-sign, policy answers, denial proofs)"
+            )),
+            dnssec_presigned: reg!(IntCounter::new(
+                "meridian_dnssec_presigned_answers_total",
+                "Policy answers to DO queries served with RRSIGs signed before the query"
+            )),
+            dnssec_inline: reg!(IntCounter::new(
+                "meridian_dnssec_inline_signatures_total",
+                "Policy answers the pre-signed tables lacked, signed on the query path (then cached); 0 by design"
+            )),
+            dnssec_expiry: reg!(GaugeVec::new(
+                Opts::new(
+                    "meridian_dnssec_signature_expiry_seconds",
+                    "Seconds until the earliest RRSIG of the zone expires"
+                ),
+                &["zone"]
+            )),
+            dnssec_expiry_at: Mutex::new(BTreeMap::new()),
             build_info: reg!(IntGaugeVec::new(
                 Opts::new("meridian_build_info", "Always 1; the version of this build"),
                 &["version"]
@@ -238,7 +274,46 @@ impl Metrics {
         m
     }
 
+    /// The signed zones' earliest signature expiries, from the snapshot now serving.
+    pub fn set_dnssec_expiry(&self, expiry: &BTreeMap<String, u64>) {
+        let mut at = self
+            .dnssec_expiry_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        *at = expiry.clone();
+        self.dnssec_expiry.reset();
+    }
+
+    /// The DNSSEC counters live as atomics on the signing and query paths (no registry
+    /// lookup there); they are carried into the registry at scrape.
+    fn refresh_dnssec(&self) {
+        let sync = |c: &IntCounter, v: u64| {
+            if v > c.get() {
+                c.inc_by(v - c.get());
+            }
+        };
+        sync(&self.dnssec_signatures, SIGNATURES.load(Ordering::Relaxed));
+        sync(
+            &self.dnssec_presigned,
+            PRESIGNED_SERVED.load(Ordering::Relaxed),
+        );
+        sync(&self.dnssec_inline, INLINE_SIGNED.load(Ordering::Relaxed));
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0.0, |d| d.as_secs_f64());
+        let at = self
+            .dnssec_expiry_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (zone, &t) in at.iter() {
+            self.dnssec_expiry
+                .with_label_values(&[zone.as_str()])
+                .set(t as f64 - now);
+        }
+    }
+
     pub fn render(&self) -> String {
+        self.refresh_dnssec();
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

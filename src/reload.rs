@@ -180,9 +180,16 @@ impl Reloader {
                 self.metrics
                     .geoip_build_epoch
                     .set(snapshot.geo.build_epoch as i64);
+                // Signed before it serves: the answers today's health view gives.
+                snapshot
+                    .dnssec
+                    .prepare(&snapshot.policies, &self.health.view.load());
+                self.metrics
+                    .set_dnssec_expiry(&snapshot.dnssec.earliest_expiry);
                 let previous = self.shared.swap(snapshot.clone());
                 crate::dns::notify::spawn(Some(&previous), &snapshot, self.metrics.clone());
-                self.health.reconfigure(Arc::new(snapshot.health_plan()));
+                self.health
+                    .reconfigure(Arc::new(snapshot.health_plan_serving(&self.shared)));
                 self.metrics.reloads.with_label_values(&["success"]).inc();
                 self.metrics.last_reload_success.set(now_secs());
                 info!(

@@ -39,6 +39,8 @@ pub struct Snapshot {
     pub asn: Option<Arc<AsnDb>>,
     /// `transfer:`: who may copy the zones, whom to notify.
     pub transfer: Option<Arc<crate::config::TransferConfig>>,
+    /// Keys, pre-signed answers and denial cache of the signed zones.
+    pub dnssec: crate::dnssec::Dnssec,
 }
 
 pub type Shared = Arc<ArcSwap<Snapshot>>;
@@ -241,6 +243,15 @@ impl Snapshot {
             }))
             .into_boxed_slice();
         let population = crate::policy::population::model(&policies, &geo).into();
+        // Dynamic answers are signed for every address live here; the first health
+        // view (and each one after) signs the rest before it is published.
+        let dnssec = crate::dnssec::sign_zones(
+            &config.dnssec,
+            &mut zones,
+            &policies,
+            &HealthView::default(),
+            crate::dnssec::now(),
+        )?;
         Ok(Built {
             snapshot: Snapshot {
                 population,
@@ -253,6 +264,7 @@ impl Snapshot {
                 compile_stats,
                 asn,
                 transfer: config.transfer.clone().map(Arc::new),
+                dnssec,
             },
             warnings,
         })
@@ -297,7 +309,22 @@ impl Snapshot {
                 .collect(),
             config_overrides: self.config_overrides.clone(),
             clients: self.population.clone(),
+            prepare: None,
         }
+    }
+
+    /// The plan, with the hook that signs what each new view makes possible in the
+    /// snapshot being served when the view is published.
+    pub fn health_plan_serving(&self, shared: &Shared) -> HealthPlan {
+        let mut plan = self.health_plan();
+        if self.dnssec.is_signed() {
+            let shared = shared.clone();
+            plan.prepare = Some(crate::health::plan::Prepare(Arc::new(move |view| {
+                let s = shared.load();
+                s.dnssec.prepare(&s.policies, view);
+            })));
+        }
+        plan
     }
 
     /// The health view before any probe has run: configured overrides only.

@@ -18,6 +18,8 @@ pub struct Edns<'a> {
     pub udp_size: u16,
     pub version: u8,
     pub dnssec_ok: bool,
+    /// The CO flag: the client understands NXDOMAIN with compact denial (RFC 9824 4).
+    pub compact_ok: bool,
     /// The OPT RDATA: a sequence of (code, length, data) options, checked well formed.
     pub options: &'a [u8],
 }
@@ -275,6 +277,7 @@ pub fn parse(p: &[u8]) -> Parsed<'_> {
                 udp_size: class,
                 version: (ttl >> 16) as u8,
                 dnssec_ok: ttl & 0x8000 != 0,
+                compact_ok: ttl & 0x4000 != 0,
                 options: rdata,
             });
         }

@@ -21,6 +21,8 @@ pub struct OptOut<'a> {
     pub udp_size: u16,
     /// The query's ECS option, echoed with this SCOPE PREFIX-LENGTH (RFC 7871 7.2.1).
     pub ecs: Option<(Ecs<'a>, u8)>,
+    /// The DO bit, copied from the query (RFC 3225 3).
+    pub dnssec_ok: bool,
 }
 
 impl OptOut<'_> {
@@ -194,8 +196,9 @@ fn opt(buf: &mut Vec<u8>, out: OptOut<'_>, rcode: OptRcode) {
     buf.push(0);
     buf.extend_from_slice(&Rtype::OPT.to_int().to_be_bytes());
     buf.extend_from_slice(&out.udp_size.to_be_bytes());
-    // TTL field: extended rcode (upper 8 bits of 12), version 0, flags 0 (we do not sign).
-    buf.extend_from_slice(&[rcode.ext(), 0, 0, 0]);
+    // TTL field: extended rcode (upper 8 bits of 12), version 0, flags: DO echoed.
+    let flags = if out.dnssec_ok { 0x80 } else { 0 };
+    buf.extend_from_slice(&[rcode.ext(), 0, flags, 0]);
     match out.ecs {
         Some((ecs, scope)) => {
             let len = 4 + ecs.address.len() as u16;

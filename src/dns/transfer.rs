@@ -186,23 +186,39 @@ fn zone_records(snapshot: &Snapshot, health: &HealthView, zone: &Zone) -> Vec<Re
         client: None,
         scope: 0,
         tally: None,
+        dnssec: zone.signed,
     };
     for (_, node) in nodes {
         for set in node.rrsets.iter().filter(|s| s.rtype != Rtype::SOA) {
             for rd in set.rdata.iter() {
                 out.push((node.owner.clone(), set.rtype, set.ttl, rd.clone()));
             }
+            // A signed zone's signatures go with it; its denials are online only.
+            for sig in set.sigs.iter() {
+                out.push((node.owner.clone(), Rtype::RRSIG, set.ttl, sig.clone()));
+            }
         }
         let Some(p) = node.policy else { continue };
         for qtype in [Rtype::A, Rtype::AAAA] {
             match policies.answer(p, qtype) {
-                Dynamic::Records { rtype, ttl, rdata } => {
+                Dynamic::Records {
+                    rtype,
+                    ttl,
+                    rdata,
+                    sigs,
+                } => {
                     for rd in rdata {
                         out.push((node.owner.clone(), rtype, ttl, rd.into()));
                     }
+                    for sig in sigs.iter().flat_map(|s| s.iter()) {
+                        out.push((node.owner.clone(), Rtype::RRSIG, ttl, sig.clone()));
+                    }
                 }
-                Dynamic::Cname { ttl, target } => {
+                Dynamic::Cname { ttl, target, sigs } => {
                     out.push((node.owner.clone(), Rtype::CNAME, ttl, target.into()));
+                    for sig in sigs.iter().flat_map(|s| s.iter()) {
+                        out.push((node.owner.clone(), Rtype::RRSIG, ttl, sig.clone()));
+                    }
                     break; // a CNAME owns the name: one record, whatever the type
                 }
                 Dynamic::NoData | Dynamic::ServFail => {}

@@ -1195,6 +1195,9 @@ impl Core {
             self.last_region.insert(region.name.clone(), next);
         }
         view.refresh_shifting();
+        if let Some(p) = &self.plan.prepare {
+            (p.0)(&view);
+        }
         self.view.store(Arc::new(view));
         self.publish_local();
         self.export_cluster();
@@ -1390,6 +1393,7 @@ mod tests {
             }],
             config_overrides: BTreeMap::new(),
             clients: Arc::new([]),
+            prepare: None,
         })
     }
 
@@ -1434,6 +1438,7 @@ mod tests {
             ],
             config_overrides: BTreeMap::new(),
             clients: clients.into(),
+            prepare: None,
         });
         Core::offline(plan).0
     }

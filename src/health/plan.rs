@@ -28,6 +28,17 @@ pub struct PlanRegion {
     pub addresses: Vec<std::net::IpAddr>,
 }
 
+/// Called with each new health view before it is published (DNSSEC signs the answers
+/// the view makes possible, so that none is served unsigned).
+#[derive(Clone)]
+pub struct Prepare(pub Arc<dyn Fn(&super::HealthView) + Send + Sync>);
+
+impl std::fmt::Debug for Prepare {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Prepare")
+    }
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct HealthPlan {
     pub regions: Vec<PlanRegion>,
@@ -37,6 +48,7 @@ pub struct HealthPlan {
     /// The client population the split models (`traffic::split`): lists index
     /// `regions`. Empty when no policy has a `demand`.
     pub clients: Arc<[Client]>,
+    pub prepare: Option<Prepare>,
 }
 
 impl HealthPlan {

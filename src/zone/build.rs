@@ -249,6 +249,7 @@ impl<'a> Builder<'a> {
             rtype: Rtype::SOA,
             ttl: soa.ttl.min(minimum),
             rdata: vec![rdata].into_boxed_slice(),
+            sigs: Box::new([]),
         })
     }
 
@@ -285,6 +286,7 @@ impl<'a> Builder<'a> {
                     rtype: s.rtype,
                     ttl: s.ttl,
                     rdata: s.rdata.into_boxed_slice(),
+                    sigs: Box::new([]),
                 })
                 .collect();
             sets.sort_by_key(|s| s.rtype);
@@ -305,6 +307,7 @@ impl<'a> Builder<'a> {
                 nodes,
                 negative_soa,
                 record_count: self.count,
+                signed: false,
             },
             self.warnings,
         )

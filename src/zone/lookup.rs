@@ -8,6 +8,10 @@
 //! blocks the wildcard), referrals at zone cuts with glue, DS answered from the parent
 //! side of a cut (RFC 4035 3.1.4.1), negative answers with the SOA (RFC 2308) and minimal
 //! ANY answers (RFC 8482).
+//!
+//! With `dnssec` (the query's DO bit) in a signed zone, every RRset is followed by its
+//! RRSIGs and every negative or wildcard answer names the proof it needs in
+//! [`Answer::denial`], which the caller composes (the proofs are signed online).
 
 use std::borrow::Cow;
 
@@ -15,6 +19,7 @@ use super::{Node, RRset, Zone, ZoneSet};
 pub use crate::iana::Rcode;
 use crate::iana::Rtype;
 use crate::name;
+use std::sync::Arc;
 
 /// Longest CNAME/DNAME chain followed before giving up (BIND and NSD use similar limits).
 const MAX_CHAIN: usize = 12;
@@ -39,6 +44,40 @@ pub struct Answer<'a> {
     pub glue_required: bool,
     /// The zone the query name fell in (its apex, for metrics), `None` when refused.
     pub zone: Option<&'a str>,
+    /// Denial-of-existence proofs the authority section needs (signed zones, DO set).
+    pub denial: Vec<Denial<'a>>,
+}
+
+/// RRSIG RDATAs of one RRset, shared with the table that pre-signed them.
+pub type Sigs = Arc<[Box<[u8]>]>;
+
+/// A proof of non-existence a signed answer needs (RFC 4035 3.1.3, in RFC 9824's
+/// compact form: see `dnssec::denial`).
+#[derive(Debug, Clone)]
+pub enum Denial<'a> {
+    /// `owner` exists (or is synthesised from a wildcard) without a `qtype` RRset;
+    /// `node` is what is there (`None`: nothing but the name). `cut`: the parent side of
+    /// a delegation, where only NS and DS are the parent's.
+    NoData {
+        zone: &'a Zone,
+        owner: Cow<'a, [u8]>,
+        node: Option<&'a Node>,
+        qtype: Rtype,
+        cut: bool,
+    },
+    /// `owner` does not exist.
+    NxDomain {
+        zone: &'a Zone,
+        owner: Cow<'a, [u8]>,
+    },
+    /// The answer was synthesised from a wildcard: `next_closer` (lowercase) must be
+    /// shown not to exist (RFC 4035 3.1.3.3).
+    Wildcard {
+        zone: &'a Zone,
+        next_closer: Vec<u8>,
+    },
+    /// A delegation without DS: the cut's NSEC shows there is none (RFC 4035 3.1.4).
+    Insecure { zone: &'a Zone, cut: &'a Node },
 }
 
 impl<'a> Answer<'a> {
@@ -51,6 +90,7 @@ impl<'a> Answer<'a> {
             additional: Vec::new(),
             glue_required: false,
             zone: None,
+            denial: Vec::new(),
         }
     }
 
@@ -69,6 +109,101 @@ fn push_set<'a>(out: &mut Vec<Rr<'a>>, owner: &Cow<'a, [u8]>, set: &'a RRset) {
     }));
 }
 
+/// Zones and nodes compare by identity: a proof is about that zone's data.
+impl PartialEq for Denial<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        use Denial::*;
+        match (self, other) {
+            (
+                NoData {
+                    zone: z,
+                    owner: o,
+                    node: n,
+                    qtype: q,
+                    cut: c,
+                },
+                NoData {
+                    zone: z2,
+                    owner: o2,
+                    node: n2,
+                    qtype: q2,
+                    cut: c2,
+                },
+            ) => {
+                std::ptr::eq(*z, *z2)
+                    && o == o2
+                    && q == q2
+                    && c == c2
+                    && match (n, n2) {
+                        (Some(a), Some(b)) => std::ptr::eq(*a, *b),
+                        (None, None) => true,
+                        _ => false,
+                    }
+            }
+            (
+                NxDomain { zone: z, owner: o },
+                NxDomain {
+                    zone: z2,
+                    owner: o2,
+                },
+            ) => std::ptr::eq(*z, *z2) && o == o2,
+            (
+                Wildcard {
+                    zone: z,
+                    next_closer: n,
+                },
+                Wildcard {
+                    zone: z2,
+                    next_closer: n2,
+                },
+            ) => std::ptr::eq(*z, *z2) && n == n2,
+            (Insecure { zone: z, cut: c }, Insecure { zone: z2, cut: c2 }) => {
+                std::ptr::eq(*z, *z2) && std::ptr::eq(*c, *c2)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Denial<'_> {}
+
+/// `push_set`, then the set's RRSIGs when `signed`.
+#[allow(clippy::ptr_arg)]
+fn push_signed<'a>(out: &mut Vec<Rr<'a>>, owner: &Cow<'a, [u8]>, set: &'a RRset, signed: bool) {
+    push_set(out, owner, set);
+    if signed {
+        push_sigs(
+            out,
+            owner,
+            set.ttl,
+            set.sigs.iter().map(|s| Cow::Borrowed(&s[..])),
+        );
+    }
+}
+
+#[allow(clippy::ptr_arg)]
+fn push_sigs<'a>(
+    out: &mut Vec<Rr<'a>>,
+    owner: &Cow<'a, [u8]>,
+    ttl: u32,
+    sigs: impl Iterator<Item = Cow<'a, [u8]>>,
+) {
+    out.extend(sigs.map(|rdata| Rr {
+        owner: owner.clone(),
+        rtype: Rtype::RRSIG,
+        ttl,
+        rdata,
+    }));
+}
+
+/// The name below `wildcard`'s closest encloser on the way to `lower` (RFC 4592 3.3.1).
+fn next_closer(lower: &[u8], wildcard: &[u8]) -> Vec<u8> {
+    let encloser = name::label_count(wildcard).saturating_sub(1);
+    name::suffix_with_labels(lower, encloser + 1)
+        .unwrap_or(lower)
+        .to_vec()
+}
+
 /// A policy's answer for one name, produced by the caller (the traffic-policy layer);
 /// the lookup places it like any other RRset. The data is borrowed from the caller's
 /// compiled configuration: no allocation per answer.
@@ -78,10 +213,13 @@ pub enum Dynamic<'a> {
         rtype: Rtype,
         ttl: u32,
         rdata: smallvec::SmallVec<[&'a [u8]; 8]>,
+        /// Their RRSIGs, when the query asked for DNSSEC and the zone is signed.
+        sigs: Option<Sigs>,
     },
     Cname {
         ttl: u32,
         target: &'a [u8],
+        sigs: Option<Sigs>,
     },
     NoData,
     ServFail,
@@ -183,6 +321,17 @@ pub fn resolve<'a>(
     qtype: Rtype,
     dynamic: &mut impl DynamicAnswers<'a>,
 ) -> Answer<'a> {
+    resolve_with(zones, qname, qtype, dynamic, false)
+}
+
+/// `resolve`, with RRSIGs and denial proofs from signed zones when `dnssec`.
+pub fn resolve_with<'a>(
+    zones: &'a ZoneSet,
+    qname: &'a [u8],
+    qtype: Rtype,
+    dynamic: &mut impl DynamicAnswers<'a>,
+    dnssec: bool,
+) -> Answer<'a> {
     let mut cur: Cow<'a, [u8]> = Cow::Borrowed(qname);
     let mut ans = Answer::new(Rcode::NOERROR, true);
     let mut visited: Vec<Vec<u8>> = Vec::new();
@@ -203,10 +352,17 @@ pub fn resolve<'a>(
         if hop == 0 {
             ans.zone = Some(&zone.display);
         }
+        let signed = dnssec && zone.signed;
         match walk(zone, &lower, qtype) {
             Step::NxDomain => {
                 ans.rcode = Rcode::NXDOMAIN;
-                push_negative(&mut ans, zone);
+                push_negative(&mut ans, zone, signed);
+                if signed {
+                    ans.denial.push(Denial::NxDomain {
+                        zone,
+                        owner: cur.clone(),
+                    });
+                }
                 break;
             }
             Step::Referral(cut) => {
@@ -218,6 +374,12 @@ pub fn resolve<'a>(
                     push_set(&mut ans.authority, &owner, ns);
                     add_glue(&mut ans, zone, cut, ns);
                 }
+                if signed {
+                    match cut.rrset(Rtype::DS) {
+                        Some(ds) => push_signed(&mut ans.authority, &owner, ds, true),
+                        None => ans.denial.push(Denial::Insecure { zone, cut }),
+                    }
+                }
                 break;
             }
             Step::Dname(node) => {
@@ -227,7 +389,12 @@ pub fn resolve<'a>(
                 let Some(target) = dname.rdata.first() else {
                     break;
                 };
-                push_set(&mut ans.answer, &Cow::Borrowed(&node.owner[..]), dname);
+                push_signed(
+                    &mut ans.answer,
+                    &Cow::Borrowed(&node.owner[..]),
+                    dname,
+                    signed,
+                );
                 // qname = <prefix>.<owner> → <prefix>.<target>
                 let prefix_len = cur.len().saturating_sub(node.owner.len());
                 let mut synth = Vec::with_capacity(prefix_len + target.len());
@@ -256,6 +423,28 @@ pub fn resolve<'a>(
                 } else {
                     Cow::Borrowed(&node.owner[..])
                 };
+                // A positive answer synthesised from a wildcard proves the name itself
+                // does not exist; a negative one is a NODATA at the name (RFC 9824).
+                let proves_wildcard = |ans: &mut Answer<'a>| {
+                    if signed && wildcard {
+                        ans.denial.push(Denial::Wildcard {
+                            zone,
+                            next_closer: next_closer(&lower, &node.owner),
+                        });
+                    }
+                };
+                let nodata = |ans: &mut Answer<'a>, qtype: Rtype| {
+                    push_negative(ans, zone, signed);
+                    if signed {
+                        ans.denial.push(Denial::NoData {
+                            zone,
+                            owner: owner.clone(),
+                            node: Some(node),
+                            qtype,
+                            cut: from_parent_side,
+                        });
+                    }
+                };
                 if let (Some(policy), false) = (node.policy, from_parent_side)
                     && matches!(qtype, Rtype::A | Rtype::AAAA | Rtype::CNAME | Rtype::ANY)
                 {
@@ -270,6 +459,7 @@ pub fn resolve<'a>(
                             rtype: t,
                             ttl,
                             rdata,
+                            sigs,
                         } if qtype != Rtype::CNAME => {
                             ans.answer.extend(rdata.into_iter().map(|d| Rr {
                                 owner: owner.clone(),
@@ -277,15 +467,25 @@ pub fn resolve<'a>(
                                 ttl,
                                 rdata: Cow::Borrowed(d),
                             }));
+                            if let (true, Some(sigs)) = (signed, sigs) {
+                                let copies = sigs.iter().map(|s| Cow::Owned(s.to_vec()));
+                                push_sigs(&mut ans.answer, &owner, ttl, copies);
+                                proves_wildcard(&mut ans);
+                            }
                             break;
                         }
-                        Dynamic::Cname { ttl, target } => {
+                        Dynamic::Cname { ttl, target, sigs } => {
                             ans.answer.push(Rr {
                                 owner: owner.clone(),
                                 rtype: Rtype::CNAME,
                                 ttl,
                                 rdata: Cow::Borrowed(target),
                             });
+                            if let (true, Some(sigs)) = (signed, sigs) {
+                                let copies = sigs.iter().map(|s| Cow::Owned(s.to_vec()));
+                                push_sigs(&mut ans.answer, &owner, ttl, copies);
+                                proves_wildcard(&mut ans);
+                            }
                             if qtype == Rtype::CNAME {
                                 break;
                             }
@@ -300,11 +500,11 @@ pub fn resolve<'a>(
                             break;
                         }
                         Dynamic::NoData if qtype != Rtype::ANY => {
-                            push_negative(&mut ans, zone);
+                            nodata(&mut ans, qtype);
                             break;
                         }
                         _ if qtype == Rtype::CNAME => {
-                            push_negative(&mut ans, zone);
+                            nodata(&mut ans, qtype);
                             break;
                         }
                         _ => {} // ANY with nothing dynamic: the zone's own RRsets
@@ -316,18 +516,23 @@ pub fn resolve<'a>(
                         .rrset(Rtype::CNAME)
                         .or_else(|| node.rrsets.iter().find(|s| s.rtype != Rtype::RRSIG));
                     match pick {
-                        Some(set) => push_set(&mut ans.answer, &owner, set),
-                        None => push_negative(&mut ans, zone),
+                        Some(set) => {
+                            push_signed(&mut ans.answer, &owner, set, signed);
+                            proves_wildcard(&mut ans);
+                        }
+                        None => nodata(&mut ans, qtype),
                     }
                     break;
                 }
                 if let Some(set) = node.rrset(qtype) {
-                    push_set(&mut ans.answer, &owner, set);
+                    push_signed(&mut ans.answer, &owner, set, signed);
+                    proves_wildcard(&mut ans);
                     add_additional(&mut ans, zones, set);
                     break;
                 }
                 if !from_parent_side && let Some(cname) = node.rrset(Rtype::CNAME) {
-                    push_set(&mut ans.answer, &owner, cname);
+                    push_signed(&mut ans.answer, &owner, cname, signed);
+                    proves_wildcard(&mut ans);
                     let Some(target) = cname.rdata.first() else {
                         break;
                     };
@@ -335,7 +540,7 @@ pub fn resolve<'a>(
                     cur = Cow::Borrowed(&target[..]);
                     continue;
                 }
-                push_negative(&mut ans, zone);
+                nodata(&mut ans, qtype);
                 break;
             }
         }
@@ -343,12 +548,13 @@ pub fn resolve<'a>(
     ans
 }
 
-fn push_negative<'a>(ans: &mut Answer<'a>, zone: &'a Zone) {
+fn push_negative<'a>(ans: &mut Answer<'a>, zone: &'a Zone, signed: bool) {
     if let Some(apex) = zone.apex_node() {
-        push_set(
+        push_signed(
             &mut ans.authority,
             &Cow::Borrowed(&apex.owner[..]),
             &zone.negative_soa,
+            signed,
         );
     }
 }

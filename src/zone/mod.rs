@@ -41,6 +41,10 @@ pub struct RRset {
     pub rtype: Rtype,
     pub ttl: u32,
     pub rdata: Box<[Rdata]>,
+    /// RRSIG RDATAs covering this RRset (one per signing key); empty when the zone is
+    /// not signed or the RRset is not authoritative (NS and glue at a cut). Filled by
+    /// `dnssec` when the snapshot is built.
+    pub sigs: Box<[Rdata]>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,6 +78,8 @@ pub struct Zone {
     /// (RFC 2308 3).
     pub negative_soa: RRset,
     pub record_count: usize,
+    /// Signed by `dnssec`: answers to DO queries carry RRSIGs and NSEC proofs.
+    pub signed: bool,
 }
 
 impl Zone {
