@@ -935,14 +935,10 @@ async fn resign(reloader: Arc<Reloader>, shared: Shared) {
     loop {
         let due = shared.load().dnssec.next_resign;
         let now = meridian::dnssec::now();
-        let Some(at) = due else {
-            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
-            continue;
-        };
-        if at > now {
-            // Checked again at least hourly: a reload in between may have moved it.
-            let wait = (at - now).min(3600);
-            tokio::time::sleep(std::time::Duration::from_secs(wait)).await;
+        // Looked at every second: a reload in between (a new key) may have moved it,
+        // and reading the snapshot's field costs nothing.
+        if due.is_none_or(|at| at > now) {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             continue;
         }
         info!("DNSSEC: re-signing (signature refresh or key timing event)");

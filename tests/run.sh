@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The test command: installs the reference servers and clients the black-box tests use
-# (NSD for the differential test, dig, dnsperf, Prometheus and promtool, Chromium for
+# (NSD for the differential test, Unbound as the validating resolver of the DNSSEC
+# test, dig and delv, dnsperf, Prometheus and promtool, Chromium for
 # the status page screenshot, openssl for a TLS health endpoint, iproute2 for the
 # network namespaces of the fragmentation, cluster and network-fault tests, python3 for
 # their backends, nftables for the packet loss of the latter), then runs the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nsd dnsutils dnsperf prometheus chromium openssl iproute2 python3 nftables)
+packages=(nsd dnsutils unbound dnsperf prometheus chromium openssl iproute2 python3 nftables)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
