@@ -5,6 +5,7 @@
                                      option for a different real client /24 sampled from
                                      the IPv4 networks of the GeoIP database DB
   gen_queries.py static OUT N NAME.. N queries cycling over NAMEs (A), no EDNS
+  gen_queries.py geo-do DB OUT N NAME  as `geo`, with the DNSSEC OK bit set (signed answers)
 """
 import os
 import random
@@ -19,7 +20,7 @@ def name_wire(name):
     return out + b"\x00"
 
 
-def query(qid, name, ecs=None):
+def query(qid, name, ecs=None, dnssec_ok=False):
     flags = 0x0000  # no RD: we ask an authority
     arcount = 1 if ecs else 0
     msg = struct.pack(">HHHHHH", qid, flags, 1, 0, 0, arcount) + name_wire(name) + struct.pack(">HH", 1, 1)
@@ -28,7 +29,8 @@ def query(qid, name, ecs=None):
         octets = bytes(addr[: (prefix + 7) // 8])
         opt = struct.pack(">HHBB", 1, prefix, 0, 0)[:0] + struct.pack(">HBB", 1, prefix, 0) + octets
         option = struct.pack(">HH", 8, len(opt)) + opt
-        msg += b"\x00" + struct.pack(">HHIH", 41, 1232, 0, len(option)) + option
+        ttl = 0x8000 if dnssec_ok else 0
+        msg += b"\x00" + struct.pack(">HHIH", 41, 1232, ttl, len(option)) + option
     return struct.pack(">H", len(msg)) + msg
 
 
@@ -71,11 +73,11 @@ def sample_24s(db_path, n, seed=1):
 
 def main():
     kind = sys.argv[1]
-    if kind == "geo":
+    if kind in ("geo", "geo-do"):
         db, out, n, name = sys.argv[2], sys.argv[3], int(sys.argv[4]), sys.argv[5]
         with open(out, "wb") as f:
             for i, addr in enumerate(sample_24s(db, n)):
-                f.write(query(i & 0xFFFF, name, (addr, 24)))
+                f.write(query(i & 0xFFFF, name, (addr, 24), kind == "geo-do"))
     elif kind == "static":
         out, n, names = sys.argv[2], int(sys.argv[3]), sys.argv[4:]
         with open(out, "wb") as f:

@@ -521,12 +521,14 @@ def main():
                   f"- peak RSS {scale_res['rss_mb']:.0f} MB (1-policy scenario: {m['rss_mb']:.0f} MB)"]
     elif scale_res:
         lines += ["", f"Scale scenario: {scale_res.get('error')}"]
-    # bench/city.py's section (between its markers) is kept.
+    # bench/city.py's and bench/dnssec.py's sections (between their markers) are kept.
     city = ""
     if os.path.exists(args.out):
         old = open(args.out).read()
-        if "<!-- city -->" in old:
-            city = "\n<!-- city -->" + old.split("<!-- city -->", 1)[1].split("<!-- /city -->", 1)[0] + "<!-- /city -->\n"
+        for mark in ("city", "dnssec"):
+            if f"<!-- {mark} -->" in old:
+                body = old.split(f"<!-- {mark} -->", 1)[1].split(f"<!-- /{mark} -->", 1)[0]
+                city += f"\n<!-- {mark} -->" + body + f"<!-- /{mark} -->\n"
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n" + city)
     print("\n".join(lines))

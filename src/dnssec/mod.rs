@@ -17,6 +17,8 @@ pub mod denial;
 pub mod dynamic;
 pub mod keys;
 pub mod sign;
+#[cfg(test)]
+mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -1443,6 +1443,36 @@ mod tests {
         Core::offline(plan).0
     }
 
+    /// DNSSEC's hook runs with every new view while readers still see the previous
+    /// one: an answer the new view gives is signed before any query can get it.
+    #[tokio::test(start_paused = true)]
+    async fn the_prepare_hook_sees_each_view_before_it_is_published() {
+        use std::sync::Mutex as StdMutex;
+        let seen: Arc<StdMutex<Vec<(Effective, Effective)>>> = Arc::default();
+        let published: Arc<StdMutex<Option<Arc<ArcSwap<HealthView>>>>> = Arc::default();
+        let mut p = (*plan()).clone();
+        let (s, pb) = (seen.clone(), published.clone());
+        p.prepare = Some(crate::health::plan::Prepare(Arc::new(
+            move |next: &HealthView| {
+                // What a query reads at this instant, against what is about to be published.
+                let current = pb
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map_or(Effective::Up, |v| v.load().state(0));
+                s.lock().unwrap().push((current, next.state(0)));
+            },
+        )));
+        let mut c = Core::offline(Arc::new(p)).0;
+        *published.lock().unwrap() = Some(c.view.clone());
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        let seen = seen.lock().unwrap();
+        // The view that takes eu out went through the hook while eu was still up.
+        assert!(seen.contains(&(Effective::Up, Effective::Down)), "{seen:?}");
+        assert!(seen.len() >= 2, "every publication is prepared: {seen:?}");
+    }
+
     fn keep_admit(c: &Core, id: u32) -> (f64, f64) {
         let r = c.view.load().region(id);
         (
