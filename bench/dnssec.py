@@ -36,7 +36,7 @@ PORTS = {"meridian": 5610, "meridian-signed": 5620, "pdns": 5630, "pdns-signed":
 def meridian(db, name, signed):
     cmd, env = run.setup_meridian(db)
     src = f"{run.WORK}/meridian"
-    d = f"{run.WORK}/{name}"
+    d = f"{run.WORK}/dnssec-{name}"
     shutil.copytree(src, d, dirs_exist_ok=True)
     conf = open(f"{d}/meridian.yaml").read()
     conf = conf.replace(f"127.0.0.1:{run.PORTS['meridian']}", f"127.0.0.1:{PORTS[name]}")
@@ -51,8 +51,8 @@ def meridian(db, name, signed):
 def pdns(db, name, signed):
     cmd, _ = run.setup_pdns(db)
     src = f"{run.WORK}/pdns"
-    d = f"{run.WORK}/{name}"
-    shutil.copytree(src, d, dirs_exist_ok=True)
+    d = f"{run.WORK}/dnssec-{name}"
+    shutil.copytree(src, d, dirs_exist_ok=True, ignore=shutil.ignore_patterns("*.controlsocket"))
     conf = open(f"{d}/pdns.conf").read().replace(src, d)
     conf = conf.replace(f"local-port={run.PORTS['pdns']}", f"local-port={PORTS[name]}")
     named = open(f"{d}/named.conf").read().replace(src, d)
@@ -104,8 +104,11 @@ def main():
     }
     names = args.servers.split(",")
     procs = {}
+    # Every deployment written before any server starts: the setups share run.py's
+    # folders, which each one rewrites.
+    commands = {n: setups[n]() for n in names}
     for n in names:
-        cmd, env = setups[n]()
+        cmd, env = commands[n]
         log = open(f"{run.WORK}/{n}.log", "w")
         procs[n] = (subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT), log)
     for n in names:

@@ -880,18 +880,35 @@ async fn signals(reloader: &Arc<Reloader>) -> anyhow::Result<()> {
 
 /// Per zone: signed or not, with which keys in which state, when signatures expire.
 fn print_dnssec(snap: &Snapshot) {
-    use meridian::dnssec::keys::format_timestamp;
     let d = &snap.dnssec;
+    let now = meridian::dnssec::now();
+    let when = |t: u64| {
+        let at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(t),
+        );
+        let left = t.saturating_sub(now);
+        format!("{at} (in {}d {}h)", left / 86_400, left % 86_400 / 3600)
+    };
     let mut zones: Vec<_> = snap.zones.iter().collect();
     zones.sort_by_key(|z| name::to_text(&z.apex));
     for z in zones {
         let Some(zk) = d.zones.get(&z.apex[..]) else {
             continue;
         };
+        // A key-signing key that also signs the data (no ZSK active) is a CSK.
+        let zsk_active = zk
+            .keys
+            .iter()
+            .any(|k| !k.is_ksk() && k.timing.active(zk.signed_at));
         let keys: Vec<String> = zk
             .keys
             .iter()
             .map(|k| {
+                let role = if k.is_ksk() && !zsk_active {
+                    "CSK"
+                } else {
+                    k.role()
+                };
                 let state = if k.timing.active(zk.signed_at) {
                     "active"
                 } else if k.timing.published(zk.signed_at) {
@@ -899,13 +916,13 @@ fn print_dnssec(snap: &Snapshot) {
                 } else {
                     "not yet published"
                 };
-                format!("{} {} {} {state}", k.tag, k.role(), k.algorithm.mnemonic())
+                format!("{} {role} {} {state}", k.tag, k.algorithm.mnemonic())
             })
             .collect();
         let expiry = d
             .earliest_expiry
             .get(&*z.display)
-            .map_or_else(|| "-".to_string(), |&t| format_timestamp(t));
+            .map_or_else(|| "-".to_string(), |&t| when(t));
         println!(
             "dnssec {}: signed, keys [{}], earliest signature expiry {expiry}",
             name::to_text(&z.apex),
@@ -922,7 +939,7 @@ fn print_dnssec(snap: &Snapshot) {
         println!(
             "dnssec: {} policy answers pre-signed, next re-sign {}",
             d.dynamic.len(),
-            d.next_resign.map_or_else(|| "-".into(), format_timestamp)
+            d.next_resign.map_or_else(|| "-".into(), when)
         );
     }
 }

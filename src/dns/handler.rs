@@ -39,6 +39,9 @@ pub struct Handled<'s> {
 pub struct AnswerTally {
     answered: Vec<(u32, u16)>,
     all_down: Vec<u32>,
+    /// Answers with pre-signed RRSIGs: added to the shared counter once per batch, not
+    /// a contended cache line per answer.
+    presigned: u64,
 }
 
 impl AnswerTally {
@@ -53,6 +56,10 @@ impl AnswerTally {
             if let Some(c) = counters.get(p as usize) {
                 c.all_down();
             }
+        }
+        if self.presigned > 0 {
+            dnssec::PRESIGNED_SERVED.fetch_add(self.presigned, Ordering::Relaxed);
+            self.presigned = 0;
         }
     }
 }
@@ -292,7 +299,7 @@ impl<'s> PolicyAnswers<'s, '_> {
     /// size limit, or a race with a view published without `prepare`) is signed here
     /// and cached, and counted: `meridian_dnssec_inline_signatures_total` stays 0
     /// when the design holds.
-    fn attach_sigs(&self, policy: u32, d: &mut Dynamic<'s>) {
+    fn attach_sigs(&mut self, policy: u32, d: &mut Dynamic<'s>) {
         let dnssec = &self.snapshot.dnssec;
         let Some(Some(zk)) = dnssec.policy_keys.get(policy as usize) else {
             return;
@@ -300,18 +307,33 @@ impl<'s> PolicyAnswers<'s, '_> {
         let Some(p) = self.snapshot.policies.policies.get(policy as usize) else {
             return;
         };
-        let (rtype, rdata, sigs): (Rtype, &[&[u8]], &mut Option<lookup::Sigs>) = match d {
+        let (rtype, rdata, sigs): (Rtype, &[&[u8]], &mut Option<lookup::SigCopies>) = match d {
             Dynamic::Records {
                 rtype, rdata, sigs, ..
             } => (*rtype, &rdata[..], sigs),
             Dynamic::Cname { target, sigs, .. } => {
-                let found = lookup_or_sign(dnssec, zk, p, policy, Rtype::CNAME, &[*target]);
+                let (found, pre) = lookup_or_sign(dnssec, zk, p, policy, Rtype::CNAME, &[*target]);
                 *sigs = Some(found);
+                self.count_presigned(pre);
                 return;
             }
             Dynamic::NoData | Dynamic::ServFail => return,
         };
-        *sigs = Some(lookup_or_sign(dnssec, zk, p, policy, rtype, rdata));
+        let (found, pre) = lookup_or_sign(dnssec, zk, p, policy, rtype, rdata);
+        *sigs = Some(found);
+        self.count_presigned(pre);
+    }
+
+    fn count_presigned(&mut self, presigned: bool) {
+        if !presigned {
+            return;
+        }
+        match self.tally.as_deref_mut() {
+            Some(t) => t.presigned += 1,
+            None => {
+                dnssec::PRESIGNED_SERVED.fetch_add(1, Ordering::Relaxed);
+            }
+        }
     }
 
     fn decide(&mut self, policy: u32, qtype: Rtype) -> Dynamic<'s> {
@@ -426,17 +448,17 @@ fn lookup_or_sign(
     policy: u32,
     rtype: Rtype,
     rdata: &[&[u8]],
-) -> lookup::Sigs {
-    if let Some(s) = dnssec.dynamic.get(policy, rtype, rdata) {
-        dnssec::PRESIGNED_SERVED.fetch_add(1, Ordering::Relaxed);
-        return s;
+) -> (lookup::SigCopies, bool) {
+    if let Some(s) = dnssec.dynamic.copy(policy, rtype, rdata) {
+        return (s, true);
     }
     let mut key = vec![1];
     key.extend_from_slice(&policy.to_be_bytes());
     key.extend_from_slice(&rtype.to_int().to_be_bytes());
     key.extend_from_slice(&dnssec::dynamic::content_hash(rdata).to_be_bytes());
-    dnssec.denials.get_or_sign(key, || {
+    let sigs = dnssec.denials.get_or_sign(key, || {
         dnssec::INLINE_SIGNED.fetch_add(1, Ordering::Relaxed);
         zk.sign(dnssec::now(), &p.name, rtype, p.ttl, rdata)
-    })
+    });
+    (sigs.iter().map(|s| s.to_vec()).collect(), false)
 }

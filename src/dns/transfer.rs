@@ -211,13 +211,13 @@ fn zone_records(snapshot: &Snapshot, health: &HealthView, zone: &Zone) -> Vec<Re
                         out.push((node.owner.clone(), rtype, ttl, rd.into()));
                     }
                     for sig in sigs.iter().flat_map(|s| s.iter()) {
-                        out.push((node.owner.clone(), Rtype::RRSIG, ttl, sig.clone()));
+                        out.push((node.owner.clone(), Rtype::RRSIG, ttl, sig[..].into()));
                     }
                 }
                 Dynamic::Cname { ttl, target, sigs } => {
                     out.push((node.owner.clone(), Rtype::CNAME, ttl, target.into()));
                     for sig in sigs.iter().flat_map(|s| s.iter()) {
-                        out.push((node.owner.clone(), Rtype::RRSIG, ttl, sig.clone()));
+                        out.push((node.owner.clone(), Rtype::RRSIG, ttl, sig[..].into()));
                     }
                     break; // a CNAME owns the name: one record, whatever the type
                 }

@@ -250,6 +250,20 @@ impl Table {
             .cloned()
     }
 
+    /// `get`, copied out under the table's guard (no reference count touched).
+    pub fn copy(
+        &self,
+        policy: u32,
+        rtype: Rtype,
+        rdata: &[&[u8]],
+    ) -> Option<crate::zone::lookup::SigCopies> {
+        let guard = self.per_policy.load();
+        let sigs = guard
+            .get(policy as usize)?
+            .get(&(rtype.to_int(), content_hash(rdata)))?;
+        Some(sigs.iter().map(|s| s.to_vec()).collect())
+    }
+
     /// RRsets pre-signed, over all policies (for `meridian check`).
     pub fn len(&self) -> usize {
         self.per_policy.load().iter().map(|m| m.len()).sum()

@@ -17,8 +17,6 @@ pub mod denial;
 pub mod dynamic;
 pub mod keys;
 pub mod sign;
-#[cfg(test)]
-mod tests;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -159,6 +157,11 @@ pub struct Dnssec {
     pub next_resign: Option<u64>,
     /// Per zone (display name): the earliest signature expiry.
     pub earliest_expiry: BTreeMap<String, u64>,
+    /// The regions' live-address masks of the last view prepared: the answer sets
+    /// depend on nothing else of a view (every subset of candidates is signed), so a view
+    /// that changes only states or shares needs no work. Held while preparing, which
+    /// also keeps a reload's and the checker's preparations from interleaving.
+    prepared: std::sync::Mutex<Vec<u64>>,
 }
 
 impl Dnssec {
@@ -171,8 +174,16 @@ impl Dnssec {
         if !self.is_signed() {
             return 0;
         }
-        self.dynamic
-            .prepare(policies, &self.policy_keys, view, now())
+        let masks: Vec<u64> = policies.regions.iter().map(|r| view.live(r.id)).collect();
+        let mut last = self.prepared.lock().unwrap_or_else(|e| e.into_inner());
+        if *last == masks {
+            return 0;
+        }
+        let n = self
+            .dynamic
+            .prepare(policies, &self.policy_keys, view, now());
+        *last = masks;
+        n
     }
 
     /// The seconds until the earliest signature of each zone expires, at `now`.

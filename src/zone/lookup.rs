@@ -51,6 +51,11 @@ pub struct Answer<'a> {
 /// RRSIG RDATAs of one RRset, shared with the table that pre-signed them.
 pub type Sigs = Arc<[Box<[u8]>]>;
 
+/// A dynamic answer's RRSIGs, copied out of the table for one response. A copy rather
+/// than a clone of the table's `Arc`: every thread answering the same busy name would
+/// otherwise bounce that `Arc`'s count between cores on each answer.
+pub type SigCopies = smallvec::SmallVec<[Vec<u8>; 2]>;
+
 /// A proof of non-existence a signed answer needs (RFC 4035 3.1.3, in RFC 9824's
 /// compact form: see `dnssec::denial`).
 #[derive(Debug, Clone)]
@@ -214,12 +219,12 @@ pub enum Dynamic<'a> {
         ttl: u32,
         rdata: smallvec::SmallVec<[&'a [u8]; 8]>,
         /// Their RRSIGs, when the query asked for DNSSEC and the zone is signed.
-        sigs: Option<Sigs>,
+        sigs: Option<SigCopies>,
     },
     Cname {
         ttl: u32,
         target: &'a [u8],
-        sigs: Option<Sigs>,
+        sigs: Option<SigCopies>,
     },
     NoData,
     ServFail,
@@ -468,7 +473,7 @@ pub fn resolve_with<'a>(
                                 rdata: Cow::Borrowed(d),
                             }));
                             if let (true, Some(sigs)) = (signed, sigs) {
-                                let copies = sigs.iter().map(|s| Cow::Owned(s.to_vec()));
+                                let copies = sigs.into_iter().map(Cow::Owned);
                                 push_sigs(&mut ans.answer, &owner, ttl, copies);
                                 proves_wildcard(&mut ans);
                             }
@@ -482,7 +487,7 @@ pub fn resolve_with<'a>(
                                 rdata: Cow::Borrowed(target),
                             });
                             if let (true, Some(sigs)) = (signed, sigs) {
-                                let copies = sigs.iter().map(|s| Cow::Owned(s.to_vec()));
+                                let copies = sigs.into_iter().map(Cow::Owned);
                                 push_sigs(&mut ans.answer, &owner, ttl, copies);
                                 proves_wildcard(&mut ans);
                             }

@@ -2,16 +2,18 @@
 //! answer a policy gives under it was signed by `prepare` before the view was
 //! published (none is signed on the query path), and the zone's data is signed.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
-use super::keys::{self, Algorithm, Role, Timing};
-use crate::config::{Config, Overrides};
-use crate::dns::handler::PolicyAnswers;
-use crate::health::{Effective, HealthView, RegionHealth, RegionIds};
-use crate::iana::Rtype;
-use crate::snapshot::Snapshot;
-use crate::zone::lookup::{Dynamic, DynamicAnswers};
+use meridian::config::{Config, Overrides};
+use meridian::dns::handler::PolicyAnswers;
+use meridian::dnssec::keys::{self, Algorithm, Role, Timing};
+use meridian::health::{Effective, HealthView, RegionHealth, RegionIds};
+use meridian::iana::Rtype;
+use meridian::snapshot::Snapshot;
+use meridian::zone::lookup::{Dynamic, DynamicAnswers};
 
 fn signed_example() -> (tempfile::TempDir, Snapshot) {
     let dir = tempfile::tempdir().unwrap();
@@ -35,7 +37,7 @@ fn signed_example() -> (tempfile::TempDir, Snapshot) {
         text.replace("a: [192.0.2.10]", "a: [192.0.2.10, 192.0.2.11]"),
     )
     .unwrap();
-    let now = super::now();
+    let now = meridian::dnssec::now();
     let timing = Timing {
         publish: Some(now),
         activate: Some(now),
@@ -79,7 +81,7 @@ fn every_answer_of_every_health_view_is_signed_before_it_is_served() {
     .map(|c| c.parse().ok())
     .chain([None])
     .collect();
-    let inline_before = super::INLINE_SIGNED.load(Ordering::Relaxed);
+    let inline_before = meridian::dnssec::INLINE_SIGNED.load(Ordering::Relaxed);
     let mut checked = 0;
     // Every region up or down, and each region's addresses all, some or none live.
     for down in 0..(1u32 << regions.len()) {
@@ -127,7 +129,7 @@ fn every_answer_of_every_health_view_is_signed_before_it_is_served() {
     }
     assert!(checked > 1000, "{checked}");
     assert_eq!(
-        super::INLINE_SIGNED.load(Ordering::Relaxed),
+        meridian::dnssec::INLINE_SIGNED.load(Ordering::Relaxed),
         inline_before,
         "an answer was signed on the query path"
     );
