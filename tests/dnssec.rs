@@ -204,6 +204,10 @@ fn a_validating_resolver_validates_static_dynamic_and_negative_answers() {
     let config = dir.path().join("meridian.yaml");
     let out = keygen(&config, &["example.com"]);
     assert!(out.contains("example.com. IN DS "), "{out}");
+    // An insecure delegation beside the shipped secure one (lab has a DS).
+    let zone = dir.path().join("zones/example.com");
+    let text = std::fs::read_to_string(&zone).unwrap();
+    std::fs::write(&zone, text + "lab2 IN NS ns.other.net.\n").unwrap();
     let m = serve(dir.path());
     let u = unbound(dir.path(), &dnskey_line(&out), m.addr);
 
@@ -212,6 +216,9 @@ fn a_validating_resolver_validates_static_dynamic_and_negative_answers() {
     assert_eq!(mx.answers[0].data.to_string(), "10 mail.example.com.");
     validated(&u, "example.com.", RecordType::DNSKEY, None);
     validated(&u, "lab.example.com.", RecordType::DS, None);
+    // No DS at lab2: the NSEC at the cut proves it (NS only), and it validates.
+    let no_ds = validated(&u, "lab2.example.com.", RecordType::DS, None);
+    assert!(no_ds.answers.is_empty(), "{no_ds}");
 
     // A policy name from three continents: each gets its nearest region, signed.
     let eu = validated(&u, "www.example.com.", RecordType::A, Some("81.2.69.0/24"));
