@@ -434,6 +434,19 @@ fn signatures_go_only_to_do_queries_and_a_large_signed_answer_is_truncated() {
     assert_eq!(rrsig_tags(&signed, RecordType::A).len(), 1);
     assert!(signed.edns.as_ref().unwrap().flags().dnssec_ok);
 
+    // Additional data from the signed zone comes with its RRSIGs (RFC 4035 3.1.1).
+    let mx = ask(m.addr, "example.com.", RecordType::MX, None);
+    let extra: Vec<(String, RecordType)> = mx
+        .additionals
+        .iter()
+        .map(|r| (r.name.to_string(), r.record_type()))
+        .collect();
+    assert!(
+        extra.contains(&("mail.example.com.".into(), RecordType::A))
+            && extra.contains(&("mail.example.com.".into(), RecordType::RRSIG)),
+        "{mx}"
+    );
+
     // The TXT fits 512 octets unsigned, not with its RRSIG: TC over UDP, whole over TCP.
     let small = |dnssec: bool| {
         let mut q = query_msg("big.example.com.", RecordType::TXT, None);

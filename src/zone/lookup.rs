@@ -532,7 +532,7 @@ pub fn resolve_with<'a>(
                 if let Some(set) = node.rrset(qtype) {
                     push_signed(&mut ans.answer, &owner, set, signed);
                     proves_wildcard(&mut ans);
-                    add_additional(&mut ans, zones, set);
+                    add_additional(&mut ans, zones, set, dnssec);
                     break;
                 }
                 if !from_parent_side && let Some(cname) = node.rrset(Rtype::CNAME) {
@@ -575,25 +575,29 @@ fn target_of(rtype: Rtype, rdata: &[u8]) -> Option<&[u8]> {
     }
 }
 
-fn push_addresses<'a>(out: &mut Vec<Rr<'a>>, node: &'a Node) {
+/// A node's addresses, with their RRSIGs when `signed` (RFC 4035 3.1.1; glue has none:
+/// it is not authoritative, so it was never signed).
+fn push_addresses<'a>(out: &mut Vec<Rr<'a>>, node: &'a Node, signed: bool) {
     let owner = Cow::Borrowed(&node.owner[..]);
     for t in [Rtype::A, Rtype::AAAA] {
         if let Some(set) = node.rrset(t)
             && !out.iter().any(|r| r.rtype == t && r.owner == owner)
         {
-            push_set(out, &owner, set);
+            push_signed(out, &owner, set, signed);
         }
     }
 }
 
-fn add_additional<'a>(ans: &mut Answer<'a>, zones: &'a ZoneSet, set: &'a RRset) {
+fn add_additional<'a>(ans: &mut Answer<'a>, zones: &'a ZoneSet, set: &'a RRset, dnssec: bool) {
     for rdata in set.rdata.iter() {
         let Some(target) = target_of(set.rtype, rdata) else {
             return;
         };
         let lower = name::lowercase(target);
-        if let Some(node) = zones.find(&lower).and_then(|z| z.node(&lower)) {
-            push_addresses(&mut ans.additional, node);
+        if let Some(zone) = zones.find(&lower)
+            && let Some(node) = zone.node(&lower)
+        {
+            push_addresses(&mut ans.additional, node, dnssec && zone.signed);
         }
     }
 }
@@ -611,7 +615,7 @@ fn add_glue<'a>(ans: &mut Answer<'a>, zone: &'a Zone, cut: &Node, ns: &'a RRset)
             {
                 ans.glue_required = true;
             }
-            push_addresses(&mut ans.additional, node);
+            push_addresses(&mut ans.additional, node, false);
         }
     }
 }
