@@ -182,14 +182,6 @@ fn admin(m: &Meridian, path: &str) -> (u16, String) {
     )
 }
 
-fn metric(m: &Meridian, series: &str) -> Option<f64> {
-    let (_, body) = http(m.http, "GET", "/metrics", &[], "");
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 fn serve(dir: &Path) -> Meridian {
     Meridian::start_with(
         &dir.join("meridian.yaml"),
@@ -262,16 +254,18 @@ fn a_validating_resolver_validates_static_dynamic_and_negative_answers() {
         "eu-west is down, got {a:?}"
     );
     // Every policy answer came pre-signed: none was signed while a query waited.
-    assert!(metric(&m, "meridian_dnssec_presigned_answers_total").unwrap_or(0.0) >= 5.0);
+    assert!(
+        m.metric("meridian_dnssec_presigned_answers_total")
+            .unwrap_or(0.0)
+            >= 5.0
+    );
     assert_eq!(
-        metric(&m, "meridian_dnssec_inline_signatures_total"),
+        m.metric("meridian_dnssec_inline_signatures_total"),
         Some(0.0)
     );
-    let left = metric(
-        &m,
-        "meridian_dnssec_signature_expiry_seconds{zone=\"example.com.\"}",
-    )
-    .expect("expiry gauge");
+    let left = m
+        .metric("meridian_dnssec_signature_expiry_seconds{zone=\"example.com.\"}")
+        .expect("expiry gauge");
     assert!(
         (10.0 * 86_400.0..14.0 * 86_400.0).contains(&left),
         "expiry in {left} s"

@@ -7,6 +7,8 @@
 use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 
+mod common;
+
 use meridian::config::{Config, Overrides};
 use meridian::dns::handler::PolicyAnswers;
 use meridian::dnssec::keys::{self, Algorithm, Role, Timing};
@@ -16,17 +18,7 @@ use meridian::snapshot::Snapshot;
 use meridian::zone::lookup::{Dynamic, DynamicAnswers};
 
 fn signed_example() -> (tempfile::TempDir, Snapshot) {
-    let dir = tempfile::tempdir().unwrap();
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    for sub in ["zones", "policies", "geoip"] {
-        std::fs::create_dir(dir.path().join(sub)).unwrap();
-        for e in std::fs::read_dir(root.join(sub)).unwrap().flatten() {
-            if e.file_type().unwrap().is_file() {
-                std::fs::copy(e.path(), dir.path().join(sub).join(e.file_name())).unwrap();
-            }
-        }
-    }
-    std::fs::copy(root.join("meridian.yaml"), dir.path().join("meridian.yaml")).unwrap();
+    let dir = common::example_copy();
     // us-east with two addresses: a view that withholds one gives an RRset that the
     // all-live view does not.
     let p = dir.path().join("policies/example.yaml");

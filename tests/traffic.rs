@@ -133,14 +133,6 @@ fn admin(m: &Meridian, path: &str, body: &str) {
     assert_eq!(code, 200, "{path}: {text}");
 }
 
-fn metric(m: &Meridian, series: &str) -> Option<f64> {
-    let (_, body) = http(m.http, "GET", "/metrics", &[], "");
-    body.lines()
-        .find(|l| l.starts_with(series))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-}
-
 #[test]
 fn a_region_out_spills_by_spare_capacity_ramps_back_and_drains_in_part() {
     let dir = deployment(&[("shift.example", ZONE)]);
@@ -178,14 +170,12 @@ fn a_region_out_spills_by_spare_capacity_ramps_back_and_drains_in_part() {
     );
     // A client keeps its region while the split holds.
     assert_eq!(answers(&m, &subnets[..200]), out[..200].to_vec());
-    let spill = metric(
-        &m,
-        r#"meridian_region_spill_fraction{from="eu-west",to="us-east"}"#,
-    )
-    .unwrap();
+    let spill = m
+        .metric(r#"meridian_region_spill_fraction{from="eu-west",to="us-east"}"#)
+        .unwrap();
     assert!((0.36..0.44).contains(&spill), "{spill}");
     assert_eq!(
-        metric(&m, r#"meridian_region_capacity{region="us-east"}"#),
+        m.metric(r#"meridian_region_capacity{region="us-east"}"#),
         Some(4000.0)
     );
 
@@ -213,7 +203,7 @@ fn a_region_out_spills_by_spare_capacity_ramps_back_and_drains_in_part() {
         "ramp done"
     );
     assert_eq!(
-        metric(&m, r#"meridian_region_failback_progress{region="eu-west"}"#),
+        m.metric(r#"meridian_region_failback_progress{region="eu-west"}"#),
         Some(1.0)
     );
 
@@ -262,10 +252,7 @@ fn a_measured_load_leaves_less_room_and_an_unreadable_one_keeps_the_last_value()
         &[("MERIDIAN_ADMIN_TOKEN", TOKEN)],
     );
     let deadline = Instant::now() + Duration::from_secs(10);
-    while metric(
-        &m,
-        r#"meridian_region_load{region="us-east",source="prometheus"}"#,
-    ) != Some(3000.0)
+    while m.metric(r#"meridian_region_load{region="us-east",source="prometheus"}"#) != Some(3000.0)
     {
         assert!(Instant::now() < deadline, "the load query was not read");
         std::thread::sleep(Duration::from_millis(200));

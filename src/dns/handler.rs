@@ -207,12 +207,11 @@ pub fn handle_parsed<'s>(
 /// (RFC 9824 4): resolvers that predate it then cache a NODATA, which is safe.
 fn add_proofs<'s>(snapshot: &Snapshot, ans: &mut lookup::Answer<'s>, compact_ok: bool) {
     use std::borrow::Cow;
-    let denials = std::mem::take(&mut ans.denial);
-    for d in &denials {
+    for d in std::mem::take(&mut ans.denial) {
         if matches!(d, lookup::Denial::NxDomain { .. }) && !compact_ok {
             ans.rcode = Rcode::NOERROR;
         }
-        let Some(p) = dnssec::denial::compose(&snapshot.dnssec, d) else {
+        let Some(p) = dnssec::denial::compose(&snapshot.dnssec, &d) else {
             continue;
         };
         ans.authority.push(lookup::Rr {
@@ -228,7 +227,6 @@ fn add_proofs<'s>(snapshot: &Snapshot, ans: &mut lookup::Answer<'s>, compact_ok:
             rdata: Cow::Owned(s.to_vec()),
         }));
     }
-    ans.denial = denials;
 }
 
 /// Answers policy names for one query and remembers the widest ECS scope used (0 when

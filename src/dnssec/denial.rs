@@ -62,14 +62,6 @@ impl Cache {
         }
         sigs
     }
-
-    pub fn len(&self) -> usize {
-        self.signed.lock().map_or(0, |m| m.len())
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
 }
 
 /// One proof, ready to be written: the NSEC record and its signatures.

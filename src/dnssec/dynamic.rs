@@ -241,16 +241,8 @@ impl Table {
         signed
     }
 
-    /// The signatures of policy `policy`'s RRset `rtype`/`rdata`, if pre-signed.
-    pub fn get(&self, policy: u32, rtype: Rtype, rdata: &[&[u8]]) -> Option<Sigs> {
-        let guard = self.per_policy.load();
-        guard
-            .get(policy as usize)?
-            .get(&(rtype.to_int(), content_hash(rdata)))
-            .cloned()
-    }
-
-    /// `get`, copied out under the table's guard (no reference count touched).
+    /// The signatures of policy `policy`'s RRset `rtype`/`rdata`, if pre-signed, copied
+    /// out under the table's guard (no reference count touched).
     pub fn copy(
         &self,
         policy: u32,

@@ -242,22 +242,18 @@ fn sign_zone(zone: &mut Zone, zk: &ZoneKeys, now: u64) -> u64 {
         sets.sort_by_key(|s| s.rtype);
         node.rrsets = sets.into_boxed_slice();
     }
-    // Which sets to sign is decided first (it reads other nodes), then signing runs on
-    // disjoint nodes in parallel.
-    let plan: FastMap<Vec<u8>, bool> = zone
-        .nodes
-        .keys()
-        .map(|k| (k.to_vec(), !occluded(zone, k)))
-        .collect();
+    // Which nodes to sign, and which are cuts, is decided first (it reads other nodes),
+    // then signing runs on disjoint nodes in parallel.
     let cuts: FastMap<Vec<u8>, bool> = zone
         .nodes
         .iter()
+        .filter(|(k, _)| !occluded(zone, k))
         .map(|(k, n)| (k.to_vec(), is_cut(zone, k, n)))
         .collect();
     let mut work: Vec<(&[u8], &mut Node)> = zone
         .nodes
         .iter_mut()
-        .filter(|(k, _)| plan.get(&k[..]).copied().unwrap_or(false))
+        .filter(|(k, _)| cuts.contains_key(&k[..]))
         .map(|(k, n)| (&k[..], n))
         .collect();
     let threads = std::thread::available_parallelism()

@@ -136,6 +136,15 @@ impl Meridian {
         std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
     }
 
+    /// The value of the first `/metrics` line starting with `series`.
+    pub fn metric(&self, series: &str) -> Option<f64> {
+        let (_, body) = http(self.http, "GET", "/metrics", &[], "");
+        body.lines()
+            .find(|l| l.starts_with(series))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+    }
+
     pub fn udp(&self, name: &str, rtype: RecordType) -> Message {
         udp(self.addr, &query_bytes(name, rtype, Some(1232)))
     }
