@@ -13,6 +13,7 @@ pub mod explain;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod geo;
+pub mod hash;
 pub mod health;
 pub mod iana;
 pub mod metrics;

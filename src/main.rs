@@ -781,7 +781,7 @@ fn serve_config(config_path: &std::path::Path, overrides: &Overrides) -> anyhow:
                 let (peers_tx, peers_rx) = watch::channel(Arc::new(Peers::default()));
                 let running =
                     meridian::cluster::start(c, local_rx, peers_tx, metrics.clone()).await?;
-                let side = meridian::health::shared::ClusterSide {
+                let side = meridian::health::checker::ClusterSide {
                     policy: Policy {
                         instance: c.instance.clone(),
                         quorum: c.quorum,

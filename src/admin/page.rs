@@ -153,7 +153,7 @@ fn timeline(st: &Status) -> String {
 }
 
 /// Peers, and each endpoint's votes next to this instance's own verdict.
-fn cluster(h: &mut String, st: &Status, c: &crate::health::shared::ClusterStatus) {
+fn cluster(h: &mut String, st: &Status, c: &crate::health::status::ClusterStatus) {
     let _ = write!(
         h,
         "<h2>Cluster</h2><p>This instance: <b>{}</b>, quorum {}, {}</p>",

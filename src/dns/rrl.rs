@@ -13,6 +13,7 @@
 //! cannot aim collisions) and carries a 12-bit tag of it; a different tag takes the
 //! slot over (the older source's debt is forgotten, as in Knot).
 
+use crate::hash::mix64 as mix;
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -94,15 +95,6 @@ pub struct Rrl {
     table: Box<[AtomicU64]>,
     key: (u64, u64),
     start: Instant,
-}
-
-fn mix(mut x: u64) -> u64 {
-    // splitmix64's finaliser: every input bit reaches every output bit.
-    x ^= x >> 30;
-    x = x.wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    x ^= x >> 27;
-    x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
-    x ^ (x >> 31)
 }
 
 /// Seconds a bucket remembers, as 20 bits: they wrap every 12 days, so a bucket left

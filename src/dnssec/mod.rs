@@ -103,10 +103,12 @@ impl ZoneKeys {
     /// between refresh and validity so that RRsets do not all expire at one instant.
     pub fn window(&self, now: u64, owner: &[u8], rtype: Rtype) -> Window {
         let spread = (self.validity.saturating_sub(self.refresh) / 4).max(1);
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        for b in owner.iter().chain(&rtype.to_int().to_be_bytes()) {
-            h = (h ^ u64::from(b.to_ascii_lowercase())).wrapping_mul(0x100_0000_01b3);
-        }
+        let h = crate::hash::fnv1a64(
+            owner
+                .iter()
+                .chain(&rtype.to_int().to_be_bytes())
+                .map(u8::to_ascii_lowercase),
+        );
         let expiration = now + self.validity - h % spread;
         Window {
             inception: now.saturating_sub(INCEPTION_SLACK) as u32,

@@ -20,12 +20,10 @@
 pub mod aggregate;
 pub mod cause;
 pub mod checker;
-mod export;
 pub mod model;
 pub mod peers;
 pub mod plan;
 pub mod probe;
-pub mod shared;
 pub mod simulator;
 pub mod state;
 pub mod status;

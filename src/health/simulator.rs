@@ -32,13 +32,7 @@ impl Simulator {
 
     /// One probe outcome for every endpoint of `region`, then a publication.
     pub fn sample(&mut self, region: &str, ok: bool, latency: Duration) {
-        let keys: Vec<(String, u64)> = self
-            .core
-            .endpoints
-            .iter()
-            .filter(|(_, e)| e.region == region)
-            .map(|(k, e)| (k.clone(), e.generation))
-            .collect();
+        let keys = self.core.probes_of(region);
         for (key, generation) in keys {
             self.core
                 .observe(&key, generation, Sample { ok, latency }, None);
@@ -74,16 +68,16 @@ impl Simulator {
     }
 
     pub fn view(&self) -> Arc<HealthView> {
-        self.core.view.load_full()
+        self.core.current_view()
     }
 
     /// The split of the last publication.
     pub fn outcome(&self) -> Option<Arc<Outcome>> {
-        self.core.split.as_ref().map(|(_, o)| o.clone())
+        self.core.outcome()
     }
 
     /// Transitions recorded since the last call.
     pub fn drain_transitions(&mut self) -> Vec<TransitionRecord> {
-        self.core.history.drain(..).collect()
+        self.core.drain_history()
     }
 }

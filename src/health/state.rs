@@ -23,6 +23,7 @@ use tokio::time::Instant;
 
 use super::cause::Cause;
 pub use super::model::Thresholds;
+use super::view::Effective;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Sample {
@@ -118,6 +119,15 @@ impl State {
 
     pub fn is_down(&self) -> bool {
         matches!(self, State::Down { .. })
+    }
+
+    /// The measured state as aggregation and peers see it (no cooldown detail).
+    pub fn effective(&self) -> Effective {
+        match self {
+            State::Up => Effective::Up,
+            State::Degraded => Effective::Degraded,
+            State::Down { .. } => Effective::Down,
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use super::shared::{ClusterStatus, QuorumStatus};
+use super::peers::Verdict;
 use super::view::{Effective, Override};
 
 /// Transitions kept for the status page.
@@ -106,4 +106,47 @@ pub struct Status {
     pub transitions: Vec<TransitionRecord>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
+}
+
+/// A peer's verdict on one endpoint, as the status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Vote {
+    pub instance: String,
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// Whether it counts now (a live peer, or one within the isolation timeout).
+    pub counted: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    pub name: String,
+    pub address: String,
+    pub live: bool,
+    /// Seconds since its heartbeat last advanced; `None`: not since this start.
+    pub last_heard_seconds: Option<f64>,
+    pub verdicts: usize,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ClusterStatus {
+    pub instance: String,
+    pub quorum: String,
+    pub isolation_timeout_seconds: u64,
+    /// Deciding from this instance's own probes: no peer heard for the timeout.
+    pub isolated: bool,
+    pub peers: Vec<PeerStatus>,
+}
+
+/// The quorum's outcome for one endpoint, as the status shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuorumStatus {
+    pub state: Effective,
+    pub up: usize,
+    pub degraded: usize,
+    pub down: usize,
+    pub needed: usize,
+    /// The shared cooldown holds it down although the votes say otherwise.
+    pub cooldown_held: bool,
+    pub votes: Vec<Vote>,
 }

@@ -9,6 +9,7 @@ use super::compile::SCOPE_REACH;
 use super::route::{Kind, List, NEAREST_MAX};
 use super::{MAX_ANSWERS, Policy, PolicySet, Route};
 use crate::geo::{self, Family};
+use crate::hash::splitmix64 as splitmix;
 use crate::health::Effective;
 pub use crate::health::HealthView;
 use crate::iana::Rtype;
@@ -48,13 +49,6 @@ impl Decision {
     pub fn chosen(&self) -> &[u16] {
         self.regions.get(..self.n).unwrap_or_default()
     }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// Weighted order without replacement (Efraimidis–Spirakis keys u^(1/w)), seeded by the

@@ -118,11 +118,8 @@ impl AddressRdata {
                 // Fisher-Yates over a splitmix stream: not for secrets, only spread.
                 let mut x = turn;
                 for i in (1..n).rev() {
-                    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-                    let mut z = x;
-                    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-                    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-                    z ^= z >> 31;
+                    x = x.wrapping_add(crate::hash::GOLDEN);
+                    let z = crate::hash::mix64(x);
                     mine.swap(i, (z % (i as u64 + 1)) as usize);
                 }
             }

@@ -10,6 +10,8 @@
 //! simulate`, and the query path applies its result with [`Share::admits`] on the
 //! client's own hash, so the model and the answers agree client by client.
 
+use crate::hash::splitmix64 as splitmix;
+
 /// A fraction of clients as a threshold on a 32-bit hash bucket: `ALL` admits every
 /// client, `NONE` none. Kept as an integer so the query path compares, never divides.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -42,13 +44,6 @@ impl Share {
     pub fn admits(self, bucket: u32) -> bool {
         self == Share::ALL || bucket < self.0
     }
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// A client subnet's bucket at one region: independent per region (a client turned away

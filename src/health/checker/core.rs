@@ -1,0 +1,483 @@
+//! The checker core: one value owned by one task, composed of parts that each own
+//! their state (`probes`, `overrides`, `shifting`, `loads`, `history`, `cluster`). The
+//! core only joins them: a sample or an override becomes transitions to record, and
+//! every change ends in one publication of a fresh [`HealthView`].
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::info;
+
+use super::cluster::{ClusterSide, ClusterState};
+use super::export;
+use super::history::History;
+use super::loads::Loads;
+use super::overrides::{FromPeer, Overrides};
+use super::probes::{Probes, Probing, SampleMsg};
+use super::publish;
+use super::shifting::Shifting;
+use crate::health::aggregate::{self, Member, RegionState};
+use crate::health::cause::Cause;
+use crate::health::peers::OverrideTarget;
+use crate::health::plan::HealthPlan;
+use crate::health::probe;
+use crate::health::state::Sample;
+use crate::health::status::Target;
+use crate::health::store::StateFile;
+use crate::health::view::{Effective, HealthView, OverrideKind, RegionHealth};
+use crate::metrics::Metrics;
+
+pub(crate) struct Core {
+    pub(super) plan: Arc<HealthPlan>,
+    pub(super) probes: Probes,
+    pub(super) overrides: Overrides,
+    pub(super) shifting: Shifting,
+    pub(super) loads: Loads,
+    pub(super) history: History,
+    /// `Some` in a cluster: peers, quorum, the shared states.
+    pub(super) cluster: Option<ClusterState>,
+    /// Each region's state at the last publication, by name.
+    pub(super) last_region: HashMap<String, RegionState>,
+    pub(super) view: Arc<ArcSwap<HealthView>>,
+    pub(super) ready_tx: watch::Sender<bool>,
+    state_file: Option<PathBuf>,
+    metrics: Arc<Metrics>,
+    /// Set when regions or endpoints change: the next export starts the gauges afresh.
+    gauges_stale: bool,
+}
+
+impl Core {
+    pub(super) fn new(
+        plan: Arc<HealthPlan>,
+        persisted: &StateFile,
+        state_file: Option<PathBuf>,
+        ready_tx: watch::Sender<bool>,
+        sample_tx: mpsc::UnboundedSender<SampleMsg>,
+        metrics: Arc<Metrics>,
+        probing: Probing,
+    ) -> Core {
+        let mut core = Core {
+            plan: plan.clone(),
+            probes: Probes::new(sample_tx, probing),
+            overrides: Overrides::restore(persisted, probe::instance()),
+            shifting: Shifting::default(),
+            loads: Loads::new(probing),
+            history: History::default(),
+            cluster: None,
+            last_region: HashMap::new(),
+            view: Arc::new(ArcSwap::from_pointee(HealthView::default())),
+            ready_tx,
+            state_file,
+            metrics,
+            gauges_stale: true,
+        };
+        core.reconfigure(plan, Some(persisted));
+        // Restored overrides keep their deadlines; those past theirs end now.
+        core.expire_overrides();
+        core.publish(false);
+        core
+    }
+
+    /// A core without probe tasks, fed by `observe` (tests, `meridian simulate`).
+    pub(in crate::health) fn offline(plan: Arc<HealthPlan>) -> (Core, watch::Receiver<bool>) {
+        let (ready_tx, ready) = watch::channel(false);
+        let (sample_tx, _) = mpsc::unbounded_channel();
+        let core = Core::new(
+            plan,
+            &StateFile::default(),
+            None,
+            ready_tx,
+            sample_tx,
+            Arc::new(Metrics::new()),
+            Probing::Off,
+        );
+        (core, ready)
+    }
+
+    /// Joins the gossip runtime: from now on endpoints count by quorum.
+    pub(super) fn join(&mut self, side: ClusterSide) {
+        let cluster = ClusterState::new(side);
+        self.overrides.set_instance(cluster.instance().to_string());
+        self.cluster = Some(cluster);
+        self.apply_peer_overrides();
+        self.publish(false);
+    }
+
+    /// A new plan (reload): states carry over for endpoints that persist.
+    pub(in crate::health) fn reconfigure(
+        &mut self,
+        plan: Arc<HealthPlan>,
+        persisted: Option<&StateFile>,
+    ) {
+        self.plan = plan.clone();
+        self.gauges_stale = true;
+        self.shifting.forget_split();
+        self.probes.reconfigure(&plan, persisted, Instant::now());
+        self.loads.respawn(&plan);
+    }
+
+    fn record(&mut self, key: String, from: &str, to: &str, cause: Cause, held: bool) {
+        self.history
+            .record(&self.metrics, &self.plan, key, from, to, cause, held);
+    }
+
+    /// Feeds one sample to endpoint `key` (see `Probes::observe`) and records the
+    /// transition it caused. Returns whether a persisted state changed.
+    pub(in crate::health) fn observe(
+        &mut self,
+        key: &str,
+        generation: u64,
+        sample: Sample,
+        silent: Option<Duration>,
+    ) -> bool {
+        let now = Instant::now();
+        let Some(seen) = self
+            .probes
+            .observe(key, generation, sample, silent, now, &self.metrics)
+        else {
+            return false;
+        };
+        if let Some(m) = seen.moved {
+            self.record(key.to_string(), m.from, m.to, m.cause, m.cooldown_held);
+        }
+        seen.changed
+    }
+
+    /// Replaces probe tasks that fell silent, counting the silence as a failed probe.
+    /// Returns whether a persisted state changed.
+    pub(super) fn revive_silent_probes(&mut self) -> bool {
+        let mut changed = false;
+        for (key, timeout, quiet) in self.probes.silent(Instant::now()) {
+            tracing::warn!(key, "probe task stopped reporting: restarting it");
+            let Some(generation) = self.probes.restart(&key) else {
+                continue;
+            };
+            let failed = Sample {
+                ok: false,
+                latency: timeout,
+            };
+            changed |= self.observe(&key, generation, failed, Some(quiet));
+        }
+        changed
+    }
+
+    #[cfg(test)]
+    pub(super) fn set_override(
+        &mut self,
+        target: Target,
+        kind: Option<OverrideKind>,
+        reason: Option<String>,
+    ) -> Result<(), String> {
+        self.set_override_fraction(target, kind, reason, None)
+    }
+
+    pub(in crate::health) fn set_override_fraction(
+        &mut self,
+        target: Target,
+        kind: Option<OverrideKind>,
+        reason: Option<String>,
+        fraction: Option<f64>,
+    ) -> Result<(), String> {
+        self.set_override_until(target, kind, reason, fraction, None)
+    }
+
+    /// Sets or clears an operator's override; `lasts`: it ends by itself after that.
+    pub(super) fn set_override_until(
+        &mut self,
+        target: Target,
+        kind: Option<OverrideKind>,
+        reason: Option<String>,
+        fraction: Option<f64>,
+        lasts: Option<Duration>,
+    ) -> Result<(), String> {
+        let known = match &target {
+            Target::Region(r) => self.plan.region(r).is_some(),
+            Target::Endpoint { region, endpoint } => {
+                self.probes.contains(&format!("{region}/{endpoint}"))
+            }
+        };
+        let (target, state) =
+            self.overrides
+                .request(&target, kind, reason.clone(), fraction, lasts, known)?;
+        let key = super::overrides::target_key(&target).to_string();
+        let endpoint = matches!(target, OverrideTarget::Endpoint(_));
+        let before = if endpoint {
+            self.endpoint_effective(&key)
+        } else {
+            None
+        };
+        let cause = match kind {
+            Some(k) => Cause::OverrideSet {
+                kind: k,
+                reason: reason.clone(),
+            },
+            None => Cause::OverrideCleared,
+        };
+        self.overrides.set(target, state);
+        info!(
+            target = key,
+            override_ = cause.label(),
+            reason = reason.as_deref().unwrap_or(""),
+            "operator override"
+        );
+        // An endpoint's change is its own transition; a region's is recorded when the
+        // view is published, with the same cause.
+        if endpoint {
+            self.record_endpoint_change(&key, before, cause);
+        }
+        Ok(())
+    }
+
+    fn record_endpoint_change(&mut self, key: &str, before: Option<Effective>, cause: Cause) {
+        if let (Some(b), Some(a)) = (before, self.endpoint_effective(key))
+            && a != b
+        {
+            self.record(key.to_string(), b.name(), a.name(), cause, false);
+        }
+    }
+
+    /// Removes overrides whose time is up and records what that changed (a region's
+    /// change is recorded at publication). Returns whether any ended.
+    pub(super) fn expire_overrides(&mut self) -> bool {
+        let ended = self.overrides.expire();
+        for e in &ended {
+            if let OverrideTarget::Endpoint(key) = &e.target
+                && let Some(rt) = self.probes.get(key)
+            {
+                let (before, after) = (e.kind.effective(), rt.measured());
+                if before != after {
+                    self.record(
+                        key.clone(),
+                        before.name(),
+                        after.name(),
+                        Cause::OverrideCleared,
+                        false,
+                    );
+                }
+            }
+        }
+        !ended.is_empty()
+    }
+
+    /// Applies peers' override records newer than ours (last writer wins), for targets
+    /// this instance knows; returns whether any applied.
+    pub(super) fn apply_peer_overrides(&mut self) -> bool {
+        let Some(peers) = self.cluster.as_ref().map(ClusterState::peers) else {
+            return false;
+        };
+        let mut applied = false;
+        for peer in &peers.peers {
+            for (target, rec) in &peer.overrides {
+                let (known, endpoint) = match target {
+                    OverrideTarget::Region(r) => (self.plan.region(r).is_some(), None),
+                    OverrideTarget::Endpoint(k) => (self.probes.contains(k), Some(k.as_str())),
+                };
+                let before = endpoint.and_then(|k| self.endpoint_effective(k));
+                let FromPeer::Applied(cause) = self.overrides.apply_peer(target, rec, known) else {
+                    continue;
+                };
+                info!(
+                    target = super::overrides::target_key(target),
+                    from = rec.by,
+                    override_ = cause.label(),
+                    "operator override from a peer"
+                );
+                if let Some(k) = endpoint {
+                    self.record_endpoint_change(k, before, cause);
+                }
+                applied = true;
+            }
+        }
+        if applied {
+            self.expire_overrides();
+        }
+        applied
+    }
+
+    /// A load poller's answer (see `Loads::observe`); whether to publish again.
+    pub(super) fn observe_load(&mut self, region: &str, value: Option<f64>) -> bool {
+        let i = self.plan.regions.iter().position(|r| r.name == region);
+        let modelled = i.map_or(0.0, |i| self.shifting.modelled(i));
+        self.loads.observe(region, value, modelled, &self.metrics)
+    }
+
+    /// The state aggregation uses for endpoint `key`: the shared one in a cluster.
+    fn vantage_state(&self, key: &str, measured: Effective) -> Effective {
+        self.cluster
+            .as_ref()
+            .map_or(measured, |c| c.vantage(key, measured))
+    }
+
+    pub(super) fn endpoint_effective(&self, key: &str) -> Option<Effective> {
+        let rt = self.probes.get(key)?;
+        Some(aggregate::endpoint(
+            self.vantage_state(key, rt.measured()),
+            self.overrides.endpoint(key),
+        ))
+    }
+
+    /// Every region's aggregate state, in plan order, in one pass over the endpoints.
+    pub(super) fn regions(&self) -> Vec<RegionState> {
+        let mut members: HashMap<&str, Vec<Member>> = HashMap::new();
+        for (k, e) in self.probes.iter() {
+            members.entry(e.region.as_str()).or_default().push(Member {
+                state: aggregate::endpoint(
+                    self.vantage_state(k, e.measured()),
+                    self.overrides.endpoint(k),
+                ),
+                metric: e.ep.is_metric(),
+                serves: e.ep.serves,
+            });
+        }
+        self.plan
+            .regions
+            .iter()
+            .map(|r| {
+                aggregate::region(
+                    members.get(r.name.as_str()).map_or(&[][..], Vec::as_slice),
+                    r.min_up,
+                    self.overrides.region(&r.name),
+                    self.plan.config_overrides.get(&r.name),
+                )
+            })
+            .collect()
+    }
+
+    /// In a cluster, whether any peer has been heard (true outside a cluster).
+    pub(super) fn heard_a_peer(&self) -> bool {
+        self.cluster.as_ref().is_none_or(ClusterState::heard_a_peer)
+    }
+
+    pub(super) fn persist(&self) {
+        if let Some(path) = &self.state_file {
+            export::persist(path, &self.probes, &self.overrides);
+        }
+    }
+
+    /// The endpoints of `region` with their generations (`meridian simulate` feeds them).
+    pub(in crate::health) fn probes_of(&self, region: &str) -> Vec<(String, u64)> {
+        self.probes.of_region(region)
+    }
+
+    pub(in crate::health) fn current_view(&self) -> Arc<HealthView> {
+        self.view.load_full()
+    }
+
+    /// The split of the last publication.
+    pub(in crate::health) fn outcome(&self) -> Option<Arc<crate::traffic::Outcome>> {
+        self.shifting.outcome().cloned()
+    }
+
+    /// Transitions recorded since the last call.
+    pub(in crate::health) fn drain_history(
+        &mut self,
+    ) -> Vec<crate::health::status::TransitionRecord> {
+        self.history.drain()
+    }
+
+    pub(in crate::health) fn publish(&mut self, log: bool) {
+        self.publish_after(log, None);
+    }
+
+    /// Publishes the health view after a change (a sample of `sampled`, or anything
+    /// else when `None`), records region transitions, and updates the gauges: after a
+    /// sample only that endpoint's and the changed regions' series.
+    pub(super) fn publish_after(&mut self, log: bool, sampled: Option<&str>) {
+        let now = Instant::now();
+        if let Some(c) = self.cluster.as_mut() {
+            let changes = c.refresh(&self.probes, now);
+            if log {
+                for (key, from, to, cause, held) in changes {
+                    self.record(key, from.name(), to.name(), cause, held);
+                }
+            }
+        }
+        let ttl_caps = publish::ttl_caps(&self.probes, self.cluster.as_ref(), now);
+        let states = self.regions();
+        let plan = self.plan.clone();
+        let keeps = self.shifting.keeps(&plan, &states, &self.last_region, now);
+        let (admits, fresh) = self.shifting.admits(&plan, &keeps, &self.loads);
+        if let Some(f) = fresh {
+            export::split(
+                &self.metrics,
+                &plan,
+                &f.regions,
+                &f.outcome,
+                &self.loads,
+                &self.shifting,
+                now,
+            );
+        }
+        let mut view = HealthView::default();
+        let mut changed_regions = Vec::new();
+        for (((region, next), &keep), admit) in
+            plan.regions.iter().zip(states).zip(&keeps).zip(admits)
+        {
+            view.put(
+                region.id,
+                RegionHealth {
+                    state: next.effective,
+                    ttl_cap: ttl_caps.get(&region.name).copied(),
+                    keep,
+                    admit,
+                    live: next.live,
+                },
+            );
+            let prev = self.last_region.remove(&region.name);
+            if prev.as_ref().is_none_or(|p| p.effective != next.effective) {
+                changed_regions.push(region.name.clone());
+            }
+            if log {
+                if let Some(p) = &prev {
+                    publish::log_addresses(region, p, &next);
+                }
+                if let Some(cause) = aggregate::transition(prev.as_ref(), &next) {
+                    let from = prev.as_ref().map_or(Effective::Up, |p| p.effective);
+                    self.record(
+                        region.name.clone(),
+                        from.name(),
+                        next.effective.name(),
+                        cause,
+                        false,
+                    );
+                }
+            }
+            self.last_region.insert(region.name.clone(), next);
+        }
+        view.refresh_shifting();
+        if let Some(p) = &self.plan.prepare {
+            (p.0)(&view);
+        }
+        self.view.store(Arc::new(view));
+        if let Some(c) = &self.cluster {
+            c.publish_local(&self.probes, self.overrides.records());
+            c.export(&self.metrics, &self.probes);
+        }
+        match sampled {
+            Some(key) if !self.gauges_stale => export::sample_gauges(
+                &self.metrics,
+                &self.last_region,
+                self.probes.get(key),
+                &changed_regions,
+                now,
+            ),
+            _ => {
+                let fresh = std::mem::take(&mut self.gauges_stale);
+                export::all_gauges(
+                    &self.metrics,
+                    &self.plan,
+                    &self.last_region,
+                    &self.probes,
+                    &self.overrides,
+                    fresh,
+                    now,
+                );
+            }
+        }
+    }
+}

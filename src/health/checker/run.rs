@@ -1,0 +1,237 @@
+//! The checker task and its handle: the handle sends commands into a mailbox, and the
+//! run loop routes each message (a command, a sample, a peer update, a load, a timer)
+//! to the core, then publishes and persists as the core says. Nothing is decided here.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::cluster::ClusterSide;
+use super::core::Core;
+use super::probes::{Probing, SampleMsg};
+use super::report;
+use crate::health::plan::HealthPlan;
+use crate::health::status::{Status, Target};
+use crate::health::store::StateFile;
+use crate::health::view::{HealthView, OverrideKind};
+use crate::metrics::Metrics;
+
+enum Command {
+    Reconfigure(Arc<HealthPlan>),
+    Override {
+        target: Target,
+        kind: Option<OverrideKind>,
+        reason: Option<String>,
+        fraction: Option<f64>,
+        lasts: Option<Duration>,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
+    Status(oneshot::Sender<Status>),
+}
+
+/// The handle the rest of the server holds.
+#[derive(Clone)]
+pub struct HealthHandle {
+    pub view: Arc<ArcSwap<HealthView>>,
+    tx: mpsc::UnboundedSender<Command>,
+    ready: watch::Receiver<bool>,
+}
+
+impl HealthHandle {
+    /// Starts probing everything `plan` names. Must run inside a tokio runtime.
+    pub fn start(
+        plan: Arc<HealthPlan>,
+        state_file: Option<PathBuf>,
+        startup_wait: Duration,
+        metrics: Arc<Metrics>,
+        cluster: Option<ClusterSide>,
+    ) -> HealthHandle {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let (ready_tx, ready) = watch::channel(false);
+        let (sample_tx, sample_rx) = mpsc::unbounded_channel();
+        let persisted = match &state_file {
+            Some(p) => StateFile::load(p).unwrap_or_else(|e| {
+                warn!("ignoring unreadable state file: {e}");
+                StateFile::default()
+            }),
+            None => StateFile::default(),
+        };
+        let mut core = Core::new(
+            plan,
+            &persisted,
+            state_file,
+            ready_tx,
+            sample_tx,
+            metrics,
+            Probing::Tasks,
+        );
+        if let Some(side) = cluster {
+            core.join(side);
+        }
+        let view = core.view.clone();
+        let deadline = Instant::now() + startup_wait;
+        tokio::spawn(core.run(rx, sample_rx, deadline));
+        HealthHandle { view, tx, ready }
+    }
+
+    /// A new plan (reload): states carry over for endpoints that persist.
+    pub fn reconfigure(&self, plan: Arc<HealthPlan>) {
+        let _ = self.tx.send(Command::Reconfigure(plan));
+    }
+
+    /// Sets (`Some`) or clears (`None`) an operator override; persisted. `fraction`
+    /// (a drain of a region only): move that share of its clients, not all. `lasts`:
+    /// the override ends by itself after that long.
+    pub async fn set_override(
+        &self,
+        target: Target,
+        kind: Option<OverrideKind>,
+        reason: Option<String>,
+        fraction: Option<f64>,
+        lasts: Option<Duration>,
+    ) -> Result<(), String> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Command::Override {
+                target,
+                kind,
+                reason,
+                fraction,
+                lasts,
+                reply,
+            })
+            .map_err(|_| "health checker stopped".to_string())?;
+        rx.await.map_err(|_| "health checker stopped".to_string())?
+    }
+
+    pub async fn status(&self) -> Option<Status> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Command::Status(reply)).ok()?;
+        rx.await.ok()
+    }
+
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Resolves once the first full probe round is in (or the startup wait ran out).
+    pub async fn wait_ready(&self) {
+        let mut r = self.ready.clone();
+        let _ = r.wait_for(|v| *v).await;
+    }
+}
+
+impl Core {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Command>,
+        mut samples: mpsc::UnboundedReceiver<SampleMsg>,
+        deadline: Instant,
+    ) {
+        let mut watchdog = tokio::time::interval(Duration::from_secs(1));
+        watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut loads = self.loads.take_rx();
+        let mut peers_rx = self.cluster.as_mut().and_then(|c| c.take_peers_rx());
+        let mut waiting = true;
+        self.check_ready(&mut waiting);
+        loop {
+            tokio::select! {
+                cmd = rx.recv() => match cmd {
+                    None => return,
+                    Some(Command::Reconfigure(plan)) => {
+                        self.reconfigure(plan, None);
+                        self.publish(true);
+                    }
+                    Some(Command::Override { target, kind, reason, fraction, lasts, reply }) => {
+                        let r = self.set_override_until(target, kind, reason, fraction, lasts);
+                        if r.is_ok() {
+                            self.expire_overrides();
+                            self.publish(true);
+                            self.persist();
+                        }
+                        let _ = reply.send(r);
+                    }
+                    Some(Command::Status(reply)) => {
+                        let _ = reply.send(report::status(&self));
+                    }
+                },
+                Some((key, generation, sample)) = samples.recv() => {
+                    let changed = self.observe(&key, generation, sample, None);
+                    self.publish_after(true, Some(&key));
+                    if changed {
+                        self.persist();
+                    }
+                    self.check_ready(&mut waiting);
+                }
+                _ = watchdog.tick() => {
+                    let revived = self.revive_silent_probes();
+                    // Isolation starts when nobody has been heard for a while: nothing
+                    // arrives to say so, hence the check here (to the second).
+                    let isolation_due = self
+                        .cluster
+                        .as_ref()
+                        .and_then(|c| c.isolation_due())
+                        .is_some_and(|d| d.is_zero());
+                    if revived || isolation_due {
+                        self.publish(true);
+                    }
+                    if revived {
+                        self.persist();
+                    }
+                }
+                Ok(()) = async { match peers_rx.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
+                    if let (Some(c), Some(rx)) = (self.cluster.as_mut(), peers_rx.as_ref()) {
+                        c.set_peers(rx.borrow().clone());
+                    }
+                    let applied = self.apply_peer_overrides();
+                    self.publish(true);
+                    if applied {
+                        self.persist();
+                    }
+                    self.check_ready(&mut waiting);
+                }
+                Some((region, value)) = async { match loads.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                    if self.observe_load(&region, value) {
+                        self.publish(true);
+                    }
+                }
+                _ = tokio::time::sleep_until(self.shifting.next_step().unwrap_or(deadline)), if self.shifting.next_step().is_some() => {
+                    self.publish(true);
+                }
+                _ = tokio::time::sleep_until(self.overrides.next_expiry().unwrap_or(deadline)), if self.overrides.next_expiry().is_some() => {
+                    if self.expire_overrides() {
+                        self.publish(true);
+                        self.persist();
+                    }
+                }
+                _ = tokio::time::sleep_until(deadline), if waiting => {
+                    let missing = self.probes.unprobed();
+                    if !missing.is_empty() {
+                        warn!(?missing, "serving before every endpoint answered its first probe");
+                    }
+                    if !self.heard_a_peer() {
+                        warn!("serving before any cluster peer was heard: deciding from this instance's own probes meanwhile");
+                    }
+                    let _ = self.ready_tx.send(true);
+                    waiting = false;
+                }
+            }
+        }
+    }
+
+    /// Ready to serve: every endpoint probed once and, in a cluster, a peer heard (so a
+    /// fresh instance whose own probes fail alone does not answer from them), or the
+    /// startup wait ran out.
+    fn check_ready(&mut self, waiting: &mut bool) {
+        if *waiting && self.probes.unprobed().is_empty() && self.heard_a_peer() {
+            info!("first probe round complete");
+            let _ = self.ready_tx.send(true);
+            *waiting = false;
+        }
+    }
+}

@@ -1,0 +1,616 @@
+//! The checker core on paused time, fed samples directly (no probe tasks): what it
+//! publishes and how it labels each transition, alone and in a cluster.
+
+mod core_tests {
+    //! The core on paused time, fed samples directly (no probe tasks): what it publishes
+    //! and how it labels each transition.
+    use super::support::*;
+    use crate::health::model::{MinUp, Probe};
+    use crate::health::plan::PlanRegion;
+
+    fn endpoint(name: &str, probe: Probe) -> Endpoint {
+        Endpoint {
+            name: name.into(),
+            address: "127.0.0.1:9".parse().unwrap(),
+            probe,
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_millis(500),
+            serves: 0,
+        }
+    }
+
+    pub(super) fn plan() -> Arc<HealthPlan> {
+        let metric = Probe::Metric {
+            url: "http://127.0.0.1:9".into(),
+            query: "up".into(),
+            fail_above: 1.0,
+            recover_below: 0.5,
+        };
+        Arc::new(HealthPlan {
+            regions: vec![PlanRegion {
+                name: "eu".into(),
+                id: 0,
+                endpoints: vec![endpoint("web", Probe::Tcp), endpoint("metric", metric)],
+                thresholds: Thresholds {
+                    cooldown: Duration::from_secs(30),
+                    ..Thresholds::aggressive()
+                },
+                min_up: MinUp::Count(1),
+                policies: "www.example".into(),
+                capacity: None,
+                failback: None,
+                load: None,
+                addresses: vec![],
+            }],
+            config_overrides: BTreeMap::new(),
+            clients: Arc::new([]),
+            prepare: None,
+        })
+    }
+
+    /// eu (id 0) ramps back in 3 steps over 60 s; us (id 1) serves 1000 req/s. Half
+    /// the 2000 modelled clients (1 req/s each) rank eu first.
+    fn shifting_core() -> Core {
+        let region = |name: &str, id: u32, capacity, failback| PlanRegion {
+            name: name.into(),
+            id,
+            endpoints: vec![endpoint("web", Probe::Tcp)],
+            thresholds: Thresholds {
+                cooldown: Duration::from_secs(30),
+                ..Thresholds::aggressive()
+            },
+            min_up: MinUp::Count(1),
+            policies: "www.example".into(),
+            capacity,
+            failback,
+            load: None,
+            addresses: vec![],
+        };
+        let clients: Vec<traffic::Client> = (0..2000u64)
+            .map(|i| traffic::Client {
+                weight: 1.0,
+                subnet: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+                list: if i % 2 == 0 { vec![0, 1] } else { vec![1, 0] },
+                spill: true,
+            })
+            .collect();
+        let plan = Arc::new(HealthPlan {
+            regions: vec![
+                region(
+                    "eu",
+                    0,
+                    None,
+                    Some(traffic::Failback {
+                        ramp: Duration::from_secs(60),
+                        steps: 3,
+                    }),
+                ),
+                region("us", 1, Some(1500.0), None),
+            ],
+            config_overrides: BTreeMap::new(),
+            clients: clients.into(),
+            prepare: None,
+        });
+        Core::offline(plan).0
+    }
+
+    /// DNSSEC's hook runs with every new view while readers still see the previous
+    /// one: an answer the new view gives is signed before any query can get it.
+    #[tokio::test(start_paused = true)]
+    async fn the_prepare_hook_sees_each_view_before_it_is_published() {
+        use std::sync::Mutex as StdMutex;
+        let seen: Arc<StdMutex<Vec<(Effective, Effective)>>> = Arc::default();
+        let published: Arc<StdMutex<Option<Arc<ArcSwap<HealthView>>>>> = Arc::default();
+        let mut p = (*plan()).clone();
+        let (s, pb) = (seen.clone(), published.clone());
+        p.prepare = Some(crate::health::plan::Prepare(Arc::new(
+            move |next: &HealthView| {
+                // What a query reads at this instant, against what is about to be published.
+                let current = pb
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map_or(Effective::Up, |v| v.load().state(0));
+                s.lock().unwrap().push((current, next.state(0)));
+            },
+        )));
+        let mut c = Core::offline(Arc::new(p)).0;
+        *published.lock().unwrap() = Some(c.view.clone());
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        let seen = seen.lock().unwrap();
+        // The view that takes eu out went through the hook while eu was still up.
+        assert!(seen.contains(&(Effective::Up, Effective::Down)), "{seen:?}");
+        assert!(seen.len() >= 2, "every publication is prepared: {seen:?}");
+    }
+
+    fn keep_admit(c: &Core, id: u32) -> (f64, f64) {
+        let r = c.view.load().region(id);
+        (
+            (r.keep.fraction() * 100.0).round() / 100.0,
+            (r.admit.fraction() * 100.0).round() / 100.0,
+        )
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_down_region_spills_up_to_capacity_and_ramps_back_in_steps() {
+        let mut c = shifting_core();
+        assert!(!c.view.load().shifting);
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        // us has 500 req/s spare for eu's 1000: it admits half of the displaced.
+        assert_eq!(keep_admit(&c, 0).0, 0.0);
+        let (_, us_admit) = keep_admit(&c, 1);
+        assert!((0.45..=0.55).contains(&us_admit), "{us_admit}");
+        assert!(c.view.load().shifting);
+        // Back after the 30 s cooldown: a third at once, a third more every 20 s.
+        feed(&mut c, "eu/web", &[OK; 31]).await;
+        assert_eq!(eu(&c), Effective::Up);
+        assert_eq!(keep_admit(&c, 0).0, 0.33);
+        // The recovery came with the 30th sample, one second ago.
+        let step = c
+            .shifting
+            .next_step()
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert_eq!(step, Duration::from_secs(19));
+        feed(&mut c, "eu/web", &[OK; 20]).await;
+        assert_eq!(keep_admit(&c, 0).0, 0.67);
+        // A failure during the ramp restarts it at the next recovery.
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(keep_admit(&c, 0).0, 0.0);
+        feed(&mut c, "eu/web", &[OK; 31]).await;
+        assert_eq!(keep_admit(&c, 0).0, 0.33, "the ramp starts over");
+        feed(&mut c, "eu/web", &[OK; 40]).await;
+        assert_eq!(keep_admit(&c, 0), (1.0, 1.0));
+        assert_eq!(c.shifting.next_step(), None);
+        assert!(!c.view.load().shifting, "all back: plain answers again");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_measured_load_above_the_model_leaves_less_room_and_an_unread_one_holds() {
+        let mut c = shifting_core();
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        let (_, modelled) = keep_admit(&c, 1);
+        assert!((0.45..=0.55).contains(&modelled), "{modelled}");
+        // The model sends us 2000 req/s (its own 1000, eu's 500 it admits, and eu's other
+        // 500, which have nowhere else to go: overflow spills by rank). us measures 2300:
+        // 300 of other traffic, so only 200 of its 1500 are left for eu's clients.
+        assert!(c.observe_load("us", Some(2300.0)));
+        c.publish(true);
+        let (_, admit) = keep_admit(&c, 1);
+        assert!((0.17..=0.23).contains(&admit), "{admit}");
+        // The next publications keep that (the measurement is not compared again with
+        // the model it changed).
+        feed(&mut c, "us/web", &[OK; 3]).await;
+        assert_eq!(keep_admit(&c, 1).1, admit);
+        // Prometheus unreadable: the last value holds.
+        assert!(!c.observe_load("us", None));
+        c.publish(true);
+        assert_eq!(keep_admit(&c, 1).1, admit);
+        assert_eq!(report::status(&c).regions[1].load, Some(2300.0));
+        assert_eq!(
+            report::status(&c).regions[1].load_source,
+            Some("prometheus")
+        );
+        // A small change does not recompute; a large one does.
+        assert!(!c.observe_load("us", Some(2320.0)));
+        assert!(c.observe_load("us", Some(1000.0)));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_drain_for_a_while_ends_by_itself_and_is_recorded() {
+        let mut c = core();
+        feed(&mut c, "eu/web", &[OK, OK]).await;
+        c.set_override_until(
+            Target::Region("eu".into()),
+            Some(OverrideKind::Drain),
+            Some("deploy".into()),
+            None,
+            Some(Duration::from_secs(30)),
+        )
+        .unwrap();
+        c.expire_overrides();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Down);
+        let due = c
+            .overrides
+            .next_expiry()
+            .unwrap()
+            .saturating_duration_since(Instant::now());
+        assert_eq!(due, Duration::from_secs(30));
+        tokio::time::advance(Duration::from_secs(29)).await;
+        assert!(!c.expire_overrides(), "not yet");
+        tokio::time::advance(Duration::from_secs(1)).await;
+        assert!(c.expire_overrides());
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Up);
+        assert_eq!(c.overrides.next_expiry(), None);
+        let last = causes(&c).pop().unwrap();
+        assert_eq!(last, ("eu".into(), "down>up".into(), "override_cleared"));
+        assert!(
+            c.set_override_until(
+                Target::Region("eu".into()),
+                None,
+                None,
+                None,
+                Some(Duration::from_secs(5))
+            )
+            .is_err(),
+            "a duration needs an override to end"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_partial_drain_keeps_the_rest_of_the_region_in_the_answers() {
+        let mut c = shifting_core();
+        c.set_override_fraction(
+            Target::Region("eu".into()),
+            Some(OverrideKind::Drain),
+            Some("canary".into()),
+            Some(0.3),
+        )
+        .unwrap();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Up, "a partial drain is not a state");
+        assert_eq!(keep_admit(&c, 0).0, 0.7);
+        assert!(c.view.load().shifting);
+        for bad in [0.0, 1.5, f64::NAN] {
+            let r = c.set_override_fraction(
+                Target::Region("eu".into()),
+                Some(OverrideKind::Drain),
+                None,
+                Some(bad),
+            );
+            assert!(r.is_err(), "{bad}");
+        }
+        // A full drain is today's drain.
+        c.set_override_fraction(
+            Target::Region("eu".into()),
+            Some(OverrideKind::Drain),
+            None,
+            Some(1.0),
+        )
+        .unwrap();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Down);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn each_transition_is_labelled_by_its_cause() {
+        let mut c = core();
+        assert_eq!(eu(&c), Effective::Up);
+        // Two failed probes in a row (aggressive: fail_consecutive 2).
+        feed(&mut c, "eu/web", &[OK, FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        // Healthy again: held by the 30 s cooldown, then back.
+        feed(&mut c, "eu/web", &[OK; 5]).await;
+        assert_eq!(eu(&c), Effective::Down, "cooldown");
+        feed(&mut c, "eu/web", &[OK; 25]).await;
+        assert_eq!(eu(&c), Effective::Up);
+        // The metric vetoes the region although its endpoint is up, then clears.
+        feed(&mut c, "eu/metric", &[FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        // An operator drain and its removal.
+        c.set_override(
+            Target::Region("eu".into()),
+            Some(OverrideKind::ForceUp),
+            None,
+        )
+        .unwrap();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Up);
+        c.set_override(Target::Region("eu".into()), None, None)
+            .unwrap();
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Down, "the metric still vetoes");
+        let got = causes(&c);
+        let want: Vec<(String, String, &str)> = [
+            ("eu/web", "up>down", "consecutive_failures"),
+            ("eu", "up>down", "endpoints"),
+            ("eu/web", "down>down", "cooldown_held"),
+            ("eu/web", "down>up", "recovered"),
+            ("eu", "down>up", "endpoints"),
+            ("eu/metric", "up>down", "metric_veto"),
+            ("eu", "up>down", "metric_veto"),
+            ("eu", "down>up", "override_set"),
+            ("eu", "up>down", "override_cleared"),
+        ]
+        .iter()
+        .map(|(k, t, c)| (k.to_string(), t.to_string(), *c))
+        .collect();
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_falls_silent_is_restarted_and_its_silence_labelled() {
+        let mut c = core();
+        feed(&mut c, "eu/web", &[OK, OK, OK]).await;
+        feed(&mut c, "eu/metric", &[OK]).await;
+        // No reports for longer than 2 intervals + timeout + 1 s, twice.
+        for _ in 0..2 {
+            tokio::time::advance(Duration::from_secs(4)).await;
+            let metric_generation = c.probes.get("eu/metric").map(|e| e.generation).unwrap();
+            c.observe("eu/metric", metric_generation, OK, None);
+            c.revive_silent_probes();
+            c.publish(true);
+        }
+        assert_eq!(eu(&c), Effective::Down);
+        let got = causes(&c);
+        assert_eq!(
+            got.first().map(|(k, t, c)| (k.as_str(), t.as_str(), *c)),
+            Some(("eu/web", "up>down", "probe_silent")),
+            "{got:?}"
+        );
+        let text = &c.history.iter().next().unwrap().reason;
+        assert!(text.contains("did not report"), "{text}");
+    }
+}
+
+mod support {
+    pub(super) use std::collections::BTreeMap;
+    pub(super) use std::sync::Arc;
+    pub(super) use std::time::Duration;
+
+    pub(super) use arc_swap::ArcSwap;
+    pub(super) use tokio::sync::watch;
+    pub(super) use tokio::time::Instant;
+
+    pub(super) use super::super::core::Core;
+    pub(super) use super::super::report;
+    pub(super) use crate::health::model::{Endpoint, Thresholds};
+    pub(super) use crate::health::peers::{OverrideRecord, OverrideTarget};
+    pub(super) use crate::health::plan::HealthPlan;
+    pub(super) use crate::health::state::Sample;
+    pub(super) use crate::health::status::Target;
+    pub(super) use crate::health::view::{Effective, HealthView, Override, OverrideKind};
+    pub(super) use crate::traffic;
+
+    pub(super) fn core() -> Core {
+        Core::offline(super::core_tests::plan()).0
+    }
+
+    pub(super) const OK: Sample = Sample {
+        ok: true,
+        latency: Duration::from_millis(5),
+    };
+    pub(super) const FAIL: Sample = Sample {
+        ok: false,
+        latency: Duration::from_millis(500),
+    };
+
+    /// One sample a second, each followed by a publication.
+    pub(super) async fn feed(c: &mut Core, key: &str, samples: &[Sample]) {
+        let generation = c.probes.get(key).map(|e| e.generation).unwrap();
+        for s in samples {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            c.observe(key, generation, *s, None);
+            c.publish(true);
+        }
+    }
+
+    pub(super) fn causes(c: &Core) -> Vec<(String, String, &'static str)> {
+        c.history
+            .iter()
+            .map(|t| (t.key.clone(), format!("{}>{}", t.from, t.to), t.cause))
+            .collect()
+    }
+
+    pub(super) fn eu(c: &Core) -> Effective {
+        c.view.load().state(0)
+    }
+}
+
+mod cluster_tests {
+    //! The core in a cluster, on paused time: peers' verdicts arrive as the gossip
+    //! runtime would hand them over, and the shared state decides.
+    use super::super::cluster::ClusterSide;
+    use super::support::*;
+    use crate::health::peers::{Local, Peer, Peers, Policy, Quorum, Verdict};
+
+    fn verdict(state: Effective) -> Verdict {
+        Verdict {
+            state,
+            error_rate: 0.0,
+            latency_ms: None,
+            since: 0,
+        }
+    }
+
+    fn peer(name: &str, web: Effective) -> Peer {
+        Peer {
+            name: name.into(),
+            address: "127.0.0.2:7946".parse().unwrap(),
+            live: true,
+            last_heard: Some(Instant::now()),
+            verdicts: [("eu/web".to_string(), verdict(web))].into(),
+            overrides: BTreeMap::new(),
+        }
+    }
+
+    fn clustered() -> (Core, watch::Receiver<Arc<Local>>) {
+        let mut c = core();
+        let (local_tx, local_rx) = watch::channel(Arc::new(Local::default()));
+        let (_peers_tx, peers_rx) = watch::channel(Arc::new(Peers::default()));
+        c.join(ClusterSide {
+            policy: Policy {
+                instance: "ns1".into(),
+                quorum: Quorum::Majority,
+                isolation_timeout: Duration::from_secs(30),
+            },
+            peers: peers_rx,
+            local: local_tx,
+        });
+        (c, local_rx)
+    }
+
+    fn set_peers(c: &mut Core, peers: Vec<Peer>) {
+        if let Some(cl) = c.cluster.as_mut() {
+            cl.set_peers(Arc::new(Peers { peers }));
+        }
+        c.apply_peer_overrides();
+        c.publish(true);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_vantage_point_alone_moves_nothing_and_the_shared_cooldown_holds() {
+        let (mut c, local) = clustered();
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(c.probes.get("eu/web").unwrap().measured(), Effective::Down);
+        assert_eq!(eu(&c), Effective::Up, "only this instance sees it down");
+        assert_eq!(
+            c.view.load().ttl_cap(0),
+            Some(1),
+            "votes split: the next probe round may tip it, so answers last a round"
+        );
+        assert_eq!(
+            local.borrow().verdicts["eu/web"].state,
+            Effective::Down,
+            "but says so"
+        );
+        // A second vantage point agrees: down, labelled by the quorum.
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Down), peer("ns3", Effective::Up)],
+        );
+        assert_eq!(eu(&c), Effective::Down);
+        assert!(
+            causes(&c).contains(&("eu/web".into(), "up>down".into(), "quorum")),
+            "{:?}",
+            causes(&c)
+        );
+        // The peers recover at once; the shared state waits out the 30 s cooldown.
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        assert_eq!(eu(&c), Effective::Down, "cooldown on the shared state");
+        // (Heard all along: each `set_peers` is a fresh poll of the gossip state.)
+        tokio::time::advance(Duration::from_secs(29)).await;
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        assert_eq!(eu(&c), Effective::Down);
+        tokio::time::advance(Duration::from_secs(2)).await;
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        assert_eq!(eu(&c), Effective::Up, "two of three say up, cooldown over");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn alone_past_the_timeout_it_decides_from_its_own_view() {
+        let (mut c, _local) = clustered();
+        set_peers(
+            &mut c,
+            vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)],
+        );
+        feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Up);
+        // The failure detector has both dead; within the timeout their last votes hold.
+        let mut silent = vec![peer("ns2", Effective::Up), peer("ns3", Effective::Up)];
+        for p in &mut silent {
+            p.live = false;
+        }
+        set_peers(&mut c, silent);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        c.publish(true);
+        assert_eq!(
+            eu(&c),
+            Effective::Up,
+            "20 s of silence: the last shared view"
+        );
+        tokio::time::advance(Duration::from_secs(11)).await;
+        c.publish(true);
+        assert!(c.cluster.as_ref().unwrap().is_isolated());
+        assert_eq!(eu(&c), Effective::Down, "isolated: its own probes decide");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_last_operator_action_wins_whatever_the_clocks_say() {
+        let (mut c, local) = clustered();
+        // A drain set on ns2, whose clock runs an hour ahead of ours.
+        let ahead = c.overrides.unix_ms() + 3_600_000;
+        let drain = OverrideRecord {
+            state: Some(Override {
+                kind: OverrideKind::Drain,
+                reason: Some("on ns2".into()),
+                since: ahead / 1000,
+                fraction: None,
+                until: None,
+            }),
+            stamp: ahead,
+            by: "ns2".into(),
+        };
+        let mut ns2 = peer("ns2", Effective::Up);
+        ns2.overrides
+            .insert(OverrideTarget::Region("eu".into()), drain.clone());
+        // An override for a region this instance does not have is ignored.
+        ns2.overrides.insert(
+            OverrideTarget::Region("mars".into()),
+            OverrideRecord {
+                by: "ns2".into(),
+                ..drain.clone()
+            },
+        );
+        set_peers(&mut c, vec![ns2.clone()]);
+        assert_eq!(eu(&c), Effective::Down, "ns2's drain applies here");
+        assert!(c.overrides.region("mars").is_none());
+        // Cleared here, later, on a clock an hour behind: the clear still wins.
+        c.set_override(Target::Region("eu".into()), None, None)
+            .unwrap();
+        c.publish(true);
+        let mine = local.borrow().overrides[&OverrideTarget::Region("eu".into())].clone();
+        assert!(mine.newer_than(&drain), "{mine:?}");
+        assert_eq!(mine.state, None);
+        set_peers(&mut c, vec![ns2]);
+        assert_eq!(
+            eu(&c),
+            Effective::Up,
+            "ns2's older record does not come back"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_peer_record_no_instance_could_make_is_ignored() {
+        let (mut c, _local) = clustered();
+        let stamp = c.overrides.unix_ms() + 1;
+        let mut ns2 = peer("ns2", Effective::Up);
+        for (fraction, kind) in [
+            (Some(5.0), OverrideKind::Drain),
+            (Some(0.5), OverrideKind::ForceUp),
+        ] {
+            ns2.overrides.insert(
+                OverrideTarget::Region("eu".into()),
+                OverrideRecord {
+                    state: Some(Override {
+                        kind,
+                        reason: None,
+                        since: stamp / 1000,
+                        fraction,
+                        until: None,
+                    }),
+                    stamp,
+                    by: "ns2".into(),
+                },
+            );
+            set_peers(&mut c, vec![ns2.clone()]);
+            assert!(c.overrides.regions().is_empty(), "{fraction:?} {kind:?}");
+        }
+        // A plausible one applies.
+        if let Some(r) = ns2.overrides.get_mut(&OverrideTarget::Region("eu".into()))
+            && let Some(o) = r.state.as_mut()
+        {
+            o.kind = OverrideKind::Drain;
+            o.fraction = Some(0.5);
+        }
+        set_peers(&mut c, vec![ns2]);
+        assert!(c.overrides.region("eu").is_some());
+    }
+}
