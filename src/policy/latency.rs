@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 
-use super::spec;
-use super::validate::{POLICY_VERSION, diag, parse_yaml};
-use crate::diag::Diagnostic;
+use super::spec::{self, POLICY_VERSION, diag};
+use crate::diag::{Diagnostic, parse_yaml};
 use crate::geo;
 
 /// Measured RTTs, by the most specific client key; see `geoip/latency.yaml`.

@@ -19,10 +19,12 @@ pub mod route;
 pub mod spec;
 pub mod validate;
 
+pub use crate::diag::parse_yaml;
 pub use latency::Latency;
 pub use model::*;
 pub use route::Route;
-pub use validate::{POLICY_VERSION, load, parse_yaml};
+pub use spec::POLICY_VERSION;
+pub use validate::load;
 
 #[cfg(test)]
 mod tests;

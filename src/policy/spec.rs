@@ -4,11 +4,31 @@
 
 use std::collections::BTreeMap;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::path::Path;
 
 use serde::Deserialize;
 use serde_saphyr::Spanned;
 
+use crate::diag::Diagnostic;
+
 pub type S<T> = Spanned<T>;
+
+/// The schema version this build reads.
+pub const POLICY_VERSION: u32 = 1;
+
+/// A position in a policy file: (line, column).
+pub type At = (usize, usize);
+
+/// Where a spanned value was written.
+pub fn at<T>(s: &S<T>) -> At {
+    (s.referenced.line() as usize, s.referenced.column() as usize)
+}
+
+/// A diagnostic at a spanned value.
+pub fn diag<T>(file: &Path, s: &S<T>, message: impl Into<String>) -> Diagnostic {
+    let (l, c) = at(s);
+    Diagnostic::at(file, l, c, message)
+}
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
