@@ -12,6 +12,8 @@
 //! facade is not mistaken for a circle; an item defined in the `mod.rs` itself is the
 //! node `mod`.
 
+#![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 

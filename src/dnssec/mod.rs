@@ -19,10 +19,9 @@ pub mod keys;
 pub mod sign;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
 
 use crate::diag::Diagnostic;
 use crate::iana::Rtype;
@@ -32,13 +31,8 @@ use crate::zone::{FastMap, Node, RRset, Zone};
 use keys::Key;
 use sign::Window;
 
-/// `dnssec:` in meridian.yaml.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub keys_dir: PathBuf,
-    pub signature_validity: Duration,
-    pub refresh: Duration,
-}
+/// `dnssec:` in meridian.yaml (the settings are the configuration's).
+pub use crate::config::DnssecSettings as Settings;
 
 /// Inception this far in the past, for validators whose clocks run behind.
 const INCEPTION_SLACK: u64 = 3600;

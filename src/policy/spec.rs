@@ -33,7 +33,8 @@ pub fn diag<T>(file: &Path, s: &S<T>, message: impl Into<String>) -> Diagnostic 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct File {
-    pub version: S<u32>,
+    /// Optional to serde so a file without it still has its other mistakes read.
+    pub version: Option<S<u32>>,
     #[serde(default)]
     pub regions: Vec<S<Region>>,
     #[serde(default)]

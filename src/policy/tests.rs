@@ -807,3 +807,204 @@ fn a_partial_drain_moves_its_share_of_weighted_and_nearest_clients() {
         assert!((0.4..0.6).contains(&share), "policy {policy}: {share}");
     }
 }
+
+/// Every key of the policy schema, given a value of the wrong type, is reported, and so
+/// is a mistake next to it (before or after): one mistake never hides another.
+#[test]
+fn every_policy_key_mistyped_is_reported_with_its_neighbour() {
+    const REGION: &str = "  - name: eu\n    location: {lat: 53.3, lon: -6.3}\n    a: [192.0.2.1]\n";
+    const ENDPOINT: &str =
+        "    endpoints:\n      - name: web\n        probe: http\n        address: 127.0.0.1:80\n";
+    const METRIC: &str = "    metric:\n      prometheus: http://127.0.0.1:9090\n      query: up\n      fail_above: 1\n      recover_below: 0.5\n";
+    const LOAD: &str = "    load:\n      prometheus: http://127.0.0.1:9090\n      query: up\n";
+    const POLICY: &str = "  - name: www.example.com\n    method: nearest\n    regions: [eu]\n";
+    const GEO: &str = "  - name: geo.example.com\n    method: geo\n    geo:\n      default: [eu]\n";
+    const RULE: &str = "      rules:\n        - countries: [GB]\n          regions: [eu]\n";
+    const RESIDENCY: &str = "    residency:\n      - clients:\n          countries: [GB]\n        regions: {jurisdiction: eu}\n";
+    let region = |line: &str| format!("regions:\n{REGION}{line}\npolicies:\n{POLICY}");
+    let region_with =
+        |block: &str, line: &str| format!("regions:\n{REGION}{block}{line}\npolicies:\n{POLICY}");
+    let policy = |line: &str| format!("regions:\n{REGION}policies:\n{POLICY}{line}\n");
+    let policy_with =
+        |base: &str, line: &str| format!("regions:\n{REGION}policies:\n{base}{line}\n");
+    let mut cases: Vec<String> = vec![
+        "version: one # mistyped\nregions: []".into(),
+        format!("regions: 5 # mistyped\npolicies:\n{POLICY}"),
+        format!("regions:\n{REGION}policies: 5 # mistyped"),
+    ];
+    for (key, bad) in [
+        ("location", "5"),
+        ("a", "5"),
+        ("aaaa", "5"),
+        ("order", "sideways"),
+        ("cname", "[1]"),
+        ("weight", "heavy"),
+        ("labels", "5"),
+        ("endpoints", "5"),
+        ("health", "5"),
+        ("metric", "5"),
+        ("capacity", "big"),
+        ("load", "5"),
+    ] {
+        cases.push(region(&format!("    {key}: {bad} # mistyped")));
+    }
+    for (key, bad) in [
+        ("preset", "[1]"),
+        ("window", "wide"),
+        ("fail_error_rate", "high"),
+        ("fail_latency", "[1]"),
+        ("fail_consecutive", "many"),
+        ("recover_error_rate", "low"),
+        ("recover_latency", "[1]"),
+        ("recover_consecutive", "many"),
+        ("cooldown", "[1]"),
+        ("latency_percentile", "many"),
+        ("degraded_latency", "[1]"),
+        ("min_up", "many"),
+        ("min_up_fraction", "half"),
+        ("failback", "5"),
+    ] {
+        cases.push(region_with(
+            "    health:\n",
+            &format!("      {key}: {bad} # mistyped"),
+        ));
+    }
+    cases.push(region_with(
+        "    health:\n      failback:\n        steps: 3\n",
+        "        ramp: [1] # mistyped",
+    ));
+    cases.push(region_with(
+        "    health:\n      failback:\n        ramp: 1m\n",
+        "        steps: many # mistyped",
+    ));
+    for (key, bad) in [
+        ("path", "[1]"),
+        ("method", "[1]"),
+        ("qname", "[1]"),
+        ("qtype", "[1]"),
+        ("expect_rcode", "[1]"),
+        ("host", "[1]"),
+        ("sni", "[1]"),
+        ("tls_verify", "maybe"),
+        ("expect_status", "5"),
+        ("expect_body", "[1]"),
+        ("headers", "5"),
+        ("interval", "[1]"),
+        ("timeout", "[1]"),
+        ("serves", "5"),
+        ("probe", "[1]"),
+        ("address", "[1]"),
+    ] {
+        cases.push(region_with(
+            ENDPOINT,
+            &format!("        {key}: {bad} # mistyped"),
+        ));
+    }
+    for (key, bad) in [
+        ("interval", "[1]"),
+        ("timeout", "[1]"),
+        ("fail_above", "high"),
+        ("recover_below", "low"),
+    ] {
+        let block = METRIC.replace(&format!("      {key}: "), &format!("      x_{key}: "));
+        let block: String = block
+            .lines()
+            .filter(|l| !l.contains("x_"))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        cases.push(region_with(
+            &block,
+            &format!("      {key}: {bad} # mistyped"),
+        ));
+    }
+    for (key, bad) in [("interval", "[1]"), ("timeout", "[1]"), ("query", "[1]")] {
+        let block: String = LOAD
+            .lines()
+            .filter(|l| !l.contains(&format!(" {key}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        cases.push(region_with(
+            &block,
+            &format!("      {key}: {bad} # mistyped"),
+        ));
+    }
+    for (key, bad) in [
+        ("method", "sideways"),
+        ("ttl", "long"),
+        ("answers", "many"),
+        ("residency", "5"),
+        ("geo", "5"),
+        ("all_down", "sideways"),
+        ("demand", "lots"),
+        ("overflow", "sideways"),
+    ] {
+        let base: String = POLICY
+            .lines()
+            .filter(|l| !l.contains(&format!(" {key}:")))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        cases.push(policy_with(&base, &format!("    {key}: {bad} # mistyped")));
+    }
+    cases.push(policy("    regions: 5 # mistyped").replace("    regions: [eu]\n", ""));
+    for (key, bad) in [
+        ("countries", "5"),
+        ("continents", "5"),
+        ("subdivisions", "5"),
+        ("cidrs", "5"),
+        ("cidrs_file", "[1]"),
+        ("asns", "5"),
+    ] {
+        cases.push(policy_with(
+            &format!("{GEO}{RULE}"),
+            &format!("          {key}: {bad} # mistyped"),
+        ));
+    }
+    cases.push(policy_with(GEO, "      rules: 5 # mistyped"));
+    cases.push(policy_with(
+        &GEO.replace("      default: [eu]\n", ""),
+        "      default: 5 # mistyped",
+    ));
+    for (key, bad) in [
+        ("countries", "5"),
+        ("continents", "5"),
+        ("cidrs", "5"),
+        ("cidrs_file", "[1]"),
+    ] {
+        cases.push(policy_with(
+            &format!("{POLICY}{RESIDENCY}"),
+            &format!("          {key}: {bad} # mistyped"),
+        ));
+    }
+    cases.push(policy_with(
+        &format!("{POLICY}{RESIDENCY}").replace("        regions: {jurisdiction: eu}\n", ""),
+        "        regions: 5 # mistyped",
+    ));
+    for case in &cases {
+        let body = if case.starts_with("version") {
+            case.clone()
+        } else {
+            format!("version: 1\n{case}")
+        };
+        let mut lines: Vec<&str> = body.lines().collect();
+        for at in [lines.len(), 1] {
+            lines.insert(at, "colour: blue");
+            let text = lines.join("\n");
+            lines.remove(at);
+            let got = file_errors(&text);
+            let reported: Vec<usize> = got
+                .iter()
+                .filter_map(|d| d.split(':').nth(1).and_then(|l| l.parse().ok()))
+                .collect();
+            let line_of = |needle: &str| text.lines().position(|l| l.contains(needle)).unwrap() + 1;
+            let (mistyped, neighbour) = (line_of("# mistyped"), line_of("colour"));
+            assert!(
+                reported.contains(&mistyped),
+                "{text}\nmistyped key not reported at {mistyped}: {got:?}"
+            );
+            assert!(
+                reported.contains(&neighbour),
+                "{text}\nneighbour not reported at {neighbour}: {got:?}"
+            );
+        }
+    }
+}

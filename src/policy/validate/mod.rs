@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use super::latency::load_latency;
 use super::model::*;
 use super::spec::{self, POLICY_VERSION, diag};
-use crate::diag::{Diagnostic, parse_yaml};
+use crate::diag::{Diagnostic, parse_yaml_all};
 
 pub use clients::cidrs_file;
 pub use health::{endpoint_from_spec, metric_from_spec, thresholds_from_spec};
@@ -53,22 +53,37 @@ pub fn load(
                 continue;
             }
         };
-        match parse_yaml::<spec::File>(&f, &text) {
-            Ok(spec) => {
-                if spec.version.value != POLICY_VERSION {
-                    errors.push(diag(
-                        &f,
-                        &spec.version,
-                        format!(
-                            "version {} is not supported (this meridian reads {POLICY_VERSION})",
-                            spec.version.value
-                        ),
-                    ));
-                    continue;
+        match parse_yaml_all::<spec::File>(&f, &text) {
+            Ok((spec, mistakes)) => {
+                errors.extend(mistakes);
+                match &spec.version {
+                    None => {
+                        errors.push(Diagnostic::at(
+                            &f,
+                            1,
+                            1,
+                            format!(
+                                "missing field `version` (this meridian reads {POLICY_VERSION})"
+                            ),
+                        ));
+                        continue;
+                    }
+                    Some(v) if v.value != POLICY_VERSION => {
+                        errors.push(diag(
+                            &f,
+                            v,
+                            format!(
+                                "version {} is not supported (this meridian reads {POLICY_VERSION})",
+                                v.value
+                            ),
+                        ));
+                        continue;
+                    }
+                    Some(_) => {}
                 }
                 parsed.push((f, spec));
             }
-            Err(e) => errors.push(e),
+            Err(e) => errors.extend(e),
         }
     }
 
@@ -112,6 +127,7 @@ pub fn load(
     if errors.is_empty() {
         Ok(set)
     } else {
+        errors.sort_by(|a, b| (&a.file, a.line, a.column).cmp(&(&b.file, b.line, b.column)));
         Err(errors)
     }
 }
