@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use crate::config::Config;
+use crate::config::{Config, Overrides};
 
 /// First backend port; region k (in the files' order) is probed on `BASE_PORT + k`.
 pub const BASE_PORT: u16 = 18081;
@@ -320,4 +320,42 @@ fn regions_by_address(a: &str) -> Option<&'static str> {
         "203.0.113.10" => Some("ap-south"),
         _ => None,
     }
+}
+
+/// Serves a copy of `config` whose regions probe local backends, and plays the game
+/// day against eu-west while printing what a client in Great Britain is answered.
+pub fn run(config: &Config) -> anyhow::Result<()> {
+    let dir = std::env::temp_dir().join(format!("meridian-demo-{}", std::process::id()));
+    let (path, regions) = write_config(config, &dir).map_err(|e| anyhow::anyhow!(e))?;
+    let backends = regions
+        .iter()
+        .enumerate()
+        .map(|(k, r)| {
+            let port = BASE_PORT + k as u16;
+            Backend::start(r, port).map_err(|e| {
+                anyhow::anyhow!("cannot listen on 127.0.0.1:{port} for {r}'s backend: {e}")
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let dns = config
+        .startup
+        .dns
+        .listen
+        .first()
+        .copied()
+        .ok_or_else(|| anyhow::anyhow!("no DNS listen address"))?;
+    let http = config.startup.http_listen;
+    tracing::info!(config = %path.display(), "demo: serving the example deployment with local backends");
+    std::thread::spawn(move || play(dns, http, &backends, "eu-west"));
+    let written = Config::load(&path, &Overrides::default()).map_err(|errors| {
+        for e in &errors {
+            tracing::error!("{e}");
+        }
+        anyhow::anyhow!(
+            "{} errors in the demo's configuration {}",
+            errors.len(),
+            path.display()
+        )
+    })?;
+    crate::serve::run(written, &path, &Overrides::default())
 }

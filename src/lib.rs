@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod name;
 pub mod policy;
 pub mod reload;
+pub mod serve;
 pub mod simulate;
 pub mod snapshot;
 pub mod traffic;
