@@ -10,6 +10,7 @@ pub mod diag;
 pub mod dns;
 pub mod dnssec;
 pub mod explain;
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod geo;

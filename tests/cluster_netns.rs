@@ -12,7 +12,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::netns::{Namespaces, ip};
+use common::{BIN, skip};
 
 const ZONE: &str = "$TTL 300
 @    SOA ns1 hostmaster 1 7200 3600 1209600 60
@@ -25,76 +26,39 @@ const US: &str = "192.0.2.10";
 const EU_BACKEND: &str = "10.77.9.2:8080";
 const US_BACKEND: &str = "10.77.9.3:8080";
 
-fn ip(args: &[&str]) -> bool {
-    Command::new("ip")
-        .args(args)
-        .stderr(Stdio::null())
-        .stdout(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success())
-}
-
-/// The namespaces, deleted at the end (their veths go with them).
-struct Net {
-    prefix: String,
-}
+/// Namespaces n1, n2, n3 (the instances) and be (the backends), each joined to a hub
+/// that routes between them; deleted at the end (their veths go with them).
+struct Net(Namespaces);
 
 impl Net {
     fn ns(&self, short: &str) -> String {
-        format!("{}-{short}", self.prefix)
+        self.0.ns(short)
     }
 
     fn create() -> Option<Net> {
-        let prefix = format!("mrc{}", std::process::id() % 100_000);
-        let net = Net { prefix };
-        for n in ["hub", "n1", "n2", "n3", "be"] {
-            if !ip(&["netns", "add", &net.ns(n)]) {
-                return None;
-            }
-            ip(&["-n", &net.ns(n), "link", "set", "lo", "up"]);
-        }
-        let hub = net.ns("hub");
+        let set = Namespaces::create("mrc", &["hub", "n1", "n2", "n3", "be"])?;
+        let hub = set.ns("hub");
         for (k, n) in [(1, "n1"), (2, "n2"), (3, "n3"), (9, "be")] {
             let (inner, outer) = (format!("v{k}"), format!("h{k}"));
-            let ns = net.ns(n);
-            let ok = ip(&[
-                "link", "add", &inner, "netns", &ns, "type", "veth", "peer", "name", &outer,
-                "netns", &hub,
-            ]) && ip(&[
+            let ok = set.veth(
+                (n, &inner, &format!("10.77.{k}.2/24")),
+                ("hub", &outer, &format!("10.77.{k}.1/24")),
+            ) && ip(&[
                 "-n",
-                &ns,
-                "addr",
+                &set.ns(n),
+                "route",
                 "add",
-                &format!("10.77.{k}.2/24"),
-                "dev",
-                &inner,
-            ]) && ip(&["-n", &ns, "link", "set", &inner, "up"])
-                && ip(&[
-                    "-n",
-                    &hub,
-                    "addr",
-                    "add",
-                    &format!("10.77.{k}.1/24"),
-                    "dev",
-                    &outer,
-                ])
-                && ip(&["-n", &hub, "link", "set", &outer, "up"])
-                && ip(&[
-                    "-n",
-                    &ns,
-                    "route",
-                    "add",
-                    "default",
-                    "via",
-                    &format!("10.77.{k}.1"),
-                ]);
+                "default",
+                "via",
+                &format!("10.77.{k}.1"),
+            ]);
             if !ok {
                 return None;
             }
         }
         ip(&[
             "-n",
-            &net.ns("be"),
+            &set.ns("be"),
             "addr",
             "add",
             "10.77.9.3/24",
@@ -112,23 +76,11 @@ impl Net {
             ])
             .status()
             .is_ok_and(|s| s.success());
-        forward.then_some(net)
+        forward.then_some(Net(set))
     }
 
     fn exec(&self, n: &str, cmd: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(n), cmd]);
-        c
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for n in ["n1", "n2", "n3", "be", "hub"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(n)])
-                .status();
-        }
+        self.0.exec(n, cmd)
     }
 }
 
@@ -229,14 +181,10 @@ fn wait_all(net: &Net, want: &str, limit: Duration, logs: &[std::path::PathBuf])
 #[test]
 fn one_instance_cut_from_a_backend_moves_nothing_two_move_everyone() {
     let Some(net) = Net::create() else {
-        eprintln!(
-            "skipped: cannot create network namespaces and veth pairs (needs root and iproute2)"
-        );
-        return;
+        return skip("cannot create network namespaces and veth pairs (needs root and iproute2)");
     };
     if Command::new("python3").arg("-c").arg("1").status().is_err() {
-        eprintln!("skipped: python3 (the backends' HTTP server) is not installed");
-        return;
+        return skip("python3 (the backends' HTTP server) is not installed");
     }
     let _backend = common::Process(
         net.exec("be", "python3")

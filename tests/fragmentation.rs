@@ -10,42 +10,35 @@ mod common;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::netns::{Namespaces, ip};
+use common::{BIN, skip};
 
-struct Netns(String);
+/// One namespace whose loopback has an MTU of 1280.
+struct Netns(Namespaces);
 
 impl Netns {
-    fn create(name: &str) -> Option<Netns> {
-        let ok = |args: &[&str]| {
-            Command::new("ip")
-                .args(args)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        };
-        if !ok(&["netns", "add", name]) {
-            return None;
-        }
-        let ns = Netns(name.to_string());
-        assert!(ok(&["-n", name, "link", "set", "lo", "up", "mtu", "1280"]));
-        Some(ns)
+    fn create() -> Option<Netns> {
+        let set = Namespaces::create("meridian-frag", &["m"])?;
+        assert!(ip(&[
+            "-n",
+            &set.ns("m"),
+            "link",
+            "set",
+            "lo",
+            "up",
+            "mtu",
+            "1280"
+        ]));
+        Some(Netns(set))
     }
 
     fn exec(&self, cmd: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.0, cmd]);
-        c
+        self.0.exec("m", cmd)
     }
 
     fn dig(&self, args: &[&str]) -> String {
         let out: Output = self.exec("dig").args(args).output().expect("dig");
         String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
 
@@ -68,9 +61,8 @@ fn flags(dig_output: &str) -> String {
 
 #[test]
 fn an_answer_larger_than_the_link_is_truncated_not_fragmented() {
-    let Some(ns) = Netns::create(&format!("meridian-frag-{}", std::process::id())) else {
-        eprintln!("skipped: cannot create a network namespace (needs root and iproute2)");
-        return;
+    let Some(ns) = Netns::create() else {
+        return skip("cannot create a network namespace (needs root and iproute2)");
     };
     let mut zone = String::from(
         "$TTL 300\n@ SOA ns1 hostmaster 1 7200 3600 1209600 300\n@ NS ns1\nns1 A 192.0.2.53\n",

@@ -132,9 +132,11 @@ fn a_503_region_leaves_within_seconds_and_returns_only_after_its_cooldown() {
         "serving starts after the first probe round, healthy"
     );
     d.eu.set(Mode::Unavailable);
-    let took = wait_for(&m, US, Duration::from_secs(3));
-    // The bound the configuration implies: consecutive × interval + timeout + 1 s.
-    let bound = Duration::from_millis(2 * 150 + 120 + 1000);
+    // The configuration implies consecutive × interval + timeout + 1 s = 1.42 s; that
+    // exact figure is the checker's paused-time tests' to assert. Here a bound a busy
+    // machine cannot break, still far below any cache-bound failover.
+    let took = wait_for(&m, US, Duration::from_secs(8));
+    let bound = Duration::from_secs(5);
     assert!(took < bound, "failover took {took:?}, bound {bound:?}");
     d.eu.set(Mode::Ok);
     let well_again = Instant::now();

@@ -8,7 +8,7 @@
 //! side of the link holds every segment for the delay, and the test says which it
 //! used. States, logged transitions (with their causes) and DNS answers are checked
 //! end to end. Needs root, iproute2, nftables and python3; without them it says so
-//! and passes.
+//! and passes (under CI, where all of them are, a skip fails).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
 
 mod common;
@@ -16,7 +16,8 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::BIN;
+use common::netns::Namespaces;
+use common::{BIN, skip};
 
 const ZONE: &str = "$TTL 300
 @    SOA ns1 hostmaster 1 7200 3600 1209600 60
@@ -35,63 +36,26 @@ fn run(args: &[&str]) -> bool {
         .is_ok_and(|s| s.success())
 }
 
-struct Net(String);
+/// Namespaces m (Meridian), eu and us (one backend each), veth m<->eu, m<->us.
+struct Net(Namespaces);
 
 impl Net {
     fn ns(&self, n: &str) -> String {
-        format!("{}-{n}", self.0)
+        self.0.ns(n)
     }
 
-    /// Namespaces m (Meridian), eu and us (one backend each), veth m<->eu, m<->us.
     fn create() -> Option<Net> {
-        let net = Net(format!("mrf{}", std::process::id() % 100_000));
-        for n in ["m", "eu", "us"] {
-            if !run(&["ip", "netns", "add", &net.ns(n)]) {
-                return None;
-            }
-            run(&["ip", "-n", &net.ns(n), "link", "set", "lo", "up"]);
-        }
+        let set = Namespaces::create("mrf", &["m", "eu", "us"])?;
         for (k, n) in [(1, "eu"), (2, "us")] {
-            let (m, b) = (net.ns("m"), net.ns(n));
-            let ok = run(&[
-                "ip",
-                "link",
-                "add",
-                &format!("to{n}"),
-                "netns",
-                &m,
-                "type",
-                "veth",
-                "peer",
-                "name",
-                "up0",
-                "netns",
-                &b,
-            ]) && run(&[
-                "ip",
-                "-n",
-                &m,
-                "addr",
-                "add",
-                &format!("10.78.{k}.1/24"),
-                "dev",
-                &format!("to{n}"),
-            ]) && run(&[
-                "ip",
-                "-n",
-                &b,
-                "addr",
-                "add",
-                &format!("10.78.{k}.2/24"),
-                "dev",
-                "up0",
-            ]) && run(&["ip", "-n", &m, "link", "set", &format!("to{n}"), "up"])
-                && run(&["ip", "-n", &b, "link", "set", "up0", "up"]);
+            let ok = set.veth(
+                ("m", &format!("to{n}"), &format!("10.78.{k}.1/24")),
+                (n, "up0", &format!("10.78.{k}.2/24")),
+            );
             if !ok {
                 return None;
             }
         }
-        Some(net)
+        Some(Net(set))
     }
 
     /// Drops that percentage of what Meridian sends to eu-west (0: none), with
@@ -145,19 +109,7 @@ impl Net {
     }
 
     fn exec(&self, n: &str, cmd: &str) -> Command {
-        let mut c = Command::new("ip");
-        c.args(["netns", "exec", &self.ns(n), cmd]);
-        c
-    }
-}
-
-impl Drop for Net {
-    fn drop(&mut self) {
-        for n in ["m", "eu", "us"] {
-            let _ = Command::new("ip")
-                .args(["netns", "del", &self.ns(n)])
-                .status();
-        }
+        self.0.exec(n, cmd)
     }
 }
 
@@ -320,18 +272,13 @@ impl Case<'_> {
 #[test]
 fn loss_delay_and_a_partition_are_judged_as_configured() {
     let Some(net) = Net::create() else {
-        eprintln!(
-            "skipped: cannot create network namespaces and veth pairs (needs root and iproute2)"
-        );
-        return;
+        return skip("cannot create network namespaces and veth pairs (needs root and iproute2)");
     };
     if !run(&["python3", "-c", "1"]) {
-        eprintln!("skipped: python3 (the backends' HTTP server) is not installed");
-        return;
+        return skip("python3 (the backends' HTTP server) is not installed");
     }
     if !net.loss(50) {
-        eprintln!("skipped: nftables (nft) is missing or the kernel refuses nf_tables");
-        return;
+        return skip("nftables (nft) is missing or the kernel refuses nf_tables");
     }
     net.loss(0);
     let netem = net.netem(Some(&["delay", "1ms"]));

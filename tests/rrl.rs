@@ -101,7 +101,9 @@ fn a_flood_from_one_prefix_is_limited_and_slipped_while_another_is_answered() {
     let limited = 600 - flood.full;
     let expected_slips = limited / 2;
     assert!(
-        flood.truncated.abs_diff(expected_slips) <= 10,
+        // Which responses fall in which second moves the split a little; half of them
+        // give or take a tenth, plus a few.
+        flood.truncated.abs_diff(expected_slips) <= limited / 10 + 10,
         "every second limited response slips: {flood:?}"
     );
     let metrics = http(m.http, "GET", "/metrics", &[], "").1;

@@ -22,4 +22,5 @@ if [ ${#missing[@]} -gt 0 ]; then
   $sudo apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-cargo test --locked "$@"
+# `fuzzing`: tests/fuzz_corpus.rs replays the fuzz corpus through meridian::fuzzing.
+cargo test --locked --features fuzzing "$@"

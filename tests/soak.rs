@@ -12,8 +12,7 @@ fn a_minute_of_load_flapping_and_reloads_leaves_nothing_behind() {
         .output()
         .is_err()
     {
-        eprintln!("skipped: dnsperf is not installed (tests/run.sh installs it)");
-        return;
+        return common::skip("dnsperf is not installed (tests/run.sh installs it)");
     }
     let out = std::process::Command::new("python3")
         .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/bench/soak.py"))

@@ -8,6 +8,7 @@
 )]
 
 pub mod httpd;
+pub mod netns;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
@@ -53,34 +54,62 @@ impl Meridian {
         Self::start_with(config, &[], &[])
     }
 
-    /// Starts with extra arguments and environment variables.
+    /// Starts with extra arguments and environment variables. The ports are picked
+    /// free, and picked again if another process took one before the server bound it.
     pub fn start_with(config: &Path, args: &[&str], env: &[(&str, &str)]) -> Meridian {
-        let port = free_port();
-        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-        let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-        let dir = config.parent().unwrap().to_path_buf();
-        let stderr_path = std::env::temp_dir().join(format!("meridian-test-{port}.log"));
-        let child = Command::new(BIN)
-            .args(["serve", "--config"])
-            .arg(config)
-            .args(["--dns-listen", &addr.to_string()])
-            .args(["--http-listen", &http.to_string()])
-            .args(args)
-            .env_remove("MERIDIAN_ADMIN_TOKEN")
-            .envs(env.iter().copied())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr_path).unwrap())
-            .spawn()
-            .expect("start meridian");
-        let m = Meridian {
-            child,
-            addr,
-            http,
-            dir,
-            stderr_path,
-        };
-        m.wait_ready();
-        m
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = free_port();
+            let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+            let http: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
+            let dir = config.parent().unwrap().to_path_buf();
+            let stderr_path = std::env::temp_dir().join(format!("meridian-test-{port}.log"));
+            let child = Command::new(BIN)
+                .args(["serve", "--config"])
+                .arg(config)
+                .args(["--dns-listen", &addr.to_string()])
+                .args(["--http-listen", &http.to_string()])
+                .args(args)
+                .env_remove("MERIDIAN_ADMIN_TOKEN")
+                .envs(env.iter().copied())
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&stderr_path).unwrap())
+                .spawn()
+                .expect("start meridian");
+            let mut m = Meridian {
+                child,
+                addr,
+                http,
+                dir,
+                stderr_path,
+            };
+            match m.answers_or_exits() {
+                Ok(()) => return m,
+                Err(log)
+                    if attempt < 5 && (log.contains("in use") || log.contains("cannot listen")) =>
+                {
+                    continue;
+                }
+                Err(log) => panic!("meridian did not answer; log:\n{log}"),
+            }
+        }
+    }
+
+    /// Waits until the server answers (`Ok`) or exits (`Err` with its log).
+    fn answers_or_exits(&mut self) -> Result<(), String> {
+        // Loading the shipped GeoIP database takes a few seconds in a debug build.
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let probe = query_bytes("ready.invalid.", RecordType::A, None);
+        while Instant::now() < deadline {
+            if try_udp(self.addr, &probe, Duration::from_millis(200)).is_some() {
+                return Ok(());
+            }
+            if self.child.try_wait().ok().flatten().is_some() {
+                return Err(self.log());
+            }
+        }
+        Err(self.log())
     }
 
     /// Starts `meridian serve` with DNS and HTTP on the given addresses.
@@ -350,4 +379,20 @@ impl FakePrometheus {
     pub fn set(&self, v: &str) {
         *self.value.lock().unwrap() = v.to_string();
     }
+}
+
+/// Whether this run is CI's (`.ci/run` sets `MERIDIAN_CI`): there a test that cannot
+/// run is a failure, so a green run means every test ran.
+pub fn under_ci() -> bool {
+    std::env::var_os("MERIDIAN_CI").is_some_and(|v| !v.is_empty() && v != "0")
+}
+
+/// Skips the calling test for `reason` (a missing tool, no root): says so, and fails
+/// under CI. Call as `return skip("...")`.
+pub fn skip(reason: &str) {
+    assert!(
+        !under_ci(),
+        "skipped under CI ({reason}): .ci/run installs every tool and runs as root"
+    );
+    eprintln!("skipped: {reason}");
 }
