@@ -231,3 +231,61 @@ pub fn gossip(data: &[u8]) {
         let _ = serde_json::from_str::<crate::health::peers::OverrideRecord>(text);
     }
 }
+
+/// An admin API action as it arrives: the first byte picks the action and target, the
+/// second the declared content type, the rest is the body. What `action_request`
+/// accepts is then applied to a checker core of the example deployment: nothing an
+/// operator can send stops it.
+pub fn admin_body(data: &[u8]) {
+    use crate::health::OverrideKind;
+    use crate::health::simulator::Simulator;
+    use crate::health::status::Target;
+    let (Some(&pick), Some(&ct)) = (data.first(), data.get(1)) else {
+        return;
+    };
+    let body = data.get(2..).unwrap_or_default();
+    let kind = match pick % 4 {
+        0 => Some(OverrideKind::Drain),
+        1 => Some(OverrideKind::ForceUp),
+        2 => Some(OverrideKind::ForceDown),
+        _ => None,
+    };
+    let target = match (pick / 4) % 3 {
+        0 => Target::Region("eu-west".into()),
+        1 => Target::Endpoint {
+            region: "eu-west".into(),
+            endpoint: "web".into(),
+        },
+        _ => Target::Region("nowhere".into()),
+    };
+    let content_type = [
+        None,
+        Some("application/json"),
+        Some("application/x-www-form-urlencoded"),
+        Some("text/xml"),
+    ]
+    .get(usize::from(ct % 4))
+    .copied()
+    .flatten();
+    timed("admin body", data, || {
+        let Ok(req) = crate::admin::action_request(kind, &target, content_type, body) else {
+            return;
+        };
+        let mut core = Simulator::new(std::sync::Arc::new(example().0.health_plan()));
+        let _ = core.request_override(target.clone(), kind, req.fraction, req.lasts);
+    });
+}
+
+/// A state file of any content, restored into a checker core of the example
+/// deployment, which then publishes and ends the overrides whose time is up.
+pub fn state_file(data: &[u8]) {
+    use crate::health::simulator::Simulator;
+    use crate::health::store::StateFile;
+    timed("state file", data, || {
+        let Ok(file) = StateFile::parse(data) else {
+            return;
+        };
+        let mut core = Simulator::with_state(std::sync::Arc::new(example().0.health_plan()), &file);
+        core.publish();
+    });
+}

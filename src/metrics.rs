@@ -44,6 +44,8 @@ pub struct Metrics {
     pub cluster_peers: IntGaugeVec,
     pub cluster_isolated: IntGauge,
     pub cluster_auth_failures: IntCounterVec,
+    pub cluster_records_ignored: IntCounter,
+    pub health_checker_restarts: IntCounter,
     pub cluster_gossip_bytes: IntCounterVec,
     pub endpoint_votes: IntGaugeVec,
     pub rrl_limited: IntCounterVec,
@@ -203,6 +205,14 @@ impl Metrics {
                     "Gossip datagrams dropped unapplied: malformed, bad_mac (another key) or replayed"
                 ),
                 &["reason"]
+            )),
+            cluster_records_ignored: reg!(IntCounter::new(
+                "meridian_cluster_peer_records_ignored_total",
+                "Override records from peers ignored as impossible (a fraction not on a drain, a deadline or stamp out of bounds, an over-long reason)"
+            )),
+            health_checker_restarts: reg!(IntCounter::new(
+                "meridian_health_checker_restarts_total",
+                "Times the health checker stopped (a panic) and was restarted from the state file"
             )),
             cluster_gossip_bytes: reg!(IntCounterVec::new(
                 Opts::new(

@@ -91,7 +91,7 @@ pub fn run(config: Config, config_path: &Path, overrides: &Overrides) -> anyhow:
                         isolation_timeout: c.isolation_timeout,
                     },
                     peers: peers_rx,
-                    local: local_tx,
+                    local: Arc::new(local_tx),
                 };
                 (Some(running), Some(side))
             }

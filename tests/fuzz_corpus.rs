@@ -41,6 +41,8 @@ target!(config_file);
 target!(ecs);
 target!(geoip);
 target!(gossip);
+target!(admin_body);
+target!(state_file);
 
 /// Writes the seeds that are generated rather than copied (`cargo test --test
 /// fuzz_corpus -- --ignored write_seeds`): queries, ECS options, a small GeoIP database,

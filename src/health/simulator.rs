@@ -11,7 +11,8 @@ use tokio::sync::watch;
 use super::checker::Core;
 use super::plan::HealthPlan;
 use super::state::Sample;
-use super::status::{Target, TransitionRecord};
+use super::status::{OverrideError, Target, TransitionRecord};
+use super::store::StateFile;
 use super::view::{HealthView, OverrideKind};
 use crate::traffic::Outcome;
 
@@ -30,6 +31,30 @@ impl Simulator {
         }
     }
 
+    /// A core restored from a state file (`meridian::fuzzing` feeds it any bytes).
+    pub fn with_state(plan: Arc<HealthPlan>, persisted: &StateFile) -> Simulator {
+        let (core, ready) = Core::offline_from(plan, persisted);
+        Simulator {
+            core,
+            _ready: ready,
+        }
+    }
+
+    /// An operator's override as the admin API passes it on, then a publication.
+    pub fn request_override(
+        &mut self,
+        target: Target,
+        kind: Option<OverrideKind>,
+        fraction: Option<f64>,
+        lasts: Option<Duration>,
+    ) -> Result<(), OverrideError> {
+        self.core
+            .set_override_until(target, kind, None, fraction, lasts)?;
+        self.core.expire_overrides();
+        self.core.publish(true);
+        Ok(())
+    }
+
     /// One probe outcome for every endpoint of `region`, then a publication.
     pub fn sample(&mut self, region: &str, ok: bool, latency: Duration) {
         let keys = self.core.probes_of(region);
@@ -46,12 +71,14 @@ impl Simulator {
         kind: Option<OverrideKind>,
         fraction: Option<f64>,
     ) -> Result<(), String> {
-        self.core.set_override_fraction(
-            Target::Region(region.to_string()),
-            kind,
-            Some("simulated".into()),
-            fraction,
-        )?;
+        self.core
+            .set_override_fraction(
+                Target::Region(region.to_string()),
+                kind,
+                Some("simulated".into()),
+                fraction,
+            )
+            .map_err(|e| e.to_string())?;
         self.core.publish(true);
         Ok(())
     }

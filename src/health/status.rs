@@ -15,6 +15,27 @@ pub enum Target {
     Endpoint { region: String, endpoint: String },
 }
 
+/// Why an operator's override was not set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OverrideError {
+    /// No such region or endpoint.
+    UnknownTarget(String),
+    /// Not possible as asked: names the field and the limit.
+    Invalid(String),
+    /// The checker is not running (it is being restarted).
+    Unavailable,
+}
+
+impl std::fmt::Display for OverrideError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OverrideError::UnknownTarget(t) => write!(f, "no {t}"),
+            OverrideError::Invalid(why) => f.write_str(why),
+            OverrideError::Unavailable => f.write_str("health checker unavailable (restarting)"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct TransitionRecord {
     pub at: u64,

@@ -21,11 +21,13 @@ use crate::health::status::{ClusterStatus, PeerStatus, QuorumStatus, Vote};
 use crate::health::view::Effective;
 use crate::metrics::Metrics;
 
-/// What the serve wiring hands the checker to join it to the gossip runtime.
+/// What the serve wiring hands the checker to join it to the gossip runtime (kept by
+/// the supervisor, so a restarted checker joins again).
+#[derive(Clone)]
 pub struct ClusterSide {
     pub policy: Policy,
     pub peers: watch::Receiver<Arc<Peers>>,
-    pub local: watch::Sender<Arc<Local>>,
+    pub local: Arc<watch::Sender<Arc<Local>>>,
 }
 
 /// One endpoint's shared state.
@@ -44,7 +46,7 @@ pub(super) struct ClusterState {
     policy: Policy,
     peers_rx: Option<watch::Receiver<Arc<Peers>>>,
     peers: Arc<Peers>,
-    local_tx: watch::Sender<Arc<Local>>,
+    local_tx: Arc<watch::Sender<Arc<Local>>>,
     started: Instant,
     isolated: bool,
     shared: HashMap<String, SharedState>,

@@ -27,7 +27,7 @@ use crate::health::peers::OverrideTarget;
 use crate::health::plan::HealthPlan;
 use crate::health::probe;
 use crate::health::state::Sample;
-use crate::health::status::Target;
+use crate::health::status::{OverrideError, Target};
 use crate::health::store::StateFile;
 use crate::health::view::{Effective, HealthView, OverrideKind, RegionHealth};
 use crate::metrics::Metrics;
@@ -44,7 +44,9 @@ pub(crate) struct Core {
     /// Each region's state at the last publication, by name.
     pub(super) last_region: HashMap<String, RegionState>,
     pub(super) view: Arc<ArcSwap<HealthView>>,
-    pub(super) ready_tx: watch::Sender<bool>,
+    pub(super) ready_tx: Arc<watch::Sender<bool>>,
+    /// The plan in force, where the supervisor finds it to restart the checker.
+    plan_store: Arc<ArcSwap<HealthPlan>>,
     state_file: Option<PathBuf>,
     metrics: Arc<Metrics>,
     /// Set when regions or endpoints change: the next export starts the gauges afresh.
@@ -52,15 +54,20 @@ pub(crate) struct Core {
 }
 
 impl Core {
+    /// What a core starts from: the view it publishes into (the query path's), the
+    /// readiness it reports, where it keeps its plan, and where samples arrive.
+    #[allow(clippy::too_many_arguments)]
     pub(super) fn new(
-        plan: Arc<HealthPlan>,
+        plan_store: Arc<ArcSwap<HealthPlan>>,
+        view: Arc<ArcSwap<HealthView>>,
         persisted: &StateFile,
         state_file: Option<PathBuf>,
-        ready_tx: watch::Sender<bool>,
+        ready_tx: Arc<watch::Sender<bool>>,
         sample_tx: mpsc::UnboundedSender<SampleMsg>,
         metrics: Arc<Metrics>,
         probing: Probing,
     ) -> Core {
+        let plan = plan_store.load_full();
         let mut core = Core {
             plan: plan.clone(),
             probes: Probes::new(sample_tx, probing),
@@ -70,8 +77,9 @@ impl Core {
             history: History::default(),
             cluster: None,
             last_region: HashMap::new(),
-            view: Arc::new(ArcSwap::from_pointee(HealthView::default())),
+            view,
             ready_tx,
+            plan_store,
             state_file,
             metrics,
             gauges_stale: true,
@@ -85,13 +93,22 @@ impl Core {
 
     /// A core without probe tasks, fed by `observe` (tests, `meridian simulate`).
     pub(in crate::health) fn offline(plan: Arc<HealthPlan>) -> (Core, watch::Receiver<bool>) {
+        Core::offline_from(plan, &StateFile::default())
+    }
+
+    /// An offline core restored from a state file.
+    pub(in crate::health) fn offline_from(
+        plan: Arc<HealthPlan>,
+        persisted: &StateFile,
+    ) -> (Core, watch::Receiver<bool>) {
         let (ready_tx, ready) = watch::channel(false);
         let (sample_tx, _) = mpsc::unbounded_channel();
         let core = Core::new(
-            plan,
-            &StateFile::default(),
+            Arc::new(ArcSwap::new(plan)),
+            Arc::new(ArcSwap::from_pointee(HealthView::default())),
+            persisted,
             None,
-            ready_tx,
+            Arc::new(ready_tx),
             sample_tx,
             Arc::new(Metrics::new()),
             Probing::Off,
@@ -115,6 +132,7 @@ impl Core {
         persisted: Option<&StateFile>,
     ) {
         self.plan = plan.clone();
+        self.plan_store.store(plan.clone());
         self.gauges_stale = true;
         self.shifting.forget_split();
         self.probes.reconfigure(&plan, persisted, Instant::now());
@@ -172,7 +190,7 @@ impl Core {
         target: Target,
         kind: Option<OverrideKind>,
         reason: Option<String>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OverrideError> {
         self.set_override_fraction(target, kind, reason, None)
     }
 
@@ -182,19 +200,19 @@ impl Core {
         kind: Option<OverrideKind>,
         reason: Option<String>,
         fraction: Option<f64>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OverrideError> {
         self.set_override_until(target, kind, reason, fraction, None)
     }
 
     /// Sets or clears an operator's override; `lasts`: it ends by itself after that.
-    pub(super) fn set_override_until(
+    pub(in crate::health) fn set_override_until(
         &mut self,
         target: Target,
         kind: Option<OverrideKind>,
         reason: Option<String>,
         fraction: Option<f64>,
         lasts: Option<Duration>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OverrideError> {
         let known = match &target {
             Target::Region(r) => self.plan.region(r).is_some(),
             Target::Endpoint { region, endpoint } => {
@@ -243,7 +261,7 @@ impl Core {
 
     /// Removes overrides whose time is up and records what that changed (a region's
     /// change is recorded at publication). Returns whether any ended.
-    pub(super) fn expire_overrides(&mut self) -> bool {
+    pub(in crate::health) fn expire_overrides(&mut self) -> bool {
         let ended = self.overrides.expire();
         for e in &ended {
             if let OverrideTarget::Endpoint(key) = &e.target

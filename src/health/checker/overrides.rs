@@ -4,7 +4,7 @@
 //! `(stamp, instance)`), whoever set them. What an override does to a region's state
 //! is `aggregate`'s to decide; this part only keeps them.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -12,7 +12,7 @@ use tracing::info;
 
 use crate::health::cause::Cause;
 use crate::health::peers::{OverrideRecord, OverrideTarget};
-use crate::health::status::Target;
+use crate::health::status::{OverrideError, Target};
 use crate::health::store::{self, StateFile};
 use crate::health::view::{Override, OverrideKind};
 
@@ -32,8 +32,10 @@ pub(super) struct Ended {
 
 /// What a peer's record did here.
 pub(super) enum FromPeer {
-    /// Not ours to apply: unknown target, implausible, or not newer than ours.
+    /// Not ours to apply: an unknown target, or not newer than ours.
     Ignored,
+    /// A record no instance could have made (out of bounds): ignored and counted.
+    Implausible,
     /// Newer, but clears what was never set here: only the record is kept.
     Noted,
     /// Applied, with the cause to record.
@@ -53,6 +55,9 @@ pub(super) struct Overrides {
     epoch: (u64, Instant),
     /// This instance's name, the `by` of its records.
     instance: String,
+    /// Impossible peer records already counted, by (instance, stamp): a peer's record
+    /// is seen again at every poll of the gossip state.
+    rejected: HashSet<(String, u64)>,
 }
 
 /// The key of a target in the maps and the state file.
@@ -87,7 +92,27 @@ impl Overrides {
             next_expiry: None,
             epoch: (store::now_unix(), Instant::now()),
             instance,
+            rejected: HashSet::new(),
         };
+        // A hand-edited or damaged state file must not hold what the API refuses.
+        let now = o.unix_now();
+        for map in [&mut o.region, &mut o.endpoint] {
+            map.retain(|key, ov| {
+                let sane = ov
+                    .fraction
+                    .is_none_or(|f| ov.kind == OverrideKind::Drain && f > 0.0 && f < 1.0)
+                    && ov.until.is_none_or(|u| {
+                        u <= now.saturating_add(MAX_OVERRIDE_DURATION.as_secs() + 1)
+                    });
+                if !sane {
+                    tracing::warn!(
+                        target = key,
+                        "state file: ignoring an override out of bounds"
+                    );
+                }
+                sane
+            });
+        }
         let unrecorded: Vec<(OverrideTarget, Override)> = o
             .region
             .iter()
@@ -162,42 +187,42 @@ impl Overrides {
         fraction: Option<f64>,
         lasts: Option<Duration>,
         known: bool,
-    ) -> Result<(OverrideTarget, Option<Override>), String> {
+    ) -> Result<(OverrideTarget, Option<Override>), OverrideError> {
+        let invalid = |why: String| Err(OverrideError::Invalid(why));
         if lasts.is_some_and(|d| d.is_zero()) || (lasts.is_some() && kind.is_none()) {
-            return Err("a duration applies to setting an override, and must be above 0".into());
+            return invalid("\"for\" goes with setting an override, and must be above 0".into());
         }
         if lasts.is_some_and(|d| d > MAX_OVERRIDE_DURATION) {
-            return Err(format!(
-                "an override lasts at most {}",
-                humantime::format_duration(MAX_OVERRIDE_DURATION)
+            return invalid(format!(
+                "\"for\" is longer than the limit of {}d",
+                MAX_OVERRIDE_DURATION.as_secs() / 86_400
             ));
         }
         if let Some(f) = fraction {
             if !(f > 0.0 && f <= 1.0) {
-                return Err(format!("fraction {f} must be in (0, 1]"));
+                return invalid(format!("fraction {f} must be in (0, 1]"));
             }
             if kind != Some(OverrideKind::Drain) || !matches!(target, Target::Region(_)) {
-                return Err("a fraction applies to draining a region".into());
+                return invalid("a fraction applies to draining a region".into());
             }
         }
         let target = match target {
             Target::Region(r) if known => OverrideTarget::Region(r.clone()),
-            Target::Region(r) => return Err(format!("no region {r:?}")),
+            Target::Region(r) => return Err(OverrideError::UnknownTarget(format!("region {r:?}"))),
             Target::Endpoint { region, endpoint } => {
                 let key = format!("{region}/{endpoint}");
                 if !known {
-                    return Err(format!("no endpoint {key:?}"));
+                    return Err(OverrideError::UnknownTarget(format!("endpoint {key:?}")));
                 }
                 OverrideTarget::Endpoint(key)
             }
         };
         let now = self.unix_now();
-        let until = match lasts {
-            Some(d) => Some(
-                now.checked_add(d.as_secs().max(1))
-                    .ok_or("the override's end is past the clock's range")?,
-            ),
+        // Bounded above, so this cannot overflow; checked all the same.
+        let until = match lasts.map(|d| now.checked_add(d.as_secs().max(1))) {
             None => None,
+            Some(Some(u)) => Some(u),
+            Some(None) => return invalid("\"for\" ends past the clock's range".into()),
         };
         let state = kind.map(|kind| Override {
             kind,
@@ -287,8 +312,17 @@ impl Overrides {
         rec: &OverrideRecord,
         known: bool,
     ) -> FromPeer {
+        if !plausible(rec, self.unix_ms()) {
+            if self.rejected.len() > 10_000 {
+                self.rejected.clear();
+            }
+            return if self.rejected.insert((rec.by.clone(), rec.stamp)) {
+                FromPeer::Implausible
+            } else {
+                FromPeer::Ignored
+            };
+        }
         if !known
-            || !plausible(rec, self.unix_ms())
             || self
                 .records
                 .get(target)

@@ -9,14 +9,14 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
-use tracing::{info, warn};
+use tracing::{error, info, warn};
 
 use super::cluster::ClusterSide;
 use super::core::Core;
 use super::probes::{Probing, SampleMsg};
 use super::report;
 use crate::health::plan::HealthPlan;
-use crate::health::status::{Status, Target};
+use crate::health::status::{OverrideError, Status, Target};
 use crate::health::store::StateFile;
 use crate::health::view::{HealthView, OverrideKind};
 use crate::metrics::Metrics;
@@ -29,7 +29,7 @@ enum Command {
         reason: Option<String>,
         fraction: Option<f64>,
         lasts: Option<Duration>,
-        reply: oneshot::Sender<Result<(), String>>,
+        reply: oneshot::Sender<Result<(), OverrideError>>,
     },
     Status(oneshot::Sender<Status>),
 }
@@ -43,7 +43,8 @@ pub struct HealthHandle {
 }
 
 impl HealthHandle {
-    /// Starts probing everything `plan` names. Must run inside a tokio runtime.
+    /// Starts probing everything `plan` names, under a supervisor that restarts the
+    /// checker if it ever stops. Must run inside a tokio runtime.
     pub fn start(
         plan: Arc<HealthPlan>,
         state_file: Option<PathBuf>,
@@ -54,28 +55,20 @@ impl HealthHandle {
         let (tx, rx) = mpsc::unbounded_channel();
         let (ready_tx, ready) = watch::channel(false);
         let (sample_tx, sample_rx) = mpsc::unbounded_channel();
-        let persisted = match &state_file {
-            Some(p) => StateFile::load(p).unwrap_or_else(|e| {
-                warn!("ignoring unreadable state file: {e}");
-                StateFile::default()
-            }),
-            None => StateFile::default(),
-        };
-        let mut core = Core::new(
-            plan,
-            &persisted,
+        let view = Arc::new(ArcSwap::from_pointee(HealthView::default()));
+        let start = Start {
+            plan: Arc::new(ArcSwap::new(plan)),
+            view: view.clone(),
             state_file,
-            ready_tx,
+            ready_tx: Arc::new(ready_tx),
             sample_tx,
             metrics,
-            Probing::Tasks,
-        );
-        if let Some(side) = cluster {
-            core.join(side);
-        }
-        let view = core.view.clone();
-        let deadline = Instant::now() + startup_wait;
-        tokio::spawn(core.run(rx, sample_rx, deadline));
+            cluster,
+            startup_wait,
+        };
+        // The first core is built here, so the first view is out before serving starts.
+        let core = start.core();
+        tokio::spawn(supervise(core, start, rx, sample_rx));
         HealthHandle { view, tx, ready }
     }
 
@@ -94,7 +87,7 @@ impl HealthHandle {
         reason: Option<String>,
         fraction: Option<f64>,
         lasts: Option<Duration>,
-    ) -> Result<(), String> {
+    ) -> Result<(), OverrideError> {
         let (reply, rx) = oneshot::channel();
         self.tx
             .send(Command::Override {
@@ -105,8 +98,8 @@ impl HealthHandle {
                 lasts,
                 reply,
             })
-            .map_err(|_| "health checker stopped".to_string())?;
-        rx.await.map_err(|_| "health checker stopped".to_string())?
+            .map_err(|_| OverrideError::Unavailable)?;
+        rx.await.map_err(|_| OverrideError::Unavailable)?
     }
 
     pub async fn status(&self) -> Option<Status> {
@@ -127,10 +120,12 @@ impl HealthHandle {
 }
 
 impl Core {
+    /// Routes messages until the handle's side closes. The mailboxes are borrowed: they
+    /// outlive a core that panics, for the next one.
     async fn run(
         mut self,
-        mut rx: mpsc::UnboundedReceiver<Command>,
-        mut samples: mpsc::UnboundedReceiver<SampleMsg>,
+        rx: &mut mpsc::UnboundedReceiver<Command>,
+        samples: &mut mpsc::UnboundedReceiver<SampleMsg>,
         deadline: Instant,
     ) {
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
@@ -232,6 +227,99 @@ impl Core {
             info!("first probe round complete");
             let _ = self.ready_tx.send(true);
             *waiting = false;
+        }
+    }
+}
+
+/// What every incarnation of the checker starts from.
+struct Start {
+    plan: Arc<ArcSwap<HealthPlan>>,
+    view: Arc<ArcSwap<HealthView>>,
+    state_file: Option<PathBuf>,
+    ready_tx: Arc<watch::Sender<bool>>,
+    sample_tx: mpsc::UnboundedSender<SampleMsg>,
+    metrics: Arc<Metrics>,
+    cluster: Option<ClusterSide>,
+    startup_wait: Duration,
+}
+
+impl Start {
+    /// A core from the plan in force and the state file (measured states, overrides,
+    /// their deadlines), publishing into the view the query path reads.
+    fn core(&self) -> Core {
+        let persisted = match &self.state_file {
+            Some(p) => StateFile::load(p).unwrap_or_else(|e| {
+                warn!("ignoring unreadable state file: {e}");
+                StateFile::default()
+            }),
+            None => StateFile::default(),
+        };
+        let mut core = Core::new(
+            self.plan.clone(),
+            self.view.clone(),
+            &persisted,
+            self.state_file.clone(),
+            self.ready_tx.clone(),
+            self.sample_tx.clone(),
+            self.metrics.clone(),
+            Probing::Tasks,
+        );
+        if let Some(side) = &self.cluster {
+            core.join(side.clone());
+        }
+        core
+    }
+}
+
+/// Runs the checker; if it ever stops (a panic anywhere in the core), logs and counts
+/// it, reports not ready, and starts a new one from the state file while the query path
+/// keeps the last published view. A checker that cannot run never looks like a healthy
+/// one.
+async fn supervise(
+    mut core: Core,
+    start: Start,
+    mut rx: mpsc::UnboundedReceiver<Command>,
+    mut samples: mpsc::UnboundedReceiver<SampleMsg>,
+) {
+    loop {
+        let deadline = Instant::now()
+            .checked_add(start.startup_wait)
+            .unwrap_or_else(Instant::now);
+        let run = CatchUnwind(Box::pin(core.run(&mut rx, &mut samples, deadline)));
+        let Err(panic) = run.await else {
+            return; // the server is shutting down
+        };
+        let what = panic
+            .downcast_ref::<&str>()
+            .map(|s| s.to_string())
+            .or_else(|| panic.downcast_ref::<String>().cloned())
+            .unwrap_or_else(|| "a panic".into());
+        error!(
+            panic = what,
+            "health checker stopped: restarting it from the state file; answers keep the last published view meanwhile"
+        );
+        start.metrics.health_checker_restarts.inc();
+        start.ready_tx.send_replace(false);
+        core = start.core();
+    }
+}
+
+/// A future that turns a panic while it is polled into `Err` (what `catch_unwind` is
+/// for a closure): the supervisor's mailboxes, borrowed by the future, survive it.
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future<Output = ()>> std::future::Future for CatchUnwind<F> {
+    type Output = Result<(), Box<dyn std::any::Any + Send>>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let inner = &mut self.0;
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| inner.as_mut().poll(cx))) {
+            Ok(std::task::Poll::Ready(())) => std::task::Poll::Ready(Ok(())),
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Err(panic) => std::task::Poll::Ready(Err(panic)),
         }
     }
 }

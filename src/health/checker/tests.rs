@@ -439,7 +439,7 @@ mod cluster_tests {
                 isolation_timeout: Duration::from_secs(30),
             },
             peers: peers_rx,
-            local: local_tx,
+            local: Arc::new(local_tx),
         });
         (c, local_rx)
     }
@@ -612,5 +612,73 @@ mod cluster_tests {
         }
         set_peers(&mut c, vec![ns2]);
         assert!(c.overrides.region("eu").is_some());
+    }
+}
+
+mod supervisor_tests {
+    //! The checker under its supervisor, on a real runtime: a panic inside the core
+    //! (here from the publication hook, the one piece of code a caller plugs in) stops
+    //! that core, and a new one takes over from the state file.
+    use std::sync::atomic::{AtomicBool, Ordering};
+
+    use super::super::HealthHandle;
+    use super::support::*;
+    use crate::metrics::Metrics;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_checker_that_panics_is_restarted_counted_and_keeps_its_overrides() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state.json");
+        let armed = Arc::new(AtomicBool::new(false));
+        let mut p = (*super::core_tests::plan()).clone();
+        let a = armed.clone();
+        p.prepare = Some(crate::health::plan::Prepare(Arc::new(
+            move |_: &HealthView| {
+                assert!(!a.swap(false, Ordering::SeqCst), "an injected fault");
+            },
+        )));
+        let metrics = Arc::new(Metrics::new());
+        let h = HealthHandle::start(
+            Arc::new(p),
+            Some(state.clone()),
+            Duration::from_secs(2),
+            metrics.clone(),
+            None,
+        );
+        let region = || Target::Region("eu".into());
+        h.set_override(
+            region(),
+            Some(OverrideKind::ForceUp),
+            Some("before".into()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        armed.store(true, Ordering::SeqCst);
+        // This publication panics: the reply is lost with the core.
+        let lost = h
+            .set_override(region(), Some(OverrideKind::Drain), None, None, None)
+            .await;
+        assert_eq!(lost, Err(crate::health::status::OverrideError::Unavailable));
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while metrics.health_checker_restarts.get() == 0 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(metrics.health_checker_restarts.get(), 1);
+        // The new core took the override persisted before the panic from the state file.
+        let status = h.status().await.expect("the checker answers again");
+        assert_eq!(
+            status.regions[0].r#override.as_ref().map(|o| o.kind),
+            Some(OverrideKind::ForceUp)
+        );
+        h.set_override(region(), Some(OverrideKind::Drain), None, None, None)
+            .await
+            .unwrap();
+        assert_eq!(h.view.load().state(0), Effective::Down, "it decides again");
+        // Ready again once its first probe round is in (or the startup wait ran out).
+        tokio::time::timeout(Duration::from_secs(10), h.wait_ready())
+            .await
+            .unwrap();
     }
 }
