@@ -157,8 +157,13 @@ fn run(block: &Block, dir: &Path) -> Vec<Vec<String>> {
     }
     script.push_str(&format!("echo {MARK}\n"));
     let out_path = dir.join(".docs-output");
+    // From a file: with `bash -c`, the commands would be on the shell's own command
+    // line, and a `pkill -f` in a block would kill the shell running it.
+    let script_path = dir.join(".docs-script.sh");
+    std::fs::write(&script_path, &script).unwrap();
     let mut child = Command::new("setsid")
-        .args(["bash", "-c", &script])
+        .arg("bash")
+        .arg(&script_path)
         .current_dir(dir)
         .env(
             "PATH",
