@@ -16,8 +16,9 @@
 //!   whitespace runs taken as one space; `[..]` in a line matches any text, and a line
 //!   `...` any number of lines;
 //! - a command ending in `&` runs in the background with its output discarded (send a
-//!   server's log to a file to show it); everything a block started is killed when it
-//!   ends; a block has two minutes.
+//!   server's log to a file to show it); everything a page's blocks started is killed when
+//!   the page ends (a page is one terminal session: a server one block starts serves the
+//!   blocks after it); a block has two minutes.
 //!
 //! A block fenced ```` ```text ```` or ```` ```sh ```` is not run.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
@@ -139,8 +140,10 @@ fn workspace() -> tempfile::TempDir {
 
 const MARK: &str = "@@@meridian-docs-step@@@";
 
-/// Runs a block; returns each step's output lines.
-fn run(block: &Block, dir: &Path) -> Vec<Vec<String>> {
+/// Runs a block; returns each step's output lines and the process group it ran in
+/// (killed when the page ends: a page is one terminal session, so a server one block
+/// starts serves the blocks after it).
+fn run(block: &Block, dir: &Path) -> (Vec<Vec<String>>, u32) {
     let mut script = String::from("set +e\nexec 2>&1\n");
     for (cmd, _) in &block.steps {
         let cmd = cmd.replace("cargo run --release -- ", "meridian ");
@@ -185,10 +188,9 @@ fn run(block: &Block, dir: &Path) -> Vec<Vec<String>> {
     while child.try_wait().unwrap().is_none() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(50));
     }
-    let _ = Command::new("kill")
-        .args(["-KILL", "--", &format!("-{pgid}")])
-        .stderr(Stdio::null())
-        .status();
+    if child.try_wait().unwrap().is_none() {
+        kill_group(pgid);
+    }
     let _ = child.wait();
     let text = std::fs::read_to_string(&out_path).unwrap_or_default();
     let mut steps: Vec<Vec<String>> = text
@@ -198,7 +200,14 @@ fn run(block: &Block, dir: &Path) -> Vec<Vec<String>> {
     if !steps.is_empty() {
         steps.remove(0); // before the first mark
     }
-    steps
+    (steps, pgid)
+}
+
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
 }
 
 fn pages() -> Vec<PathBuf> {
@@ -239,9 +248,11 @@ fn every_console_block_in_the_docs_gives_the_output_shown() {
     let mut ran = 0;
     for page in pages() {
         let dir = workspace();
+        let mut groups = Vec::new();
         for block in blocks(&page) {
             ran += 1;
-            let got = run(&block, dir.path());
+            let (got, group) = run(&block, dir.path());
+            groups.push(group);
             for (k, (cmd, expected)) in block.steps.iter().enumerate() {
                 let actual: Vec<&str> = got
                     .get(k)
@@ -257,6 +268,9 @@ fn every_console_block_in_the_docs_gives_the_output_shown() {
                     ));
                 }
             }
+        }
+        for g in groups {
+            kill_group(g);
         }
     }
     assert!(ran > 0, "no console blocks found");

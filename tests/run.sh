@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nsd dnsutils unbound dnsperf prometheus chromium openssl iproute2 python3 nftables)
+packages=(nsd dnsutils unbound dnsperf prometheus chromium openssl iproute2 python3 nftables curl jq)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
