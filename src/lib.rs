@@ -16,6 +16,7 @@ pub mod fuzzing;
 pub mod geo;
 pub mod hash;
 pub mod health;
+pub mod host;
 pub mod iana;
 pub mod metrics;
 pub mod name;

@@ -394,6 +394,7 @@ const LEAVES: &[&[&str]] = &[
     &["name"],
     &["diag"],
     &["hash"],
+    &["host"],
     &["metrics"],
     &["traffic"],
 ];
@@ -478,5 +479,34 @@ fn the_reader_sees_super_self_and_braced_imports() {
         ),
         Some(vec!["health".into(), "cause".into()]),
         "a name re-exported by health/mod.rs is the file's that defines it"
+    );
+}
+
+/// `config` reads files into settings; the modules it configures depend on it, not the
+/// other way round (DNSSEC's settings live in `config`).
+#[test]
+fn the_configuration_sits_below_what_it_configures() {
+    let c = Crate::read();
+    let is_leaf = |m: &ModPath| {
+        LEAVES
+            .iter()
+            .any(|l| m.len() >= l.len() && m[..l.len()] == **l)
+    };
+    let mut wrong = Vec::new();
+    for (f, t) in c.references() {
+        if f.module[0] == "config"
+            && t[0] != "config"
+            && !is_leaf(&t)
+            && !["geo", "zone"].contains(&t[0].as_str())
+        {
+            wrong.push(format!("{} names {}", f.module.join("::"), t.join("::")));
+        }
+    }
+    wrong.sort();
+    wrong.dedup();
+    assert!(
+        wrong.is_empty(),
+        "config importing what it configures:\n{}",
+        wrong.join("\n")
     );
 }

@@ -90,7 +90,7 @@ pub(super) fn cluster(
             String::new()
         }
         Some(i) => i.value.clone(),
-        None => crate::health::probe::host_name(),
+        None => crate::host::name(),
     };
     let addr = |r: &mut Report<'_>, s: &S<String>, key: &str| match s.value.parse::<SocketAddr>() {
         Ok(a) => Some(a),

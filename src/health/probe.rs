@@ -15,15 +15,6 @@ use super::state::Sample;
 /// Most of a body read to look for `expect_body`.
 const MAX_BODY: usize = 64 * 1024;
 
-/// This machine's host name: the default instance name.
-pub fn host_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_graphic()))
-        .unwrap_or_else(|| "unknown".into())
-}
-
 static INSTANCE: OnceLock<String> = OnceLock::new();
 
 /// Names this instance in the probes' User-Agent (`cluster.instance`); set once at
@@ -34,7 +25,7 @@ pub fn set_instance(name: &str) {
 
 /// This instance's name: `cluster.instance` once set, else the host name.
 pub fn instance() -> String {
-    INSTANCE.get().cloned().unwrap_or_else(host_name)
+    INSTANCE.get().cloned().unwrap_or_else(crate::host::name)
 }
 
 /// `Meridian/<version> (<instance>)` on every HTTP(S) probe and Prometheus query, so a
