@@ -9,9 +9,7 @@ mod common;
 use std::process::Command;
 
 use common::*;
-use hickory_proto::op::Edns;
 use hickory_proto::rr::RecordType;
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 
 const ZONE: &str = "$TTL 300
 @    SOA ns1 hostmaster 1 7200 3600 1209600 60
@@ -70,30 +68,8 @@ fn deployment(config_geo: &str) -> tempfile::TempDir {
 
 /// (first address, ECS scope) for a client subnet.
 fn answer(m: &Meridian, name: &str, client: &str, len: u8) -> (String, u8) {
-    let mut q = query_msg(name, RecordType::A, None);
-    let mut e = Edns::new();
-    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-        client.parse().unwrap(),
-        len,
-        0,
-    )));
-    q.set_edns(e);
-    let r = udp(m.addr, &q.to_vec().unwrap());
-    let scope = match r
-        .edns
-        .as_ref()
-        .and_then(|e| e.option(hickory_proto::rr::rdata::opt::EdnsCode::Subnet))
-    {
-        Some(EdnsOption::Subnet(s)) => s.scope_prefix(),
-        _ => 255,
-    };
-    (
-        r.answers
-            .first()
-            .map(|a| a.data.to_string())
-            .unwrap_or_default(),
-        scope,
-    )
+    let r = ecs_ask(m.addr, name, RecordType::A, client, len);
+    (first_rdata(&r), ecs_scope(&r))
 }
 
 #[test]

@@ -8,9 +8,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use hickory_proto::op::Edns;
 use hickory_proto::rr::RecordType;
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 
 const ZONE: &str = "$TTL 300
 @    SOA ns1 hostmaster 1 7200 3600 1209600 60
@@ -19,19 +17,13 @@ ns1  A   192.0.2.53
 ";
 
 fn answer(m: &Meridian, client: &str) -> String {
-    let mut q = query_msg("www.example.test.", RecordType::A, None);
-    let mut e = Edns::new();
-    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-        client.parse().unwrap(),
+    first_rdata(&ecs_ask(
+        m.addr,
+        "www.example.test.",
+        RecordType::A,
+        client,
         24,
-        0,
-    )));
-    q.set_edns(e);
-    let r = udp(m.addr, &q.to_vec().unwrap());
-    r.answers
-        .first()
-        .map(|a| a.data.to_string())
-        .unwrap_or_default()
+    ))
 }
 
 #[test]

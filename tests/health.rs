@@ -79,18 +79,7 @@ policies:
 
 /// The A answer for a client in the UK (nearest: eu-west, then us-east).
 fn answer(m: &Meridian) -> String {
-    let mut q = query_msg("www.example.test.", RecordType::A, None);
-    let mut e = hickory_proto::op::Edns::new();
-    e.options_mut()
-        .insert(hickory_proto::rr::rdata::opt::EdnsOption::Subnet(
-            hickory_proto::rr::rdata::opt::ClientSubnet::new("81.2.69.0".parse().unwrap(), 24, 0),
-        ));
-    q.set_edns(e);
-    let r = udp(m.addr, &q.to_vec().unwrap());
-    r.answers
-        .first()
-        .map(|a| a.data.to_string())
-        .unwrap_or_default()
+    first_rdata(&ecs_ask(m.addr, "www.example.test.", RecordType::A, UK, 24))
 }
 
 const EU: &str = "198.51.100.10";

@@ -10,27 +10,16 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use hickory_proto::op::Edns;
 use hickory_proto::rr::RecordType;
-use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 
 const TOKEN: &str = "s3cret-token";
 
 fn uk_answer(m: &Meridian, name: &str) -> String {
-    let mut q = query_msg(name, RecordType::A, None);
-    let mut e = Edns::new();
-    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
-        "81.2.69.0".parse().unwrap(),
-        24,
-        0,
-    )));
-    q.set_edns(e);
-    let r = udp(m.addr, &q.to_vec().unwrap());
-    let answers: Vec<String> = r.answers.iter().map(|a| a.data.to_string()).collect();
-    if answers.is_empty() {
+    let r = ecs_ask(m.addr, name, RecordType::A, UK, 24);
+    if r.answers.is_empty() {
         format!("{:?}", r.metadata.response_code)
     } else {
-        answers.join(",")
+        rdatas(&r).join(",")
     }
 }
 

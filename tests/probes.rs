@@ -82,18 +82,7 @@ fn deployment(eu_endpoint: &str, us_endpoint: &str) -> tempfile::TempDir {
 }
 
 fn uk(m: &Meridian) -> String {
-    let mut q = query_msg("www.example.test.", RecordType::A, None);
-    let mut e = hickory_proto::op::Edns::new();
-    e.options_mut()
-        .insert(hickory_proto::rr::rdata::opt::EdnsOption::Subnet(
-            hickory_proto::rr::rdata::opt::ClientSubnet::new("81.2.69.0".parse().unwrap(), 24, 0),
-        ));
-    q.set_edns(e);
-    let r = udp(m.addr, &q.to_vec().unwrap());
-    r.answers
-        .first()
-        .map(|a| a.data.to_string())
-        .unwrap_or_default()
+    first_rdata(&ecs_ask(m.addr, "www.example.test.", RecordType::A, UK, 24))
 }
 
 fn wait(m: &Meridian, want: &str) {

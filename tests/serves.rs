@@ -39,15 +39,7 @@ fn deployment(regions: &str) -> tempfile::TempDir {
 
 /// The A records a client in the UK gets, in the order answered.
 fn uk(m: &Meridian, name: &str) -> Vec<String> {
-    let mut q = query_msg(name, RecordType::A, None);
-    let mut e = hickory_proto::op::Edns::new();
-    e.options_mut()
-        .insert(hickory_proto::rr::rdata::opt::EdnsOption::Subnet(
-            hickory_proto::rr::rdata::opt::ClientSubnet::new("81.2.69.0".parse().unwrap(), 24, 0),
-        ));
-    q.set_edns(e);
-    let r = udp(m.addr, &q.to_vec().unwrap());
-    r.answers.iter().map(|a| a.data.to_string()).collect()
+    rdatas(&ecs_ask(m.addr, name, RecordType::A, UK, 24))
 }
 
 fn set_of(v: &[&str]) -> BTreeSet<String> {

@@ -396,3 +396,43 @@ pub fn skip(reason: &str) {
     );
     eprintln!("skipped: {reason}");
 }
+
+/// A client in Great Britain, as the tests' ECS subnet (the shipped GeoIP database puts
+/// it there).
+pub const UK: &str = "81.2.69.0";
+
+/// A query for `name` carrying `client/len` as EDNS Client Subnet, over UDP.
+pub fn ecs_ask(addr: SocketAddr, name: &str, rtype: RecordType, client: &str, len: u8) -> Message {
+    use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
+    let mut q = query_msg(name, rtype, None);
+    let mut e = Edns::new();
+    e.options_mut().insert(EdnsOption::Subnet(ClientSubnet::new(
+        client.parse().unwrap(),
+        len,
+        0,
+    )));
+    q.set_edns(e);
+    udp(addr, &q.to_vec().unwrap())
+}
+
+/// The answer section's RDATAs as text.
+pub fn rdatas(r: &Message) -> Vec<String> {
+    r.answers.iter().map(|a| a.data.to_string()).collect()
+}
+
+/// The first answer's RDATA as text, empty for none.
+pub fn first_rdata(r: &Message) -> String {
+    r.answers
+        .first()
+        .map(|a| a.data.to_string())
+        .unwrap_or_default()
+}
+
+/// The ECS scope of an answer, 255 without ECS.
+pub fn ecs_scope(r: &Message) -> u8 {
+    use hickory_proto::rr::rdata::opt::{EdnsCode, EdnsOption};
+    match r.edns.as_ref().and_then(|e| e.option(EdnsCode::Subnet)) {
+        Some(EdnsOption::Subnet(s)) => s.scope_prefix(),
+        _ => 255,
+    }
+}
