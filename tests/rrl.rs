@@ -26,8 +26,20 @@ struct Tally {
     truncated: usize,
 }
 
-/// Sends `count` queries from `source` at `per_second`, and tallies the replies.
+/// Sends `count` queries for www.example.test from `source` at `per_second`, and
+/// tallies the replies.
 fn ask(server: std::net::SocketAddr, source: &str, count: usize, per_second: u32) -> Tally {
+    ask_names(server, source, &["www.example.test."], count, per_second)
+}
+
+/// Sends `count` queries from `source` at `per_second`, cycling through `names`.
+fn ask_names(
+    server: std::net::SocketAddr,
+    source: &str,
+    names: &[&str],
+    count: usize,
+    per_second: u32,
+) -> Tally {
     let sock = UdpSocket::bind(format!("{source}:0")).unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -47,11 +59,14 @@ fn ask(server: std::net::SocketAddr, source: &str, count: usize, per_second: u32
         }
         t
     });
-    let q = query_bytes("www.example.test.", RecordType::A, Some(1232));
+    let queries: Vec<Vec<u8>> = names
+        .iter()
+        .map(|n| query_bytes(n, RecordType::A, Some(1232)))
+        .collect();
     let gap = Duration::from_secs(1) / per_second;
     let start = Instant::now();
     for i in 0..count {
-        sock.send_to(&q, server).unwrap();
+        sock.send_to(&queries[i % queries.len()], server).unwrap();
         let due = start + gap * (i as u32 + 1);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -143,4 +158,33 @@ fn rate_limiting_is_off_unless_configured_and_bad_settings_are_named() {
             "{what} at line {line}: {text}"
         );
     }
+}
+
+/// Keyed by name, as BIND, Knot and NSD key it: a /24 of resolvers asking 50 different
+/// names 10 times a second each (500 a second in all) is not limited at 20 a second,
+/// while one name asked 200 times a second from another /24 is.
+#[test]
+fn many_names_from_one_prefix_stay_unlimited_while_one_name_is_limited() {
+    let mut zone = ZONE.to_string();
+    let names: Vec<String> = (0..50).map(|i| format!("n{i}.example.test.")).collect();
+    for i in 0..50 {
+        zone.push_str(&format!("n{i} A 192.0.2.{}\n", i + 1));
+    }
+    let dir = common::deployment(&[("example.test", &zone)]);
+    std::fs::write(
+        dir.path().join("meridian.yaml"),
+        "version: 1\nrrl:\n  responses_per_second: 20\n  window: 2s\n  slip: 2\n  exempt: []\n",
+    )
+    .unwrap();
+    let m = Meridian::start(&dir.path().join("meridian.yaml"));
+    let server = m.addr;
+    let many = std::thread::spawn(move || {
+        let refs: Vec<&str> = names.iter().map(String::as_str).collect();
+        ask_names(server, "127.0.6.6", &refs, 1000, 500)
+    });
+    let one = ask(server, "127.0.7.7", 400, 200);
+    let many = many.join().unwrap();
+    assert_eq!(many.full, 1000, "50 names at 10/s each: {many:?}");
+    assert!(one.full <= 90, "one name at 200/s is limited: {one:?}");
+    assert!(one.truncated > 50, "and slipped: {one:?}");
 }

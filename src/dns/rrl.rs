@@ -4,7 +4,13 @@
 //! `slip`-th goes out truncated (an empty TC=1 answer: a real client behind that
 //! prefix retries over TCP, which is never limited) and the rest are dropped.
 //!
-//! Accounting: a token bucket per (client prefix, response kind), refilled at the rate
+//! Buckets are keyed as BIND, Knot and NSD key them: by client prefix, response kind and
+//! name: an answer or a no-data answer by its qname and qtype, an NXDOMAIN or a referral
+//! by the zone (the owner of the authority section's first record: the SOA or the
+//! delegation), an error by the prefix alone. So a /24 of busy resolvers asking for many
+//! different names is not throttled, while one name asked again and again is.
+//!
+//! Accounting: a token bucket per (client prefix, response kind, name), refilled at the rate
 //! up to one second's worth, and allowed a debt of up to `window` seconds' worth, so a
 //! source that floods stays limited for as long as the window after it stops. Buckets
 //! live in one fixed table of 64-bit words (65 536 of them, 512 KiB, whatever the
@@ -79,6 +85,64 @@ impl Kind {
             _ => Kind::Error,
         }
     }
+}
+
+/// The name part of a response's bucket key (see the module docs), read from the
+/// encoded response: its question, and for NXDOMAIN and referrals the owner of the
+/// first authority record (a compression pointer into the question, as our encoder
+/// writes it, or a name written out). Case-folded. 0 for errors.
+pub fn name_key(response: &[u8], kind: Kind) -> u64 {
+    const QNAME: usize = 12;
+    let Some(qname_end) = name_end(response, QNAME) else {
+        return 0;
+    };
+    let fold = |bytes: &[u8], seed: u64| {
+        crate::hash::fnv1a64(bytes.iter().map(u8::to_ascii_lowercase)) ^ seed
+    };
+    match kind {
+        Kind::Error => 0,
+        Kind::Answer | Kind::Nodata => {
+            let qtype = response.get(qname_end..qname_end + 2).unwrap_or_default();
+            fold(response.get(QNAME..qname_end).unwrap_or_default(), 0)
+                ^ mix(u64::from(u16::from_be_bytes([
+                    qtype.first().copied().unwrap_or(0),
+                    qtype.get(1).copied().unwrap_or(0),
+                ])))
+        }
+        Kind::Nxdomain | Kind::Referral => {
+            // The first authority record follows the question (qtype, qclass); these
+            // kinds have no answers.
+            let owner = qname_end + 4;
+            let zone = match (response.get(owner), response.get(owner + 1)) {
+                (Some(&hi), Some(&lo)) if hi & 0xC0 == 0xC0 => {
+                    let at = usize::from(u16::from_be_bytes([hi & 0x3F, lo]));
+                    (QNAME..qname_end)
+                        .contains(&at)
+                        .then(|| response.get(at..qname_end))
+                }
+                (Some(_), _) => name_end(response, owner).map(|end| response.get(owner..end)),
+                _ => None,
+            };
+            match zone.flatten() {
+                Some(z) => fold(z, 1),
+                None => fold(response.get(QNAME..qname_end).unwrap_or_default(), 1),
+            }
+        }
+    }
+}
+
+/// Where the uncompressed or pointer-ended name at `at` ends (past its last byte).
+fn name_end(wire: &[u8], mut at: usize) -> Option<usize> {
+    for _ in 0..128 {
+        let len = *wire.get(at)?;
+        match len {
+            0 => return Some(at + 1),
+            l if l & 0xC0 == 0xC0 => return Some(at + 2),
+            l if l < 64 => at += 1 + usize::from(l),
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// What to do with one response.
@@ -178,9 +242,12 @@ impl Rrl {
         self.config.exempt.iter().any(|n| n.contains(&peer))
     }
 
-    /// Accounts one response of `kind` to `peer` at second `now`: whether it may go out.
-    pub fn allow(&self, peer: IpAddr, kind: Kind, now: u32) -> bool {
-        let h = mix(mix(self.prefix_key(peer) ^ self.key.0) ^ (kind.index() as u64) ^ self.key.1);
+    /// Accounts one response of `kind` about `name` (`name_key`) to `peer` at second
+    /// `now`: whether it may go out.
+    pub fn allow(&self, peer: IpAddr, kind: Kind, name: u64, now: u32) -> bool {
+        let h = mix(mix(self.prefix_key(peer) ^ self.key.0)
+            ^ (kind.index() as u64)
+            ^ mix(name ^ self.key.1));
         let Some(slot) = self.table.get((h as usize) & (SLOTS - 1)) else {
             return true;
         };
@@ -215,8 +282,17 @@ impl Rrl {
 
     /// What to do with a response: `limited` counts this thread's limited responses,
     /// for the slip.
-    pub fn action(&self, peer: IpAddr, kind: Kind, now: u32, limited: &mut u64) -> Action {
-        if self.exempt(peer) || self.allow(peer, kind, now) {
+    /// What to do with `response` (of `kind`) to `peer`: `limited` counts this
+    /// thread's limited responses, for the slip.
+    pub fn action(
+        &self,
+        peer: IpAddr,
+        kind: Kind,
+        response: &[u8],
+        now: u32,
+        limited: &mut u64,
+    ) -> Action {
+        if self.exempt(peer) || self.allow(peer, kind, name_key(response, kind), now) {
             return Action::Send;
         }
         *limited += 1;
@@ -244,6 +320,89 @@ mod tests {
         .unwrap()
     }
 
+    /// An encoded response to a query for `qname` (wire) of type 1, with `rcode`, and
+    /// one authority record owned by `authority` (wire, or a pointer).
+    fn response(qname: &[u8], rcode: u8, answers: u16, authority: &[u8]) -> Vec<u8> {
+        let mut r = vec![0, 1, 0x84, rcode, 0, 1];
+        r.extend_from_slice(&answers.to_be_bytes());
+        r.extend_from_slice(&[0, 1, 0, 0]);
+        r.extend_from_slice(qname);
+        r.extend_from_slice(&[0, 1, 0, 1]);
+        r.extend_from_slice(authority);
+        r.extend_from_slice(&[0, 6, 0, 1, 0, 0, 0, 60, 0, 0]);
+        r
+    }
+
+    #[test]
+    fn buckets_are_keyed_by_name_as_bind_knot_and_nsd_key_them() {
+        let a = response(b"\x01a\x07example\x03com\x00", 0, 1, b"");
+        let b = response(b"\x01b\x07example\x03com\x00", 0, 1, b"");
+        let a_upper = response(b"\x01A\x07EXAMPLE\x03com\x00", 0, 1, b"");
+        assert_ne!(name_key(&a, Kind::Answer), name_key(&b, Kind::Answer));
+        assert_eq!(name_key(&a, Kind::Answer), name_key(&a_upper, Kind::Answer));
+        // NXDOMAIN for two names of one zone: one bucket, the zone's (the SOA owner is
+        // a pointer to `example.com` inside the question, at offset 14).
+        let nx1 = response(b"\x01x\x07example\x03com\x00", 3, 0, &[0xC0, 14]);
+        let nx2 = response(b"\x02yy\x07example\x03com\x00", 3, 0, &[0xC0, 15]);
+        assert_eq!(
+            name_key(&nx1, Kind::Nxdomain),
+            name_key(&nx2, Kind::Nxdomain)
+        );
+        // Written out rather than pointed to: the same zone.
+        let nx3 = response(
+            b"\x01z\x07example\x03com\x00",
+            3,
+            0,
+            b"\x07example\x03com\x00",
+        );
+        assert_eq!(
+            name_key(&nx1, Kind::Nxdomain),
+            name_key(&nx3, Kind::Nxdomain)
+        );
+        assert_eq!(name_key(&a, Kind::Error), 0);
+        // Garbage never panics.
+        for cut in 0..a.len() {
+            let _ = name_key(&a[..cut], Kind::Nxdomain);
+            let _ = name_key(&a[..cut], Kind::Answer);
+        }
+    }
+
+    #[test]
+    fn many_names_from_one_prefix_are_not_limited_one_name_is() {
+        let r = rrl(20, 15, 2);
+        let peer = ip("192.0.2.10");
+        // 50 names, 10 each in one second: 500 responses, each name under its rate.
+        let names: Vec<Vec<u8>> = (0..50u8)
+            .map(|i| {
+                response(
+                    &[
+                        &[1, b'a' + i % 26, 1, b'0' + i / 26][..],
+                        b"\x07example\x03com\x00",
+                    ]
+                    .concat(),
+                    0,
+                    1,
+                    b"",
+                )
+            })
+            .collect();
+        let mut limited = 0;
+        let sent = names
+            .iter()
+            .flat_map(|n| std::iter::repeat_n(n, 10))
+            .filter(|n| r.action(peer, Kind::Answer, n, 0, &mut limited) == Action::Send)
+            .count();
+        assert_eq!(sent, 500);
+        // One name 200 times: 20 go out.
+        let one = &names[0];
+        let sent = (0..200)
+            .filter(|_| {
+                r.action(ip("192.0.3.10"), Kind::Answer, one, 0, &mut limited) == Action::Send
+            })
+            .count();
+        assert_eq!(sent, 20);
+    }
+
     fn ip(s: &str) -> IpAddr {
         s.parse().unwrap()
     }
@@ -253,18 +412,20 @@ mod tests {
         let r = rrl(20, 5, 2);
         let flood = ip("192.0.2.5");
         let allowed = (0..1000)
-            .filter(|_| r.allow(flood, Kind::Answer, 0))
+            .filter(|_| r.allow(flood, Kind::Answer, 7, 0))
             .count();
         assert_eq!(allowed, 20, "one second's worth");
         // The same /24, another address: the same bucket.
-        assert!(!r.allow(ip("192.0.2.200"), Kind::Answer, 0));
+        assert!(!r.allow(ip("192.0.2.200"), Kind::Answer, 7, 0));
         // Another kind, another /24: their own buckets.
-        assert!(r.allow(flood, Kind::Nxdomain, 0));
-        assert!(r.allow(ip("192.0.3.5"), Kind::Answer, 0));
+        assert!(r.allow(flood, Kind::Nxdomain, 7, 0));
+        assert!(r.allow(ip("192.0.3.5"), Kind::Answer, 7, 0));
         // The debt is capped at the window (5 s × 20): flooding on, a second later it
         // is still limited, and a pause of the window clears it.
-        assert!(!r.allow(flood, Kind::Answer, 1));
-        let after = (0..40).filter(|_| r.allow(flood, Kind::Answer, 7)).count();
+        assert!(!r.allow(flood, Kind::Answer, 7, 1));
+        let after = (0..40)
+            .filter(|_| r.allow(flood, Kind::Answer, 7, 7))
+            .count();
         assert_eq!(
             after, 20,
             "debt gone after the window: a second's worth again"
@@ -276,7 +437,7 @@ mod tests {
         let r = rrl(1, 1, 2);
         let mut limited = 0;
         let actions: Vec<Action> = (0..7)
-            .map(|_| r.action(ip("198.51.100.1"), Kind::Answer, 0, &mut limited))
+            .map(|_| r.action(ip("198.51.100.1"), Kind::Answer, &[], 0, &mut limited))
             .collect();
         assert_eq!(
             actions,
@@ -290,15 +451,14 @@ mod tests {
                 Action::Slip
             ]
         );
-        assert!(
-            (0..100)
-                .all(|_| r.action(ip("127.0.5.5"), Kind::Answer, 0, &mut limited) == Action::Send)
-        );
+        assert!((0..100).all(
+            |_| r.action(ip("127.0.5.5"), Kind::Answer, &[], 0, &mut limited) == Action::Send
+        ));
         let r = rrl(1, 1, 0);
         let mut limited = 0;
-        r.action(ip("198.51.100.1"), Kind::Answer, 0, &mut limited);
+        r.action(ip("198.51.100.1"), Kind::Answer, &[], 0, &mut limited);
         assert_eq!(
-            r.action(ip("198.51.100.1"), Kind::Answer, 0, &mut limited),
+            r.action(ip("198.51.100.1"), Kind::Answer, &[], 0, &mut limited),
             Action::Drop
         );
     }
@@ -308,23 +468,23 @@ mod tests {
         let r = rrl(1, 5, 0);
         let ip = ip("192.0.2.9");
         for _ in 0..10 {
-            r.allow(ip, Kind::Answer, 100);
+            r.allow(ip, Kind::Answer, 7, 100);
         }
         // 65 536 s later (where 16 bits of seconds wrapped to "no time at all").
-        assert!(r.allow(ip, Kind::Answer, 100 + 65_536));
+        assert!(r.allow(ip, Kind::Answer, 7, 100 + 65_536));
         assert_eq!(unpack(pack(0xabc, 0x12345, -7)), (0xabc, 0x12345, -7));
     }
 
     #[test]
     fn ipv6_clients_are_counted_by_their_slash_56() {
         let r = rrl(1, 1, 0);
-        assert!(r.allow(ip("2001:db8:0:100::1"), Kind::Answer, 0));
+        assert!(r.allow(ip("2001:db8:0:100::1"), Kind::Answer, 7, 0));
         assert!(
-            !r.allow(ip("2001:db8:0:1ff::9"), Kind::Answer, 0),
+            !r.allow(ip("2001:db8:0:1ff::9"), Kind::Answer, 7, 0),
             "same /56"
         );
         assert!(
-            r.allow(ip("2001:db8:0:200::1"), Kind::Answer, 0),
+            r.allow(ip("2001:db8:0:200::1"), Kind::Answer, 7, 0),
             "next /56"
         );
     }

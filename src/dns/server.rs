@@ -301,7 +301,7 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                 ) {
                     if let Some(rrl) = &ctx.rrl {
                         let kind = Kind::of(out);
-                        let action = rrl.action(peer.ip(), kind, second, &mut limited);
+                        let action = rrl.action(peer.ip(), kind, out, second, &mut limited);
                         let counter = |i: usize| {
                             limited_counters
                                 .get(kind.index())
