@@ -188,3 +188,73 @@ fn many_names_from_one_prefix_stay_unlimited_while_one_name_is_limited() {
     assert!(one.full <= 90, "one name at 200/s is limited: {one:?}");
     assert!(one.truncated > 50, "and slipped: {one:?}");
 }
+
+/// A random-subdomain flood with DO against a signed zone: every query is a new name, so
+/// each answer needs a freshly signed denial proof. The limit is decided before the
+/// proof is composed, so the answers RRL drops or slips cost no signature.
+#[test]
+fn a_random_subdomain_flood_with_do_signs_only_what_it_sends_in_full() {
+    use hickory_proto::op::Edns;
+    let dir = common::deployment(&[("example.test", ZONE)]);
+    let config = dir.path().join("meridian.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\nrrl:\n  responses_per_second: 20\n  window: 2s\n  slip: 2\n  exempt: []\n",
+    )
+    .unwrap();
+    let keygen = std::process::Command::new(BIN)
+        .args(["keygen", "--config"])
+        .arg(&config)
+        .arg("example.test")
+        .output()
+        .unwrap();
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let m = Meridian::start(&config);
+    let signed = |m: &Meridian| m.metric("meridian_dnssec_signatures_total").unwrap();
+    let before = signed(&m);
+    let sock = UdpSocket::bind("127.0.8.8:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let reader = sock.try_clone().unwrap();
+    let collect = std::thread::spawn(move || {
+        let (mut full, mut truncated) = (0, 0);
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.recv(&mut buf) {
+            let r = Message::from_vec(&buf[..n]).unwrap();
+            if r.metadata.truncation {
+                truncated += 1;
+            } else {
+                full += 1;
+            }
+        }
+        (full, truncated)
+    });
+    for i in 0..300 {
+        let mut q = query_msg(
+            &format!("r{i}x{}.example.test.", i * 7919),
+            RecordType::A,
+            None,
+        );
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.flags_mut().dnssec_ok = true;
+        q.set_edns(e);
+        sock.send_to(&q.to_vec().unwrap(), m.addr).unwrap();
+        std::thread::sleep(Duration::from_millis(3));
+    }
+    let (full, truncated) = collect.join().unwrap();
+    let made = signed(&m) - before;
+    assert!(full <= 60, "limited: {full} full, {truncated} truncated");
+    assert!(
+        truncated > 50,
+        "slipped: {full} full, {truncated} truncated"
+    );
+    assert!(
+        made <= full as f64 + 5.0,
+        "{made} signatures for {full} full answers ({truncated} slipped, the rest dropped)"
+    );
+}

@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::request::{self, Parsed, Query};
 use super::response::{self, OptOut};
+use super::rrl::{Action, Kind, Rrl};
 use smallvec::SmallVec;
 
 use crate::dnssec;
@@ -28,6 +29,41 @@ pub struct Handled<'s> {
     pub zone: Option<&'s str>,
     pub qtype: Rtype,
     pub rcode: OptRcode,
+    /// What response rate limiting decided before the response was composed, and the
+    /// kind of response it counted (`None`: not decided here; the caller limits the
+    /// encoded response, if at all).
+    pub rrl: Option<(Action, Kind)>,
+}
+
+/// Response rate limiting decided on the answer before it is composed, so a dropped or
+/// slipped answer costs no signature (a random-subdomain flood with DO would otherwise
+/// sign one denial proof per query, only for RRL to drop it).
+pub struct RrlGate<'r> {
+    pub rrl: &'r Rrl,
+    /// Seconds, as `Rrl::now` gives them (read once per batch).
+    pub now: u32,
+    /// This thread's limited responses, for the slip.
+    pub limited: &'r mut u64,
+}
+
+/// The RRL kind and name key of an answer (as `rrl::name_key` reads them from an
+/// encoded response): answers and no-data by qname and qtype, NXDOMAIN and referrals by
+/// zone.
+fn rrl_key(ans: &lookup::Answer<'_>, qname: &[u8], qtype: Rtype) -> (Kind, u64) {
+    let kind = match ans.rcode {
+        Rcode::NOERROR if !ans.answer.is_empty() => Kind::Answer,
+        Rcode::NOERROR if ans.aa => Kind::Nodata,
+        Rcode::NOERROR => Kind::Referral,
+        Rcode::NXDOMAIN => Kind::Nxdomain,
+        _ => Kind::Error,
+    };
+    let fold = |bytes: &[u8]| crate::hash::fnv1a64(bytes.iter().map(u8::to_ascii_lowercase));
+    let name = match kind {
+        Kind::Answer | Kind::Nodata => fold(qname) ^ crate::hash::mix64(u64::from(qtype.to_int())),
+        Kind::Nxdomain | Kind::Referral => fold(ans.zone.unwrap_or("").as_bytes()) ^ 1,
+        Kind::Error => 0,
+    };
+    (kind, name)
 }
 
 /// Policy answers counted while handling a batch, applied to the policies' counters
@@ -122,6 +158,23 @@ pub fn handle_parsed<'s>(
     tally: Option<&mut AnswerTally>,
     out: &mut Vec<u8>,
 ) -> Option<Handled<'s>> {
+    handle_gated(snapshot, health, parsed, peer, transport, tally, None, out)
+}
+
+/// `handle_parsed` with response rate limiting decided on a query's answer before it is
+/// composed (UDP). A dropped answer leaves `out` empty (`Handled::rrl` says so); a
+/// slipped one is its header and question with TC.
+#[allow(clippy::too_many_arguments)]
+pub fn handle_gated<'s>(
+    snapshot: &'s Snapshot,
+    health: &HealthView,
+    parsed: Parsed<'s>,
+    peer: IpAddr,
+    transport: Transport,
+    tally: Option<&mut AnswerTally>,
+    gate: Option<&mut RrlGate<'_>>,
+    out: &mut Vec<u8>,
+) -> Option<Handled<'s>> {
     let q = match parsed {
         Parsed::Drop => return None,
         Parsed::HeaderOnly { id, flags, rcode } => {
@@ -130,13 +183,20 @@ pub fn handle_parsed<'s>(
                 zone: None,
                 qtype: Rtype::from_int(0),
                 rcode: OptRcode::from_rcode(rcode),
+                rrl: None,
             });
         }
         Parsed::Query(q) => q,
     };
     let qtype = q.qtype;
-    let handled =
-        move |rcode: OptRcode, zone: Option<&'s str>| Some(Handled { zone, qtype, rcode });
+    let handled = move |rcode: OptRcode, zone: Option<&'s str>| {
+        Some(Handled {
+            zone,
+            qtype,
+            rcode,
+            rrl: None,
+        })
+    };
     let our_size = snapshot.edns_udp_size;
     let mut opt_out = q.edns.map(|e| OptOut {
         udp_size: our_size,
@@ -190,14 +250,47 @@ pub fn handle_parsed<'s>(
             };
             let mut ans =
                 lookup::resolve_with(&snapshot.zones, q.qname, q.qtype, &mut policies, dnssec);
-            if !ans.denial.is_empty() {
+            let decided = gate.map(|g| {
+                let (kind, name) = rrl_key(&ans, q.qname, q.qtype);
+                (g.rrl.action_named(peer, kind, name, g.now, g.limited), kind)
+            });
+            let action = decided.map(|(a, _)| a);
+            let rcode = OptRcode::from_rcode(ans.rcode);
+            if action == Some(Action::Drop) {
+                out.clear();
+                return Some(Handled {
+                    zone: ans.zone,
+                    qtype,
+                    rcode,
+                    rrl: decided,
+                });
+            }
+            if action == Some(Action::Slip) {
+                ans.denial.clear(); // nothing to sign for a response cut to its question
+            } else if !ans.denial.is_empty() {
                 add_proofs(snapshot, &mut ans, q.edns.is_some_and(|e| e.compact_ok));
             }
             if let Some(o) = opt_out.as_mut() {
                 o.ecs = q.ecs.map(|e| (e, policies.scope));
             }
             response::encode(out, &q, &ans, limit, opt_out);
-            handled(OptRcode::from_rcode(ans.rcode), ans.zone)
+            if let Some((Action::Slip, kind)) = decided
+                && !response::cut_to_question(out)
+            {
+                out.clear();
+                return Some(Handled {
+                    zone: ans.zone,
+                    qtype,
+                    rcode,
+                    rrl: Some((Action::Drop, kind)),
+                });
+            }
+            Some(Handled {
+                zone: ans.zone,
+                qtype,
+                rcode,
+                rrl: decided,
+            })
         }
     }
 }

@@ -292,7 +292,19 @@ impl Rrl {
         now: u32,
         limited: &mut u64,
     ) -> Action {
-        if self.exempt(peer) || self.allow(peer, kind, name_key(response, kind), now) {
+        self.action_named(peer, kind, name_key(response, kind), now, limited)
+    }
+
+    /// `action` for a response not yet composed, keyed by `name` (see `name_key`).
+    pub fn action_named(
+        &self,
+        peer: IpAddr,
+        kind: Kind,
+        name: u64,
+        now: u32,
+        limited: &mut u64,
+    ) -> Action {
+        if self.exempt(peer) || self.allow(peer, kind, name, now) {
             return Action::Send;
         }
         *limited += 1;

@@ -147,21 +147,27 @@ impl Ctx {
         transport: Transport,
         counters: &mut QueryCounters,
         tally: &mut AnswerTally,
+        gate: Option<&mut handler::RrlGate<'_>>,
         out: &mut Vec<u8>,
-    ) -> bool {
-        match handler::handle_parsed(snapshot, view, parsed, peer, transport, Some(tally), out) {
-            Some(h) => {
-                counters.inc(
-                    &self.metrics,
-                    h.zone.unwrap_or("none"),
-                    h.qtype,
-                    h.rcode,
-                    transport,
-                );
-                true
-            }
-            None => false,
-        }
+    ) -> Option<Option<(Action, Kind)>> {
+        let h = handler::handle_gated(
+            snapshot,
+            view,
+            parsed,
+            peer,
+            transport,
+            Some(tally),
+            gate,
+            out,
+        )?;
+        counters.inc(
+            &self.metrics,
+            h.zone.unwrap_or("none"),
+            h.qtype,
+            h.rcode,
+            transport,
+        );
+        Some(h.rrl)
     }
 }
 
@@ -289,7 +295,12 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                 // One load of the published snapshot and health view per batch.
                 let (snapshot, view) =
                     loaded.get_or_insert_with(|| (ctx.shared.load(), ctx.health.load()));
-                if ctx.answer_with(
+                let mut gate = ctx.rrl.as_deref().map(|rrl| handler::RrlGate {
+                    rrl,
+                    now: second,
+                    limited: &mut limited,
+                });
+                let answered = ctx.answer_with(
                     snapshot,
                     view,
                     parsed,
@@ -297,11 +308,21 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     Transport::Udp,
                     &mut counters,
                     &mut tally,
+                    gate.as_mut(),
                     out,
-                ) {
+                );
+                drop(gate);
+                if let Some(decided) = answered {
                     if let Some(rrl) = &ctx.rrl {
-                        let kind = Kind::of(out);
-                        let action = rrl.action(peer.ip(), kind, out, second, &mut limited);
+                        // A query's answer was limited before it was composed (and cut
+                        // already when slipped); anything else is limited as encoded.
+                        let (action, kind) = match decided {
+                            Some(d) => d,
+                            None => {
+                                let kind = Kind::of(out);
+                                (rrl.action(peer.ip(), kind, out, second, &mut limited), kind)
+                            }
+                        };
                         let counter = |i: usize| {
                             limited_counters
                                 .get(kind.index())
@@ -312,7 +333,7 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                             Action::Send => {}
                             Action::Slip => {
                                 counter(1);
-                                if !response::cut_to_question(out) {
+                                if decided.is_none() && !response::cut_to_question(out) {
                                     continue;
                                 }
                             }
@@ -466,16 +487,19 @@ async fn tcp_conn(
             continue;
         }
         let snapshot = ctx.shared.load();
-        let answered = ctx.answer_with(
-            &snapshot,
-            &ctx.health.load(),
-            parsed,
-            peer,
-            Transport::Tcp,
-            &mut counters,
-            &mut tally,
-            &mut out,
-        );
+        let answered = ctx
+            .answer_with(
+                &snapshot,
+                &ctx.health.load(),
+                parsed,
+                peer,
+                Transport::Tcp,
+                &mut counters,
+                &mut tally,
+                None,
+                &mut out,
+            )
+            .is_some();
         tally.apply(&snapshot);
         drop(snapshot); // an arc-swap guard is not held across the writes below
 
