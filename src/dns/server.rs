@@ -311,7 +311,6 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     gate.as_mut(),
                     out,
                 );
-                drop(gate);
                 if let Some(decided) = answered {
                     if let Some(rrl) = &ctx.rrl {
                         // A query's answer was limited before it was composed (and cut
