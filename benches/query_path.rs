@@ -100,7 +100,7 @@ fn benches(c: &mut Criterion) {
         b.iter(|| {
             k = (k + 1) % sources.len();
             let kind = meridian::dns::rrl::Kind::of(&response);
-            black_box(rrl.action(sources[k], kind, rrl.now(), &mut limited))
+            black_box(rrl.action(sources[k], kind, &response, rrl.now(), &mut limited))
         })
     });
     let static_q = {
