@@ -15,6 +15,10 @@ use prometheus::{
 /// RRSIGs made since start (all zones; `meridian_dnssec_signatures_total`). Atomics
 /// here, not registry counters, so the signing and query paths touch no registry.
 pub static SIGNATURES: AtomicU64 = AtomicU64::new(0);
+
+/// UDP answers sent truncated because a denial proof needed a new signature past
+/// `dnssec.max_online_signatures_per_second` (`meridian_dnssec_signing_deferred_total`).
+pub static SIGNING_DEFERRED: AtomicU64 = AtomicU64::new(0);
 /// Dynamic answers served with a pre-signed RRSIG.
 pub static PRESIGNED_SERVED: AtomicU64 = AtomicU64::new(0);
 /// Dynamic answers the tables did not have, signed on the query path (kept at 0 by
@@ -52,6 +56,7 @@ pub struct Metrics {
     pub transfers: IntCounterVec,
     pub notifies: IntCounterVec,
     dnssec_signatures: IntCounter,
+    dnssec_signing_deferred: IntCounter,
     dnssec_presigned: IntCounter,
     dnssec_inline: IntCounter,
     dnssec_expiry: GaugeVec,
@@ -249,6 +254,10 @@ impl Metrics {
                 ),
                 &["region", "endpoint", "state"]
             )),
+            dnssec_signing_deferred: reg!(IntCounter::new(
+                "meridian_dnssec_signing_deferred_total",
+                "UDP answers sent truncated (for a retry over TCP) because a denial proof needed a new signature past dnssec.max_online_signatures_per_second"
+            )),
             dnssec_signatures: reg!(IntCounter::new(
                 "meridian_dnssec_signatures_total",
                 "RRSIGs made (zone data at load and re-sign, policy answers, denial proofs)"
@@ -303,6 +312,10 @@ impl Metrics {
             }
         };
         sync(&self.dnssec_signatures, SIGNATURES.load(Ordering::Relaxed));
+        sync(
+            &self.dnssec_signing_deferred,
+            SIGNING_DEFERRED.load(Ordering::Relaxed),
+        );
         sync(
             &self.dnssec_presigned,
             PRESIGNED_SERVED.load(Ordering::Relaxed),

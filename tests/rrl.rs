@@ -258,3 +258,66 @@ fn a_random_subdomain_flood_with_do_signs_only_what_it_sends_in_full() {
         "{made} signatures for {full} full answers ({truncated} slipped, the rest dropped)"
     );
 }
+
+/// Past `dnssec.max_online_signatures_per_second`, a UDP answer that needs a new
+/// denial signature is sent truncated, and the retry over TCP is signed.
+#[test]
+fn past_the_signing_rate_udp_answers_are_truncated_and_tcp_is_signed() {
+    use hickory_proto::op::Edns;
+    let dir = common::deployment(&[("example.test", ZONE)]);
+    let config = dir.path().join("meridian.yaml");
+    std::fs::write(
+        &config,
+        "version: 1\ndnssec:\n  max_online_signatures_per_second: 10\n",
+    )
+    .unwrap();
+    let keygen = std::process::Command::new(BIN)
+        .args(["keygen", "--config"])
+        .arg(&config)
+        .arg("example.test")
+        .output()
+        .unwrap();
+    assert!(
+        keygen.status.success(),
+        "{}",
+        String::from_utf8_lossy(&keygen.stderr)
+    );
+    let m = Meridian::start(&config);
+    let query = |name: &str| {
+        let mut q = query_msg(name, RecordType::A, None);
+        let mut e = Edns::new();
+        e.set_max_payload(1232);
+        e.flags_mut().dnssec_ok = true;
+        q.set_edns(e);
+        q.to_vec().unwrap()
+    };
+    let (mut full, mut truncated) = (0, 0);
+    for i in 0..60 {
+        let r = udp(m.addr, &query(&format!("new{i}.example.test.")));
+        if r.metadata.truncation {
+            assert!(
+                r.authorities.is_empty(),
+                "a truncated answer carries nothing"
+            );
+            truncated += 1;
+        } else {
+            assert!(!r.authorities.is_empty(), "a full answer carries its proof");
+            full += 1;
+        }
+    }
+    assert!(
+        (10..=25).contains(&full),
+        "about the rate in full: {full} full, {truncated} truncated"
+    );
+    assert!(truncated >= 35, "{full} full, {truncated} truncated");
+    assert!(m.metric("meridian_dnssec_signing_deferred_total").unwrap() >= 35.0);
+    // The retry over TCP: signed whatever the rate.
+    let r = tcp(m.addr, &query("new59.example.test."));
+    assert!(!r.metadata.truncation);
+    assert!(
+        r.authorities
+            .iter()
+            .any(|a| a.record_type() == RecordType::NSEC),
+        "{r:?}"
+    );
+}

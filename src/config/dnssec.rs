@@ -13,7 +13,12 @@ pub(super) struct DnssecSpec {
     keys: Option<PathBuf>,
     signature_validity: Option<S<String>>,
     refresh: Option<S<String>>,
+    max_online_signatures_per_second: Option<S<u32>>,
 }
+
+/// The default of `dnssec.max_online_signatures_per_second`: an ECDSA P-256 signature
+/// is tens of microseconds, so online signing stays a fraction of one core.
+pub const DEFAULT_ONLINE_SIGNATURES_PER_SECOND: u32 = 2_000;
 
 /// `dnssec:` in meridian.yaml, as the signer uses it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +26,9 @@ pub struct DnssecSettings {
     pub keys_dir: PathBuf,
     pub signature_validity: Duration,
     pub refresh: Duration,
+    /// New denial signatures a second for UDP answers; past it they are answered
+    /// truncated (a retry over TCP is signed). 0: no bound.
+    pub max_online_signatures_per_second: u32,
 }
 
 pub(super) fn dnssec(d: Option<&S<DnssecSpec>>, base: &Path, r: &mut Report<'_>) -> DnssecSettings {
@@ -62,5 +70,8 @@ pub(super) fn dnssec(d: Option<&S<DnssecSpec>>, base: &Path, r: &mut Report<'_>)
         ),
         signature_validity: validity,
         refresh,
+        max_online_signatures_per_second: spec
+            .and_then(|s| s.max_online_signatures_per_second.as_ref())
+            .map_or(DEFAULT_ONLINE_SIGNATURES_PER_SECOND, |s| s.value),
     }
 }

@@ -38,7 +38,9 @@ use report::{Report, S};
 
 pub use cluster::ClusterConfig;
 pub use dns::DnsConfig;
-pub use dnssec::DnssecSettings;
+pub use dnssec::{
+    DEFAULT_ONLINE_SIGNATURES_PER_SECOND as DNSSEC_ONLINE_SIGNATURES_PER_SECOND, DnssecSettings,
+};
 pub use health::{OverrideState, RegionOverride};
 pub use rrl::RrlConfig;
 pub use startup::Startup;

@@ -286,6 +286,7 @@ fn every_key_mistyped_is_reported_with_its_neighbour() {
         "dnssec:\n  keys: [1] # mistyped",
         "dnssec:\n  signature_validity: [1] # mistyped",
         "dnssec:\n  refresh: [1] # mistyped",
+        "dnssec:\n  max_online_signatures_per_second: many # mistyped",
         "limits: 5 # mistyped",
         "limits:\n  zone_records: many # mistyped",
         "limits:\n  records_per_name: many # mistyped",

@@ -265,24 +265,29 @@ pub fn handle_gated<'s>(
                     rrl: decided,
                 });
             }
-            if action == Some(Action::Slip) {
+            let mut cut = action == Some(Action::Slip);
+            if cut {
                 ans.denial.clear(); // nothing to sign for a response cut to its question
             } else if !ans.denial.is_empty() {
-                add_proofs(snapshot, &mut ans, q.edns.is_some_and(|e| e.compact_ok));
+                let budgeted = transport == Transport::Udp;
+                cut = !add_proofs(
+                    snapshot,
+                    &mut ans,
+                    q.edns.is_some_and(|e| e.compact_ok),
+                    budgeted,
+                );
             }
             if let Some(o) = opt_out.as_mut() {
                 o.ecs = q.ecs.map(|e| (e, policies.scope));
             }
             response::encode(out, &q, &ans, limit, opt_out);
-            if let Some((Action::Slip, kind)) = decided
-                && !response::cut_to_question(out)
-            {
+            if cut && !response::cut_to_question(out) {
                 out.clear();
                 return Some(Handled {
                     zone: ans.zone,
                     qtype,
                     rcode,
-                    rrl: Some((Action::Drop, kind)),
+                    rrl: decided.map(|(_, kind)| (Action::Drop, kind)),
                 });
             }
             Some(Handled {
@@ -298,14 +303,23 @@ pub fn handle_gated<'s>(
 /// The signed NSEC proofs the answer calls for, in its authority section. A name that
 /// does not exist is answered NOERROR with its NXNAME proof unless the client set CO
 /// (RFC 9824 4): resolvers that predate it then cache a NODATA, which is safe.
-fn add_proofs<'s>(snapshot: &Snapshot, ans: &mut lookup::Answer<'s>, compact_ok: bool) {
+/// Returns false when a proof needed a new signature past the online signing rate
+/// (`budgeted`: UDP): the caller then answers truncated, for a retry over TCP.
+fn add_proofs<'s>(
+    snapshot: &Snapshot,
+    ans: &mut lookup::Answer<'s>,
+    compact_ok: bool,
+    budgeted: bool,
+) -> bool {
     use std::borrow::Cow;
     for d in std::mem::take(&mut ans.denial) {
         if matches!(d, lookup::Denial::NxDomain { .. }) && !compact_ok {
             ans.rcode = Rcode::NOERROR;
         }
-        let Some(p) = dnssec::denial::compose(&snapshot.dnssec, &d) else {
-            continue;
+        let p = match dnssec::denial::compose(&snapshot.dnssec, &d, budgeted) {
+            dnssec::denial::Composed::Proof(p) => p,
+            dnssec::denial::Composed::None => continue,
+            dnssec::denial::Composed::OverBudget => return false,
         };
         ans.authority.push(lookup::Rr {
             owner: p.owner.clone(),
@@ -320,6 +334,7 @@ fn add_proofs<'s>(snapshot: &Snapshot, ans: &mut lookup::Answer<'s>, compact_ok:
             rdata: Cow::Owned(s.to_vec()),
         }));
     }
+    true
 }
 
 /// Answers policy names for one query and remembers the widest ECS scope used (0 when
@@ -547,9 +562,15 @@ fn lookup_or_sign(
     key.extend_from_slice(&policy.to_be_bytes());
     key.extend_from_slice(&rtype.to_int().to_be_bytes());
     key.extend_from_slice(&dnssec::dynamic::content_hash(rdata).to_be_bytes());
-    let sigs = dnssec.denials.get_or_sign(key, || {
+    // Not budgeted: the tables should have had it (counted), and a policy answer
+    // without its RRSIG would not validate.
+    let sigs = dnssec.denials.get_or_sign(key, false, || {
         dnssec::INLINE_SIGNED.fetch_add(1, Ordering::Relaxed);
         zk.sign(dnssec::now(), &p.name, rtype, p.ttl, rdata)
     });
-    (sigs.iter().map(|s| s.to_vec()).collect(), false)
+    (
+        sigs.map(|s| s.iter().map(|s| s.to_vec()).collect())
+            .unwrap_or_default(),
+        false,
+    )
 }

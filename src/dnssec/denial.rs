@@ -12,6 +12,7 @@
 //! - Insecure referral: NSEC at the cut with NS only, proving there is no DS.
 
 use std::borrow::Cow;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use super::{Dnssec, ZoneKeys};
@@ -23,44 +24,136 @@ use crate::zone::lookup::{Denial, Sigs};
 /// RFC 9824 3.2's pseudo-type for a name that does not exist.
 pub const NXNAME: u16 = 128;
 
-/// Proofs signed so far, by NSEC owner (lowercase) and RDATA. Bounded: past
-/// `CACHE_LIMIT` entries (a random-name flood) it starts over, so memory stays flat and
-/// the flood costs a signature per new name, as it does for every online signer.
-#[derive(Debug, Default)]
+/// Proofs signed so far, by NSEC owner (lowercase) and RDATA, in `SHARDS` shards each
+/// behind its own lock, so threads answering different names rarely meet. Bounded: a
+/// full shard (a random-name flood) forgets an eighth of its entries, not all of them,
+/// so the names asked again stay signed while memory stays flat.
+///
+/// Online signing is also bounded in rate (`dnssec.max_online_signatures_per_second`):
+/// past it, a UDP answer that needs a new signature is sent truncated, so the resolver
+/// retries over TCP (which a spoofed flood cannot), where it is signed.
+#[derive(Debug)]
 pub struct Cache {
-    signed: Mutex<FastMap<Box<[u8]>, Sigs>>,
+    shards: Box<[Shard]>,
+    /// Signatures allowed per second; 0: no bound.
+    per_second: u32,
+    /// `second << 32 | signed in that second`.
+    budget: AtomicU64,
 }
 
+/// One shard of the cache: signatures by key.
+type Shard = Mutex<FastMap<Box<[u8]>, Sigs>>;
+
+const SHARDS: usize = 64;
 const CACHE_LIMIT: usize = 100_000;
+const SHARD_LIMIT: usize = CACHE_LIMIT / SHARDS;
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache::new(crate::config::DNSSEC_ONLINE_SIGNATURES_PER_SECOND)
+    }
+}
 
 impl Cache {
-    /// The signatures of the NSEC `owner`/`rdata`, signed now if not cached.
-    pub fn nsec_sigs(&self, zk: &ZoneKeys, owner: &[u8], rdata: &[u8]) -> Sigs {
+    /// A cache that signs at most `per_second` new proofs a second on budgeted calls.
+    pub fn new(per_second: u32) -> Cache {
+        Cache {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            per_second,
+            budget: AtomicU64::new(0),
+        }
+    }
+
+    fn shard(&self, key: &[u8]) -> Option<&Shard> {
+        let h = crate::hash::fnv1a64(key.iter().copied());
+        self.shards.get((h as usize) % SHARDS)
+    }
+
+    /// Whether one more signature fits this second's budget (and takes it).
+    fn take_budget(&self) -> bool {
+        if self.per_second == 0 {
+            return true;
+        }
+        let now = super::now() & 0xFFFF_FFFF;
+        let mut word = self.budget.load(Ordering::Relaxed);
+        loop {
+            let (second, used) = (word >> 32, word & 0xFFFF_FFFF);
+            let used = if second == now { used } else { 0 };
+            if used >= u64::from(self.per_second) {
+                return false;
+            }
+            match self.budget.compare_exchange_weak(
+                word,
+                (now << 32) | (used + 1),
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(w) => word = w,
+            }
+        }
+    }
+
+    /// The signatures of the NSEC `owner`/`rdata`, signed now if not cached; `None`
+    /// when they are not cached and `budgeted` signing is over its rate.
+    pub fn nsec_sigs(
+        &self,
+        zk: &ZoneKeys,
+        owner: &[u8],
+        rdata: &[u8],
+        budgeted: bool,
+    ) -> Option<Sigs> {
         let mut key = Vec::with_capacity(1 + owner.len() + rdata.len());
         key.push(0);
         key.extend(owner.iter().map(u8::to_ascii_lowercase));
         key.extend_from_slice(rdata);
-        self.get_or_sign(key, || {
+        self.get_or_sign(key, budgeted, || {
             zk.sign(super::now(), owner, Rtype::NSEC, zk.negative_ttl, &[rdata])
         })
     }
 
-    /// The cached signatures under `key`, or `sign`'s, cached.
-    pub fn get_or_sign(&self, key: Vec<u8>, sign: impl FnOnce() -> Vec<Box<[u8]>>) -> Sigs {
-        if let Ok(map) = self.signed.lock()
+    /// The cached signatures under `key`, or `sign`'s, cached; `None` when not cached
+    /// and `budgeted` signing is over its rate.
+    pub fn get_or_sign(
+        &self,
+        key: Vec<u8>,
+        budgeted: bool,
+        sign: impl FnOnce() -> Vec<Box<[u8]>>,
+    ) -> Option<Sigs> {
+        let shard = self.shard(&key)?;
+        if let Ok(map) = shard.lock()
             && let Some(s) = map.get(&key[..])
         {
-            return s.clone();
+            return Some(s.clone());
+        }
+        if budgeted && !self.take_budget() {
+            crate::metrics::SIGNING_DEFERRED.fetch_add(1, Ordering::Relaxed);
+            return None;
         }
         // Signed without the lock: a slow signature must not hold up other queries.
         let sigs: Sigs = sign().into();
-        if let Ok(mut map) = self.signed.lock() {
-            if map.len() >= CACHE_LIMIT {
-                map.clear();
+        if let Ok(mut map) = shard.lock() {
+            if map.len() >= SHARD_LIMIT {
+                let forget: Vec<Box<[u8]>> = map.keys().take(SHARD_LIMIT / 8).cloned().collect();
+                for k in forget {
+                    map.remove(&k);
+                }
             }
             map.insert(key.into_boxed_slice(), Arc::clone(&sigs));
         }
-        sigs
+        Some(sigs)
+    }
+
+    /// Entries cached (tests).
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -73,9 +166,26 @@ pub struct Proof<'a> {
     pub sigs: Sigs,
 }
 
-/// The NSEC that proves `d`, signed (from the cache when it was seen before). `None`
-/// when the zone is not signed or the name is too long for a proof.
-pub fn compose<'a>(dnssec: &Dnssec, d: &Denial<'a>) -> Option<Proof<'a>> {
+/// What `compose` gives.
+pub enum Composed<'a> {
+    Proof(Proof<'a>),
+    /// The zone is not signed, or the name is too long for a proof.
+    None,
+    /// A new signature was needed and online signing is over its rate (`budgeted`).
+    OverBudget,
+}
+
+/// The NSEC that proves `d`, signed (from the cache when it was seen before).
+/// `budgeted`: a new signature counts against the rate (UDP).
+pub fn compose<'a>(dnssec: &Dnssec, d: &Denial<'a>, budgeted: bool) -> Composed<'a> {
+    match compose_inner(dnssec, d, budgeted) {
+        Some(Some(p)) => Composed::Proof(p),
+        Some(None) => Composed::OverBudget,
+        None => Composed::None,
+    }
+}
+
+fn compose_inner<'a>(dnssec: &Dnssec, d: &Denial<'a>, budgeted: bool) -> Option<Option<Proof<'a>>> {
     let (zone, owner, next, types) = match d {
         Denial::NoData {
             zone,
@@ -110,13 +220,15 @@ pub fn compose<'a>(dnssec: &Dnssec, d: &Denial<'a>) -> Option<Proof<'a>> {
     };
     let zk = dnssec.zones.get(&zone.apex[..])?;
     let rdata = nsec_rdata(&next, &types);
-    let sigs = dnssec.denials.nsec_sigs(zk, &owner, &rdata);
-    Some(Proof {
+    let Some(sigs) = dnssec.denials.nsec_sigs(zk, &owner, &rdata, budgeted) else {
+        return Some(None);
+    };
+    Some(Some(Proof {
         owner,
         rdata,
         ttl: zk.negative_ttl,
         sigs,
-    })
+    }))
 }
 
 /// The NSEC type bitmap (RFC 4034 4.1.2) of `types` (any order, duplicates allowed).
@@ -318,5 +430,50 @@ mod tests {
             true,
         );
         assert_eq!(t, vec![2]);
+    }
+}
+
+#[cfg(test)]
+mod cache_tests {
+    use super::*;
+
+    fn sig() -> Vec<Box<[u8]>> {
+        vec![vec![1u8, 2, 3].into_boxed_slice()]
+    }
+
+    #[test]
+    fn online_signing_is_bounded_per_second_and_what_is_cached_is_served_anyway() {
+        let c = Cache::new(5);
+        let signed = (0..10u8)
+            .filter(|i| c.get_or_sign(vec![*i], true, sig).is_some())
+            .count();
+        assert_eq!(signed, 5, "five new signatures in this second");
+        assert!(
+            c.get_or_sign(vec![0], true, sig).is_some(),
+            "cached: no new signature"
+        );
+        assert!(
+            c.get_or_sign(vec![42], false, sig).is_some(),
+            "TCP is not budgeted"
+        );
+        let unbounded = Cache::new(0);
+        assert!((0..100u8).all(|i| unbounded.get_or_sign(vec![i], true, sig).is_some()));
+    }
+
+    #[test]
+    fn a_full_cache_forgets_a_part_not_everything() {
+        let c = Cache::new(0);
+        for i in 0..(2 * CACHE_LIMIT as u32) {
+            c.get_or_sign(i.to_be_bytes().to_vec(), false, sig);
+        }
+        let n = c.len();
+        assert!(n <= CACHE_LIMIT, "bounded: {n}");
+        assert!(n > CACHE_LIMIT * 3 / 4, "gradual: {n}");
+        // The last name is still there.
+        let last = (2 * CACHE_LIMIT as u32 - 1).to_be_bytes().to_vec();
+        assert!(
+            c.get_or_sign(last, true, || panic!("signed again"))
+                .is_some()
+        );
     }
 }

@@ -323,7 +323,10 @@ pub fn sign_zones(
     if !errors.is_empty() {
         return Err(errors);
     }
-    let mut out = Dnssec::default();
+    let mut out = Dnssec {
+        denials: denial::Cache::new(settings.max_online_signatures_per_second),
+        ..Dnssec::default()
+    };
     let mut next_resign: Option<u64> = None;
     for zone in zones.iter_mut() {
         let Some(keys) = by_zone.remove(&zone.apex) else {
