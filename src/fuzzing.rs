@@ -214,13 +214,19 @@ pub fn geoip(data: &[u8]) {
 /// A gossip datagram as it arrives: dropped with a reason or opened; and peers' values
 /// (verdicts, override records) as they are read from gossip.
 pub fn gossip(data: &[u8]) {
+    let me: std::net::SocketAddr = ([192, 0, 2, 1], 7946).into();
     let mut sealer = crate::cluster::auth::Sealer::new(b"fuzzing-key-0123456789", 1);
-    let _ = sealer.open(data);
-    // Anything sealed with the key opens exactly once.
-    let sealed = sealer.seal(data);
+    let _ = sealer.open(data, &[me]);
+    // Anything sealed with the key for us opens exactly once, and not elsewhere.
+    let sealed = sealer.seal(data, me);
     let mut other = crate::cluster::auth::Sealer::new(b"fuzzing-key-0123456789", 2);
-    assert_eq!(other.open(&sealed), Ok(data));
-    assert!(other.open(&sealed).is_err());
+    assert!(
+        other
+            .open(&sealed, &[([192, 0, 2, 9], 7946).into()])
+            .is_err()
+    );
+    assert_eq!(other.open(&sealed, &[me]), Ok(data));
+    assert!(other.open(&sealed, &[me]).is_err());
     if let Ok(text) = std::str::from_utf8(data) {
         if let Some(v) = crate::health::peers::Verdict::decode(text) {
             assert_eq!(

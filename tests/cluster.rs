@@ -445,13 +445,13 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
     for i in 0..200u32 {
         let junk: Vec<u8> = (0..(i % 97 + 1)).map(|j| (i * 31 + j * 7) as u8).collect();
         sock.send_to(&junk, target).unwrap();
-        let mut framed = b"MRD1".to_vec();
+        let mut framed = b"MRD2".to_vec();
         framed.extend_from_slice(&junk);
         framed.resize(80, 0);
         sock.send_to(&framed, target).unwrap();
     }
     // Oversized: the largest UDP payload, framed as ours with a wrong tag.
-    let mut big = b"MRD1".to_vec();
+    let mut big = b"MRD2".to_vec();
     big.resize(65_507, 0xa5);
     sock.send_to(&big, target).unwrap();
     std::thread::sleep(Duration::from_millis(500));
@@ -494,8 +494,9 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
     drop(twin);
 
     // An instance with the key whose only seed is this test's socket: one of its
-    // authentic datagrams, captured and sent to ns1 three times, is news once and a
-    // replay twice.
+    // authentic datagrams, addressed to that socket, captured and sent to ns1 three
+    // times, is refused every time: it was sealed for another receiver. (Replays of a
+    // datagram sealed for ns1 itself are `auth`'s unit tests.)
     let tap = UdpSocket::bind("127.0.0.1:0").unwrap();
     tap.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut source = node(5, 5, gossip, eu.addr, us.addr, KEY);
@@ -517,19 +518,19 @@ fn three_instances_decide_by_quorum_and_answer_alike() {
     let (n, _) = tap
         .recv_from(&mut buf)
         .expect("the instance gossips to its only seed");
-    let replayed = |n: &Node| {
-        n.metric("meridian_cluster_auth_failures_total{reason=\"replayed\"}")
+    let misdirected = |n: &Node| {
+        n.metric("meridian_cluster_auth_failures_total{reason=\"misdirected\"}")
             .unwrap_or(0.0)
     };
-    let before = replayed(&nodes[0]);
+    let before = misdirected(&nodes[0]);
     for _ in 0..3 {
         tap.send_to(&buf[..n], target).unwrap();
     }
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(
-        replayed(&nodes[0]) - before,
-        2.0,
-        "the first copy is news to ns1, the next two are replays"
+        misdirected(&nodes[0]) - before,
+        3.0,
+        "a datagram sealed for another receiver is refused by ns1 every time"
     );
 }
 

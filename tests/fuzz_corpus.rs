@@ -131,7 +131,11 @@ fn write_seeds() {
     .unwrap();
     std::fs::write(root.join("geoip/country.mmdb"), w.to_bytes().unwrap()).unwrap();
     let mut s = meridian::cluster::auth::Sealer::new(b"fuzzing-key-0123456789", 7);
-    std::fs::write(root.join("gossip/sealed"), s.seal(b"hello")).unwrap();
+    std::fs::write(
+        root.join("gossip/sealed"),
+        s.seal(b"hello", ([192, 0, 2, 1], 7946).into()),
+    )
+    .unwrap();
     std::fs::write(root.join("gossip/verdict"), "down 0.500 812.0 1764650000").unwrap();
     std::fs::write(
         root.join("gossip/override"),

@@ -2,8 +2,13 @@
 //! UDP socket is replaced by one that wraps every serialized envelope:
 //!
 //! ```text
-//!  "MRD1" | boot: u64 | seq: u64 | chitchat envelope | HMAC-SHA256 (32 bytes) of all before
+//!  "MRD2" | boot: u64 | seq: u64 | to: 16-byte IP + u16 port | chitchat envelope
+//!         | HMAC-SHA256 (32 bytes) of all before
 //! ```
+//!
+//! `to` is the gossip address the sender sent it to: a receiver accepts only datagrams
+//! addressed to it (its listen or advertised address), so one captured on its way to
+//! ns2 is refused by ns3 (`misdirected`), and replayed to ns2 it is a replay.
 //!
 //! `boot` is the sender's start time in Unix nanoseconds (one per run of an instance) and
 //! `seq` counts its datagrams, so a receiver drops a replay, from whatever source address
@@ -28,8 +33,8 @@ use ring::hmac;
 use tokio::net::UdpSocket;
 use tracing::{debug, warn};
 
-const MAGIC: &[u8; 4] = b"MRD1";
-const HEADER: usize = 4 + 8 + 8;
+const MAGIC: &[u8; 4] = b"MRD2";
+const HEADER: usize = 4 + 8 + 8 + 18;
 const TAG: usize = 32;
 /// The largest UDP payload over IPv4.
 const MAX_DATAGRAM: usize = 65_507;
@@ -45,16 +50,24 @@ pub enum Drop {
     BadMac,
     /// Authentic but seen before (or older than the replay window).
     Replayed,
+    /// Authentic, but sent to another instance.
+    Misdirected,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 3] = [Drop::Malformed, Drop::BadMac, Drop::Replayed];
+    pub const ALL: [Drop; 4] = [
+        Drop::Malformed,
+        Drop::BadMac,
+        Drop::Replayed,
+        Drop::Misdirected,
+    ];
 
     pub fn label(self) -> &'static str {
         match self {
             Drop::Malformed => "malformed",
             Drop::BadMac => "bad_mac",
             Drop::Replayed => "replayed",
+            Drop::Misdirected => "misdirected",
         }
     }
 
@@ -63,8 +76,25 @@ impl Drop {
             Drop::Malformed => 0,
             Drop::BadMac => 1,
             Drop::Replayed => 2,
+            Drop::Misdirected => 3,
         }
     }
+}
+
+/// An address as the datagram carries it: the IP as 16 bytes (IPv4 mapped), the port.
+fn address_bytes(a: SocketAddr) -> [u8; 18] {
+    let ip = match a.ip() {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    };
+    let mut out = [0u8; 18];
+    for (o, b) in out
+        .iter_mut()
+        .zip(ip.octets().iter().chain(&a.port().to_be_bytes()))
+    {
+        *o = *b;
+    }
+    out
 }
 
 /// Gossip traffic counters, read by the metrics export and the status page.
@@ -74,7 +104,7 @@ pub struct Counters {
     pub sent_datagrams: AtomicU64,
     pub received_bytes: AtomicU64,
     pub received_datagrams: AtomicU64,
-    dropped: [AtomicU64; 3],
+    dropped: [AtomicU64; 4],
 }
 
 impl Counters {
@@ -136,21 +166,23 @@ impl Sealer {
         }
     }
 
-    /// `payload` framed and tagged.
-    pub fn seal(&mut self, payload: &[u8]) -> Vec<u8> {
+    /// `payload` framed and tagged for the instance at `to`.
+    pub fn seal(&mut self, payload: &[u8], to: SocketAddr) -> Vec<u8> {
         self.seq += 1;
         let mut out = Vec::with_capacity(HEADER + payload.len() + TAG);
         out.extend_from_slice(MAGIC);
         out.extend_from_slice(&self.boot.to_be_bytes());
         out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&address_bytes(to));
         out.extend_from_slice(payload);
         let tag = hmac::sign(&self.key, &out);
         out.extend_from_slice(tag.as_ref());
         out
     }
 
-    /// The payload of an authentic datagram not seen before.
-    pub fn open<'a>(&mut self, datagram: &'a [u8]) -> Result<&'a [u8], Drop> {
+    /// The payload of an authentic datagram addressed to one of `me` and not seen
+    /// before.
+    pub fn open<'a>(&mut self, datagram: &'a [u8], me: &[SocketAddr]) -> Result<&'a [u8], Drop> {
         if datagram.len() < HEADER + TAG || datagram.get(..4) != Some(MAGIC.as_slice()) {
             return Err(Drop::Malformed);
         }
@@ -164,6 +196,10 @@ impl Sealer {
             }
             u64::from_be_bytes(b)
         };
+        let to = signed.get(20..HEADER).unwrap_or_default();
+        if !me.iter().any(|a| address_bytes(*a)[..] == *to) {
+            return Err(Drop::Misdirected);
+        }
         let (boot, seq) = (word(4), word(12));
         if self.seen.len() >= MAX_SENDERS && !self.seen.contains_key(&boot) {
             self.seen.clear();
@@ -190,21 +226,37 @@ pub struct AuthTransport {
     pub secret: Vec<u8>,
     pub boot: u64,
     pub counters: Arc<Counters>,
+    /// The address peers send to (`cluster.advertise`).
+    pub advertise: SocketAddr,
 }
 
 /// Relays at most this many peers (only peers that authenticated, or that chitchat
-/// itself gossips to, get one).
+/// itself gossips to, get one); past it the least recently used relay is freed, so
+/// address churn (pods, DHCP) never leaves a new peer unrelayed.
 const MAX_RELAYS: usize = 1024;
+
+/// One peer's relay.
+struct Relay {
+    socket: Arc<UdpSocket>,
+    addr: SocketAddr,
+    /// `Relays::clock` when last used.
+    used: AtomicU64,
+    task: tokio::task::JoinHandle<()>,
+}
 
 struct Relays {
     public: Arc<UdpSocket>,
     /// chitchat's own socket.
     inner: SocketAddr,
+    /// The addresses datagrams for this instance are sent to (listen, advertise).
+    me: Vec<SocketAddr>,
     sealer: Mutex<Sealer>,
     counters: Arc<Counters>,
-    /// Peer → its relay socket and the relay's address; relay address → peer.
-    by_peer: Mutex<HashMap<SocketAddr, (Arc<UdpSocket>, SocketAddr)>>,
+    /// Peer → its relay; relay address → peer.
+    by_peer: Mutex<HashMap<SocketAddr, Relay>>,
     by_relay: Mutex<HashMap<SocketAddr, SocketAddr>>,
+    /// Ticks at each relay use: an order, not a time.
+    clock: AtomicU64,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -212,28 +264,45 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl Relays {
+    /// Relays in use.
+    fn len(&self) -> usize {
+        lock(&self.by_peer).len()
+    }
+
+    fn found(&self, r: &Relay) -> (Arc<UdpSocket>, SocketAddr) {
+        r.used.store(
+            self.clock.fetch_add(1, Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        (r.socket.clone(), r.addr)
+    }
+
+    /// Frees the least recently used relay.
+    fn evict_one(&self) {
+        let mut by_peer = lock(&self.by_peer);
+        let oldest = by_peer
+            .iter()
+            .min_by_key(|(_, r)| r.used.load(Ordering::Relaxed))
+            .map(|(p, _)| *p);
+        if let Some(r) = oldest.and_then(|p| by_peer.remove(&p)) {
+            r.task.abort();
+            lock(&self.by_relay).remove(&r.addr);
+        }
+    }
+
     /// The relay for `peer`, started on first use.
     async fn relay(self: &Arc<Self>, peer: SocketAddr) -> Option<(Arc<UdpSocket>, SocketAddr)> {
         if let Some(r) = lock(&self.by_peer).get(&peer) {
-            return Some(r.clone());
+            return Some(self.found(r));
         }
-        if lock(&self.by_peer).len() >= MAX_RELAYS {
-            warn!(%peer, "too many gossip peers: not relaying another");
-            return None;
+        while self.len() >= MAX_RELAYS {
+            self.evict_one();
         }
         let socket = Arc::new(UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).await.ok()?);
         let addr = socket.local_addr().ok()?;
-        {
-            let mut by_peer = lock(&self.by_peer);
-            if let Some(r) = by_peer.get(&peer) {
-                return Some(r.clone()); // another task started it meanwhile
-            }
-            by_peer.insert(peer, (socket.clone(), addr));
-            lock(&self.by_relay).insert(addr, peer);
-        }
         let me = self.clone();
         let relay = socket.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let mut buf = vec![0u8; MAX_DATAGRAM];
             loop {
                 let Ok((n, from)) = relay.recv_from(&mut buf).await else {
@@ -245,7 +314,7 @@ impl Relays {
                 let Some(payload) = buf.get(..n) else {
                     continue;
                 };
-                let datagram = lock(&me.sealer).seal(payload);
+                let datagram = lock(&me.sealer).seal(payload, peer);
                 if datagram.len() > MAX_DATAGRAM {
                     warn!(
                         bytes = datagram.len(),
@@ -265,6 +334,21 @@ impl Relays {
                 }
             }
         });
+        let mut by_peer = lock(&self.by_peer);
+        if let Some(r) = by_peer.get(&peer) {
+            task.abort(); // another task started one meanwhile
+            return Some(self.found(r));
+        }
+        by_peer.insert(
+            peer,
+            Relay {
+                socket: socket.clone(),
+                addr,
+                used: AtomicU64::new(self.clock.fetch_add(1, Ordering::Relaxed)),
+                task,
+            },
+        );
+        lock(&self.by_relay).insert(addr, peer);
         Some((socket, addr))
     }
 
@@ -288,7 +372,9 @@ impl Relays {
             self.counters
                 .received_datagrams
                 .fetch_add(1, Ordering::Relaxed);
-            let opened = lock(&self.sealer).open(datagram).map(<[u8]>::to_vec);
+            let opened = lock(&self.sealer)
+                .open(datagram, &self.me)
+                .map(<[u8]>::to_vec);
             match opened {
                 Ok(payload) => {
                     if let Some((relay, _)) = self.relay(from).await {
@@ -313,13 +399,21 @@ impl Transport for AuthTransport {
         let inner = chitchat::transport::UdpTransport
             .open(SocketAddr::from((Ipv4Addr::LOCALHOST, 0)))
             .await?;
+        let mut me = vec![self.advertise];
+        if let Ok(bound) = public.local_addr()
+            && !bound.ip().is_unspecified()
+        {
+            me.push(bound);
+        }
         let relays = Arc::new(Relays {
             public: Arc::new(public),
             inner: inner.local_addr()?,
+            me,
             sealer: Mutex::new(Sealer::new(&self.secret, self.boot)),
             counters: self.counters.clone(),
             by_peer: Mutex::new(HashMap::new()),
             by_relay: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
         });
         let receiver = tokio::spawn(relays.clone().receive());
         Ok(Box::new(AuthSocket {
@@ -341,6 +435,9 @@ struct AuthSocket {
 impl std::ops::Drop for AuthSocket {
     fn drop(&mut self) {
         self.receiver.abort();
+        for r in lock(&self.relays.by_peer).values() {
+            r.task.abort();
+        }
     }
 }
 
@@ -383,38 +480,44 @@ mod tests {
 
     #[test]
     fn only_the_key_holder_is_heard_and_only_once() {
+        let b_addr: SocketAddr = "192.0.2.2:7946".parse().unwrap();
+        let me = [b_addr];
         let mut a = Sealer::new(b"0123456789abcdef-shared", 10);
         let mut b = Sealer::new(b"0123456789abcdef-shared", 20);
         let mut other = Sealer::new(b"another key of sixteen", 10);
-        let d1 = a.seal(b"hello");
-        assert_eq!(b.open(&d1), Ok(&b"hello"[..]));
-        assert_eq!(b.open(&d1), Err(Drop::Replayed), "the same datagram again");
-        let forged = other.seal(b"hello");
-        assert_eq!(b.open(&forged), Err(Drop::BadMac));
-        let mut altered = a.seal(b"hello");
+        let d1 = a.seal(b"hello", b_addr);
+        assert_eq!(b.open(&d1, &me), Ok(&b"hello"[..]));
+        assert_eq!(
+            b.open(&d1, &me),
+            Err(Drop::Replayed),
+            "the same datagram again"
+        );
+        let forged = other.seal(b"hello", b_addr);
+        assert_eq!(b.open(&forged, &me), Err(Drop::BadMac));
+        let mut altered = a.seal(b"hello", b_addr);
         if let Some(x) = altered.get_mut(HEADER) {
             *x ^= 1;
         }
-        assert_eq!(b.open(&altered), Err(Drop::BadMac));
+        assert_eq!(b.open(&altered, &me), Err(Drop::BadMac));
         for junk in [
             &b""[..],
-            b"MRD1",
+            b"MRD2",
             b"junk that is long enough to be framed as ours maybe",
         ] {
-            assert_eq!(b.open(junk), Err(Drop::Malformed));
+            assert_eq!(b.open(junk, &me), Err(Drop::Malformed));
         }
         // Reordering within the window is fine, a replay of any of them is not.
-        let d2 = a.seal(b"2");
-        let d3 = a.seal(b"3");
-        assert!(b.open(&d3).is_ok());
-        assert!(b.open(&d2).is_ok());
-        assert_eq!(b.open(&d2), Err(Drop::Replayed));
+        let d2 = a.seal(b"2", b_addr);
+        let d3 = a.seal(b"3", b_addr);
+        assert!(b.open(&d3, &me).is_ok());
+        assert!(b.open(&d2, &me).is_ok());
+        assert_eq!(b.open(&d2, &me), Err(Drop::Replayed));
         // A restart of the sender (another boot) is heard, and a replay is dropped
         // whichever address it comes from (the address is not part of the check).
         let mut restarted = Sealer::new(b"0123456789abcdef-shared", 11);
-        let again = restarted.seal(b"again");
-        assert!(b.open(&again).is_ok());
-        assert_eq!(b.open(&again), Err(Drop::Replayed));
+        let again = restarted.seal(b"again", b_addr);
+        assert!(b.open(&again, &me).is_ok());
+        assert_eq!(b.open(&again, &me), Err(Drop::Replayed));
     }
 
     #[test]
@@ -425,5 +528,71 @@ mod tests {
         assert!(!r.admit(36), "64 behind");
         assert!(r.admit(300));
         assert!(!r.admit(100), "fell out of the window");
+    }
+
+    #[test]
+    fn a_datagram_for_one_instance_is_refused_by_another() {
+        let ns2: SocketAddr = "192.0.2.2:7946".parse().unwrap();
+        let ns3: SocketAddr = "192.0.2.3:7946".parse().unwrap();
+        let mut ns1 = Sealer::new(b"0123456789abcdef-shared", 1);
+        let mut at_ns2 = Sealer::new(b"0123456789abcdef-shared", 2);
+        let mut at_ns3 = Sealer::new(b"0123456789abcdef-shared", 3);
+        let to_ns2 = ns1.seal(b"verdicts", ns2);
+        // Captured on its way to ns2 and sent to ns3: refused, whatever its sequence.
+        assert_eq!(at_ns3.open(&to_ns2, &[ns3]), Err(Drop::Misdirected));
+        assert_eq!(at_ns2.open(&to_ns2, &[ns2]), Ok(&b"verdicts"[..]));
+        assert_eq!(at_ns2.open(&to_ns2, &[ns2]), Err(Drop::Replayed));
+        // Same IP, another port is another instance too.
+        let other_port: SocketAddr = "192.0.2.2:7947".parse().unwrap();
+        let d = ns1.seal(b"x", other_port);
+        assert_eq!(at_ns2.open(&d, &[ns2]), Err(Drop::Misdirected));
+    }
+
+    /// 5 000 authentic senders from as many addresses (address churn, or a key holder
+    /// misbehaving): the relay table stays bounded, and the newest sender is relayed.
+    #[tokio::test]
+    async fn relays_stay_bounded_and_new_peers_are_still_relayed() {
+        let public = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let me = public.local_addr().unwrap();
+        let inner = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let relays = Arc::new(Relays {
+            public,
+            inner: inner.local_addr().unwrap(),
+            me: vec![me],
+            sealer: Mutex::new(Sealer::new(b"0123456789abcdef-shared", 1)),
+            counters: Arc::new(Counters::default()),
+            by_peer: Mutex::new(HashMap::new()),
+            by_relay: Mutex::new(HashMap::new()),
+            clock: AtomicU64::new(0),
+        });
+        let receiver = tokio::spawn(relays.clone().receive());
+        let mut sender = Sealer::new(b"0123456789abcdef-shared", 9);
+        let mut last = None;
+        for i in 0..5000u32 {
+            let source: std::net::Ipv4Addr = (0x7F02_0000 + i + 1).into();
+            let s = UdpSocket::bind((source, 0)).await.unwrap();
+            s.send_to(&sender.seal(b"hi", me), me).await.unwrap();
+            last = Some(s.local_addr().unwrap());
+            if i % 200 == 0 {
+                // Let the receiver keep up (a datagram queue is not what is tested).
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        let last = last.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !lock(&relays.by_peer).contains_key(&last) && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        assert!(relays.len() <= MAX_RELAYS, "{} relays", relays.len());
+        assert!(
+            lock(&relays.by_peer).contains_key(&last),
+            "the newest peer is relayed"
+        );
+        assert_eq!(
+            lock(&relays.by_relay).len(),
+            relays.len(),
+            "both maps agree"
+        );
+        receiver.abort();
     }
 }

@@ -71,6 +71,7 @@ pub async fn start(
         secret: cfg.secret.clone(),
         boot,
         counters: counters.clone(),
+        advertise: cfg.advertise,
     };
     let generation = boot / 1_000_000;
     let config = ChitchatConfig {
@@ -124,8 +125,10 @@ pub async fn start(
             let live: Vec<ChitchatId> = guard.live_nodes().cloned().collect();
             // The newest generation of each other instance.
             let mut newest: BTreeMap<&str, (&ChitchatId, &chitchat::NodeState)> = BTreeMap::new();
+            let mut own_generations: Vec<u64> = Vec::new();
             for (id, state) in guard.node_states() {
                 if *id.node_id == *own {
+                    own_generations.push(id.generation_id);
                     // Another process gossiping under this name: its verdicts would be
                     // taken for ours. Said once; the operator must rename one.
                     // (An earlier run of this very instance, relayed by a peer, is seen
@@ -168,6 +171,9 @@ pub async fn start(
                 out.push(read_peer(name, id, state, live.contains(id), heard));
             }
             drop(guard);
+            // Instances no longer gossiped about are forgotten here too.
+            beats.retain(|name, _| out.iter().any(|p| p.name == *name));
+            twins.retain(|g, _| own_generations.contains(g));
             exported.export(&metrics, &counted, &out);
             let next = Arc::new(Peers { peers: out });
             // Liveness and values when they change; `last_heard` at least every second,
@@ -197,7 +203,7 @@ pub async fn start(
 /// Counter values already added to the metrics.
 #[derive(Default)]
 struct Exported {
-    dropped: [u64; 3],
+    dropped: [u64; 4],
     sent: u64,
     received: u64,
 }
