@@ -399,14 +399,15 @@ const LEAVES: &[&[&str]] = &[
     &["traffic"],
 ];
 
+fn is_leaf(m: &ModPath) -> bool {
+    LEAVES
+        .iter()
+        .any(|l| m.len() >= l.len() && m[..l.len()] == **l)
+}
+
 #[test]
 fn the_leaves_import_nothing_but_other_leaves() {
     let c = Crate::read();
-    let is_leaf = |m: &ModPath| {
-        LEAVES
-            .iter()
-            .any(|l| m.len() >= l.len() && m[..l.len()] == **l)
-    };
     let mut wrong = Vec::new();
     for (f, t) in c.references() {
         if is_leaf(&f.module) && !is_leaf(&t) {
@@ -487,11 +488,6 @@ fn the_reader_sees_super_self_and_braced_imports() {
 #[test]
 fn the_configuration_sits_below_what_it_configures() {
     let c = Crate::read();
-    let is_leaf = |m: &ModPath| {
-        LEAVES
-            .iter()
-            .any(|l| m.len() >= l.len() && m[..l.len()] == **l)
-    };
     let mut wrong = Vec::new();
     for (f, t) in c.references() {
         if f.module[0] == "config"

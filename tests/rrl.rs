@@ -189,19 +189,11 @@ fn many_names_from_one_prefix_stay_unlimited_while_one_name_is_limited() {
     assert!(one.truncated > 50, "and slipped: {one:?}");
 }
 
-/// A random-subdomain flood with DO against a signed zone: every query is a new name, so
-/// each answer needs a freshly signed denial proof. The limit is decided before the
-/// proof is composed, so the answers RRL drops or slips cost no signature.
-#[test]
-fn a_random_subdomain_flood_with_do_signs_only_what_it_sends_in_full() {
-    use hickory_proto::op::Edns;
+/// The test zone signed with a key from `meridian keygen`, served with `yaml`.
+fn signed(yaml: &str) -> (tempfile::TempDir, Meridian) {
     let dir = common::deployment(&[("example.test", ZONE)]);
     let config = dir.path().join("meridian.yaml");
-    std::fs::write(
-        &config,
-        "version: 1\nrrl:\n  responses_per_second: 20\n  window: 2s\n  slip: 2\n  exempt: []\n",
-    )
-    .unwrap();
+    std::fs::write(&config, yaml).unwrap();
     let keygen = std::process::Command::new(BIN)
         .args(["keygen", "--config"])
         .arg(&config)
@@ -214,8 +206,29 @@ fn a_random_subdomain_flood_with_do_signs_only_what_it_sends_in_full() {
         String::from_utf8_lossy(&keygen.stderr)
     );
     let m = Meridian::start(&config);
-    let signed = |m: &Meridian| m.metric("meridian_dnssec_signatures_total").unwrap();
-    let before = signed(&m);
+    (dir, m)
+}
+
+/// A query for `name` A with EDNS and DO set.
+fn with_do(name: &str) -> Vec<u8> {
+    let mut q = query_msg(name, RecordType::A, None);
+    let mut e = hickory_proto::op::Edns::new();
+    e.set_max_payload(1232);
+    e.flags_mut().dnssec_ok = true;
+    q.set_edns(e);
+    q.to_vec().unwrap()
+}
+
+/// A random-subdomain flood with DO against a signed zone: every query is a new name, so
+/// each answer needs a freshly signed denial proof. The limit is decided before the
+/// proof is composed, so the answers RRL drops or slips cost no signature.
+#[test]
+fn a_random_subdomain_flood_with_do_signs_only_what_it_sends_in_full() {
+    let (_dir, m) = signed(
+        "version: 1\nrrl:\n  responses_per_second: 20\n  window: 2s\n  slip: 2\n  exempt: []\n",
+    );
+    let signatures = |m: &Meridian| m.metric("meridian_dnssec_signatures_total").unwrap();
+    let before = signatures(&m);
     let sock = UdpSocket::bind("127.0.8.8:0").unwrap();
     sock.set_read_timeout(Some(Duration::from_millis(300)))
         .unwrap();
@@ -234,20 +247,12 @@ fn a_random_subdomain_flood_with_do_signs_only_what_it_sends_in_full() {
         (full, truncated)
     });
     for i in 0..300 {
-        let mut q = query_msg(
-            &format!("r{i}x{}.example.test.", i * 7919),
-            RecordType::A,
-            None,
-        );
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        e.flags_mut().dnssec_ok = true;
-        q.set_edns(e);
-        sock.send_to(&q.to_vec().unwrap(), m.addr).unwrap();
+        let q = with_do(&format!("r{i}x{}.example.test.", i * 7919));
+        sock.send_to(&q, m.addr).unwrap();
         std::thread::sleep(Duration::from_millis(3));
     }
     let (full, truncated) = collect.join().unwrap();
-    let made = signed(&m) - before;
+    let made = signatures(&m) - before;
     assert!(full <= 60, "limited: {full} full, {truncated} truncated");
     assert!(
         truncated > 50,
@@ -263,34 +268,8 @@ fn a_random_subdomain_flood_with_do_signs_only_what_it_sends_in_full() {
 /// denial signature is sent truncated, and the retry over TCP is signed.
 #[test]
 fn past_the_signing_rate_udp_answers_are_truncated_and_tcp_is_signed() {
-    use hickory_proto::op::Edns;
-    let dir = common::deployment(&[("example.test", ZONE)]);
-    let config = dir.path().join("meridian.yaml");
-    std::fs::write(
-        &config,
-        "version: 1\ndnssec:\n  max_online_signatures_per_second: 10\n",
-    )
-    .unwrap();
-    let keygen = std::process::Command::new(BIN)
-        .args(["keygen", "--config"])
-        .arg(&config)
-        .arg("example.test")
-        .output()
-        .unwrap();
-    assert!(
-        keygen.status.success(),
-        "{}",
-        String::from_utf8_lossy(&keygen.stderr)
-    );
-    let m = Meridian::start(&config);
-    let query = |name: &str| {
-        let mut q = query_msg(name, RecordType::A, None);
-        let mut e = Edns::new();
-        e.set_max_payload(1232);
-        e.flags_mut().dnssec_ok = true;
-        q.set_edns(e);
-        q.to_vec().unwrap()
-    };
+    let (_dir, m) = signed("version: 1\ndnssec:\n  max_online_signatures_per_second: 10\n");
+    let query = with_do;
     let (mut full, mut truncated) = (0, 0);
     for i in 0..60 {
         let r = udp(m.addr, &query(&format!("new{i}.example.test.")));
