@@ -180,6 +180,14 @@ pub fn lowercase(name: &[u8]) -> Vec<u8> {
     name.to_ascii_lowercase()
 }
 
+/// Canonical DNS name order (RFC 4034 6.1): labels compared from the root down, each
+/// as lowercase octets, a name sorting before the names below it.
+pub fn canonical_cmp(a: &[u8], b: &[u8]) -> std::cmp::Ordering {
+    let la: Vec<Vec<u8>> = labels(a).map(<[u8]>::to_ascii_lowercase).collect();
+    let lb: Vec<Vec<u8>> = labels(b).map(<[u8]>::to_ascii_lowercase).collect();
+    la.iter().rev().cmp(lb.iter().rev())
+}
+
 /// True when the leftmost label is `*` (RFC 4592 2.1.1).
 pub fn is_wildcard(name: &[u8]) -> bool {
     name.get(..2) == Some(&[1, b'*'])
@@ -199,6 +207,28 @@ mod tests {
 
     fn n(s: &str) -> Vec<u8> {
         from_text(s, ROOT).unwrap()
+    }
+
+    #[test]
+    fn canonical_order_is_rfc_4034s_example() {
+        // RFC 4034 6.1, in its order.
+        let sorted = [
+            "example.",
+            "a.example.",
+            "yljkjljk.a.example.",
+            "Z.a.example.",
+            "zABC.a.EXAMPLE.",
+            "z.example.",
+            "\\001.z.example.",
+            "*.z.example.",
+            "\\200.z.example.",
+        ];
+        let names: Vec<Vec<u8>> = sorted.iter().map(|s| n(s)).collect();
+        let mut shuffled = names.clone();
+        shuffled.reverse();
+        shuffled.swap(1, 4);
+        shuffled.sort_by(|a, b| canonical_cmp(a, b));
+        assert_eq!(shuffled, names);
     }
 
     #[test]

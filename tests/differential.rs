@@ -12,75 +12,22 @@ mod common;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::nsd::{Nsd, nsd_binary, nsd_server, run_nsd};
 use common::*;
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Record, RecordType};
 
 const DATA: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/diff");
 
-struct Nsd(Child);
-
-impl Drop for Nsd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn nsd_binary() -> Option<String> {
-    ["/usr/sbin/nsd", "/usr/bin/nsd"]
-        .iter()
-        .find(|p| Path::new(p).exists())
-        .map(|p| p.to_string())
-}
-
 fn start_nsd(dir: &Path, zones: &Path, port: u16) -> Nsd {
     let mut conf = nsd_server(dir, zones, port);
     for zone in ["diff.test", "other.test"] {
         conf.push_str(&format!("zone:\n  name: {zone}\n  zonefile: {zone}\n"));
     }
-    run_nsd(dir, &conf, port)
-}
-
-fn nsd_server(dir: &Path, zones: &Path, port: u16) -> String {
-    format!(
-        "server:\n  ip-address: 127.0.0.1@{port}\n  zonesdir: \"{z}\"\n  database: \"\"\n  username: \"\"\n  chroot: \"\"\n  pidfile: \"{d}/nsd.pid\"\n  xfrdfile: \"{d}/xfrd.state\"\n  zonelistfile: \"{d}/zone.list\"\n  logfile: \"{d}/nsd.log\"\n  server-count: 1\n  hide-version: yes\n  hide-identity: yes\n  verbosity: 1\nremote-control:\n  control-enable: no\n",
-        z = zones.display(),
-        d = dir.display()
-    )
-}
-
-fn run_nsd(dir: &Path, conf: &str, port: u16) -> Nsd {
-    let conf_path = dir.join("nsd.conf");
-    std::fs::write(&conf_path, conf).unwrap();
-    let mut nsd = Nsd(Command::new(nsd_binary().unwrap())
-        .args(["-d", "-c"])
-        .arg(&conf_path)
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("nsd.stderr")).unwrap())
-        .spawn()
-        .expect("start nsd"));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let probe = query_bytes("diff.test.", RecordType::SOA, None);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while Instant::now() < deadline {
-        if let Some(r) = try_udp(addr, &probe, Duration::from_millis(200))
-            && Message::from_vec(&r)
-                .map(|m| !m.answers.is_empty())
-                .unwrap_or(false)
-        {
-            return nsd;
-        }
-    }
-    let _ = nsd.0.kill();
-    panic!(
-        "nsd did not come up: {}{}",
-        std::fs::read_to_string(dir.join("nsd.stderr")).unwrap_or_default(),
-        std::fs::read_to_string(dir.join("nsd.log")).unwrap_or_default()
-    );
+    run_nsd(dir, &conf, port, "diff.test.")
 }
 
 fn rr_text(r: &Record) -> String {
@@ -360,7 +307,7 @@ fn nsd_as_secondary_transfers_with_tsig_and_answers_like_meridian() {
             p = meridian.addr.port()
         ));
     }
-    let nsd = run_nsd(&secondary, &conf, nsd_port);
+    let nsd = run_nsd(&secondary, &conf, nsd_port, "diff.test.");
     let nsd_addr: SocketAddr = format!("127.0.0.1:{nsd_port}").parse().unwrap();
     // other.test may land a moment after diff.test.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -14,8 +14,9 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::nsd::{nsd_binary, nsd_server, run_nsd};
 use common::*;
-use hickory_proto::op::{Edns, Message};
+use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
 use hickory_proto::rr::{RData, RecordType};
 
@@ -493,4 +494,173 @@ fn signatures_go_only_to_do_queries_and_a_large_signed_answer_is_truncated() {
         co.metadata.response_code,
         hickory_proto::op::ResponseCode::NXDomain
     );
+}
+
+/// The serial of the SOA `server` answers for example.com.
+fn soa_serial(server: SocketAddr) -> u32 {
+    let m = udp(
+        server,
+        &query_bytes("example.com.", RecordType::SOA, Some(1232)),
+    );
+    let soa = m
+        .answers
+        .iter()
+        .find(|r| r.record_type() == RecordType::SOA)
+        .unwrap_or_else(|| panic!("no SOA from {server}: {m}"));
+    // "mname rname serial refresh retry expire minimum"
+    soa.data
+        .to_string()
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// The RRSIG RDATAs `server` gives with example.com's SOA (DO query).
+fn soa_rrsigs(server: SocketAddr) -> Vec<Vec<u8>> {
+    ask(server, "example.com.", RecordType::SOA, None)
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            RData::Unknown { code, rdata } if *code == RecordType::RRSIG => {
+                Some(rdata.anything.clone())
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every kind of answer, asked through `u`, validates: static data, a policy name's
+/// no-location answer, NXDOMAIN, and NODATA at a static, a policy and a wildcard name.
+fn everything_validates(u: &Unbound) {
+    let mx = validated(u, "example.com.", RecordType::MX, None);
+    assert_eq!(mx.answers[0].data.to_string(), "10 mail.example.com.");
+    let www = validated(u, "www.example.com.", RecordType::A, None);
+    assert_eq!(addresses(&www).len(), 1, "{www}");
+    let wild = validated(u, "anything.apps.example.com.", RecordType::A, None);
+    assert_eq!(addresses(&wild), ["192.0.2.100"]);
+    let nx = validated(u, "nope.example.com.", RecordType::A, None);
+    assert_eq!(nx.metadata.response_code, ResponseCode::NXDomain, "{nx}");
+    for (name, t) in [
+        ("mail.example.com.", RecordType::TXT),
+        ("www.example.com.", RecordType::TXT),
+        ("other.apps.example.com.", RecordType::MX),
+    ] {
+        let neg = validated(u, name, t, None);
+        assert_eq!(neg.metadata.response_code, ResponseCode::NoError, "{neg}");
+        assert!(neg.answers.is_empty(), "{neg}");
+    }
+}
+
+/// Issue 29 §3: NSD as a secondary of a signed zone, and Unbound validating through NSD
+/// alone (Meridian out of its path). The transfer carries the NSEC chain NSD serves its
+/// denials from; a re-sign raises the serial and its NOTIFY brings NSD the new
+/// signatures, which validate too.
+#[test]
+fn a_secondary_of_a_signed_zone_serves_answers_that_validate_before_and_after_a_re_sign() {
+    assert!(
+        nsd_binary().is_some(),
+        "NSD is not installed (apt-get install nsd; .ci/run does it)"
+    );
+    let dir = example_copy();
+    let config = dir.path().join("meridian.yaml");
+    let out = keygen(&config, &["example.com"]);
+    let nsd_port = free_port();
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "transfer:\n  allow: [{{ from: [\"127.0.0.1/32\"] }}]\n  notify: [\"127.0.0.1:{nsd_port}\"]\ndnssec:\n  signature_validity: 2h\n  refresh: 1h\n"
+    ));
+    std::fs::write(&config, text).unwrap();
+    let check = Command::new(BIN)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        report.contains("dnssec example.com.: a secondary gets serial")
+            && report.contains("an NSEC chain over"),
+        "{report}"
+    );
+    let m = serve(dir.path());
+    let file_serial = 2026112201u32;
+    let served = soa_serial(m.addr);
+    assert_ne!(
+        served, file_serial,
+        "a signed zone serves its signing serial"
+    );
+
+    let secondary = dir.path().join("secondary");
+    std::fs::create_dir_all(&secondary).unwrap();
+    let mut conf = nsd_server(&secondary, &secondary, nsd_port);
+    conf.push_str(&format!(
+        "zone:\n  name: example.com\n  zonefile: example.com.zone\n  request-xfr: AXFR 127.0.0.1@{p} NOKEY\n  allow-notify: 127.0.0.1 NOKEY\n",
+        p = m.addr.port()
+    ));
+    let _nsd = run_nsd(&secondary, &conf, nsd_port, "example.com.");
+    let nsd_addr: SocketAddr = format!("127.0.0.1:{nsd_port}").parse().unwrap();
+    assert_eq!(soa_serial(nsd_addr), served);
+    let nsec = ask(nsd_addr, "nope.example.com.", RecordType::A, None);
+    assert!(
+        nsec.authorities
+            .iter()
+            .any(|r| r.record_type() == RecordType::NSEC),
+        "NSD's NXDOMAIN carries an NSEC from the transferred chain: {nsec}"
+    );
+
+    let resolver = dir.path().join("resolver");
+    std::fs::create_dir_all(&resolver).unwrap();
+    let u = unbound(&resolver, &dnskey_line(&out), nsd_addr);
+    everything_validates(&u);
+    drop(u);
+
+    // A re-sign (SIGHUP rebuilds and re-signs, as the refresh timer does): a higher
+    // serial, a NOTIFY, and NSD serves the new signatures.
+    let before = soa_rrsigs(nsd_addr);
+    std::thread::sleep(Duration::from_millis(1100));
+    let pid = m.child.id().to_string();
+    assert!(
+        Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success()
+    );
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while soa_serial(nsd_addr) == served && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let resigned = soa_serial(m.addr);
+    assert!(
+        resigned > served,
+        "re-signing raised the serial: {served} → {resigned}"
+    );
+    assert_eq!(
+        soa_serial(nsd_addr),
+        resigned,
+        "NSD took the re-signed zone after the NOTIFY\n{}",
+        std::fs::read_to_string(secondary.join("nsd.log")).unwrap_or_default()
+    );
+    let after = soa_rrsigs(nsd_addr);
+    assert!(
+        !after.is_empty() && after != before,
+        "new signatures on NSD"
+    );
+    // The short validity is what NSD serves: expiry (RFC 4034 3.1, octets 8..12) within 2 h.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    for sig in &after {
+        let expiry = u64::from(u32::from_be_bytes([sig[8], sig[9], sig[10], sig[11]]));
+        assert!(
+            expiry > now && expiry <= now + 7200,
+            "expiry {expiry}, now {now}"
+        );
+    }
+    let resolver2 = dir.path().join("resolver2");
+    std::fs::create_dir_all(&resolver2).unwrap();
+    let u2 = unbound(&resolver2, &dnskey_line(&out), nsd_addr);
+    everything_validates(&u2);
 }

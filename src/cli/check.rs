@@ -178,6 +178,23 @@ fn print_dnssec(snap: &Snapshot) {
             name::to_text(&z.apex),
             keys.join(", ")
         );
+        if snap.transfer.is_some() {
+            let (records, names) = meridian::dns::transfer::secondary_view(
+                snap,
+                &meridian::health::HealthView::default(),
+                z,
+            );
+            let serial = zk.serial.map_or_else(
+                || "-".into(),
+                |(file, served)| {
+                    format!("{served} (file {file} + seconds since 2026-01-01 at signing)")
+                },
+            );
+            println!(
+                "dnssec {}: a secondary gets serial {serial}, {records} records with their signatures and an NSEC chain over {names} names; each re-sign raises the serial and sends NOTIFY",
+                name::to_text(&z.apex),
+            );
+        }
     }
     if d.is_signed() {
         for z in snap.zones.iter().filter(|z| !z.signed) {

@@ -5,7 +5,9 @@
 //! with its builder, so nothing here is on the UDP query path.
 //!
 //! A policy name is transferred as the answer a client with no location gets under the
-//! current health view: a secondary cannot route, it can only be a fallback.
+//! current health view: a secondary cannot route, it can only be a fallback. A signed
+//! zone goes with its signatures and an NSEC chain over the names sent (`dnssec::chain`),
+//! so a secondary's negative answers validate too.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -16,6 +18,7 @@ use domain::base::{Message, MessageBuilder, ToName, Ttl, UnknownRecordData};
 use domain::rdata::tsig::Time48;
 use domain::tsig::{Algorithm, Key, KeyName, ServerSequence};
 
+use crate::dnssec::chain;
 use crate::health::HealthView;
 use crate::iana::{Rcode, Rtype};
 use crate::snapshot::Snapshot;
@@ -124,7 +127,17 @@ pub fn respond(snapshot: &Snapshot, health: &HealthView, request: &[u8], peer: I
         return resp;
     };
     resp.zone = zone.display.to_string();
-    let records = zone_records(snapshot, health, zone);
+    let mut records = zone_records(snapshot, health, zone);
+    if let Some(zk) = snapshot.dnssec.zones.get(&zone.apex) {
+        let names = chain::names(zone, records.iter().map(|r| (&r.0[..], r.1)));
+        let chain = chain::nsec_chain(&snapshot.dnssec, zk, &names);
+        for link in chain {
+            for sig in link.sigs.iter() {
+                records.push((link.owner.clone(), Rtype::RRSIG, link.ttl, sig[..].into()));
+            }
+            records.push((link.owner, Rtype::NSEC, link.ttl, link.rdata.into()));
+        }
+    }
     let Some(soa) = records.first().cloned() else {
         resp.outcome = Outcome::NotAuth;
         resp.messages
@@ -164,6 +177,18 @@ pub fn respond(snapshot: &Snapshot, health: &HealthView, request: &[u8], peer: I
     resp
 }
 
+/// What a secondary of `zone` gets now: the records sent (SOA counted once) and, for
+/// a signed zone, the names its NSEC chain links (`meridian check` prints them).
+pub fn secondary_view(snapshot: &Snapshot, health: &HealthView, zone: &Zone) -> (usize, usize) {
+    let records = zone_records(snapshot, health, zone);
+    let names = if zone.signed {
+        chain::names(zone, records.iter().map(|r| (&r.0[..], r.1))).len()
+    } else {
+        0
+    };
+    (records.len(), names)
+}
+
 /// Owner (wire), type, TTL, RDATA (wire).
 type Record = (Box<[u8]>, Rtype, u32, Rdata);
 
@@ -189,11 +214,12 @@ fn zone_records(snapshot: &Snapshot, health: &HealthView, zone: &Zone) -> Vec<Re
         dnssec: zone.signed,
     };
     for (_, node) in nodes {
-        for set in node.rrsets.iter().filter(|s| s.rtype != Rtype::SOA) {
-            for rd in set.rdata.iter() {
+        for set in node.rrsets.iter() {
+            // The SOA went first; its signatures go with the rest.
+            for rd in set.rdata.iter().filter(|_| set.rtype != Rtype::SOA) {
                 out.push((node.owner.clone(), set.rtype, set.ttl, rd.clone()));
             }
-            // A signed zone's signatures go with it; its denials are online only.
+            // A signed zone's signatures go with it (its NSEC chain is added after).
             for sig in set.sigs.iter() {
                 out.push((node.owner.clone(), Rtype::RRSIG, set.ttl, sig.clone()));
             }

@@ -8,11 +8,13 @@
 //!  PolicySet ─────dynamic──────► every RRset a policy can answer, signed (snapshot
 //!                                build, and before each new health view is published)
 //!  Answer::denial ──denial─────► compact NSEC proofs (RFC 9824), signed once and cached
+//!  AXFR of a signed zone ─chain─► the NSEC chain a secondary serves its denials from
 //! ```
 //!
 //! The query path copies signatures; it signs only a denial it has not seen (then
 //! cached) or a dynamic answer the tables missed (counted: it should stay 0).
 
+pub mod chain;
 pub mod denial;
 pub mod dynamic;
 pub mod keys;
@@ -59,6 +61,8 @@ pub struct ZoneKeys {
     pub refresh: u64,
     /// TTL of NSEC proofs: the negative-answer TTL (RFC 9077).
     pub negative_ttl: u32,
+    /// The SOA serial in the zone file, and the one served (`signed_serial`).
+    pub serial: Option<(u32, u32)>,
 }
 
 impl ZoneKeys {
@@ -190,6 +194,19 @@ impl Dnssec {
             .collect()
     }
 }
+
+/// The serial a signed zone serves: its file's serial plus the seconds from
+/// `SERIAL_EPOCH` to the signing. Every re-sign raises it, so secondaries transfer the
+/// new signatures before the old ones expire (PowerDNS's SOA-EDIT does this with the
+/// inception time); an edit that raises the file's serial raises it too. Both terms
+/// only grow, so it never goes back, and the steps stay far below RFC 1982's 2^31 (the
+/// epoch is recent so that even the first step, unsigned to signed, does until 2094).
+pub fn signed_serial(file: u32, signed_at: u64) -> u32 {
+    file.wrapping_add(signed_at.saturating_sub(SERIAL_EPOCH) as u32)
+}
+
+/// 2026-01-01T00:00:00Z.
+pub const SERIAL_EPOCH: u64 = 1_767_225_600;
 
 /// Whether the node is a delegation point (NS below the apex).
 fn is_cut(zone: &Zone, lower: &[u8], node: &Node) -> bool {
@@ -332,7 +349,9 @@ pub fn sign_zones(
         let Some(keys) = by_zone.remove(&zone.apex) else {
             continue;
         };
+        let serial = zone.serial().map(|f| (f, signed_serial(f, now)));
         let zk = ZoneKeys {
+            serial,
             apex: zone.apex.clone(),
             display: zone.display.clone(),
             keys,
@@ -349,6 +368,9 @@ pub fn sign_zones(
         if zk.data_signers().is_empty() {
             // Published but not yet active keys only: served unsigned until one activates.
             continue;
+        }
+        if let Some((_, served)) = serial {
+            zone.set_serial(served);
         }
         let earliest = sign_zone(zone, &zk, now);
         out.earliest_expiry

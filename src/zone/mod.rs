@@ -82,6 +82,23 @@ pub struct Zone {
     pub signed: bool,
 }
 
+/// Where the serial starts in SOA RDATA: after two uncompressed names.
+fn soa_serial_offset(soa: &[u8]) -> Option<usize> {
+    let name_len = |at: usize| -> Option<usize> {
+        let mut i = at;
+        loop {
+            let l = usize::from(*soa.get(i)?);
+            i += 1 + l;
+            if l == 0 {
+                return Some(i - at);
+            }
+        }
+    };
+    let mname = name_len(0)?;
+    let rname = name_len(mname)?;
+    Some(mname + rname)
+}
+
 impl Zone {
     pub fn node(&self, lower_name: &[u8]) -> Option<&Node> {
         self.nodes.get(lower_name)
@@ -94,26 +111,36 @@ impl Zone {
     /// The apex SOA's serial (what secondaries compare; RFC 1982 arithmetic).
     pub fn serial(&self) -> Option<u32> {
         let soa = self.apex_node()?.rrset(Rtype::SOA)?.rdata.first()?;
-        // Two uncompressed names, then the serial.
-        let name_len = |at: usize| -> Option<usize> {
-            let mut i = at;
-            loop {
-                let l = usize::from(*soa.get(i)?);
-                i += 1 + l;
-                if l == 0 {
-                    return Some(i - at);
-                }
-            }
-        };
-        let mname = name_len(0)?;
-        let rname = name_len(mname)?;
-        let b = soa.get(mname + rname..mname + rname + 4)?;
+        let at = soa_serial_offset(soa)?;
+        let b = soa.get(at..at + 4)?;
         Some(u32::from_be_bytes([
             *b.first()?,
             *b.get(1)?,
             *b.get(2)?,
             *b.get(3)?,
         ]))
+    }
+
+    /// Serves `serial` in the apex SOA and the negative-answer SOA (before signing:
+    /// the signatures cover the serial).
+    pub fn set_serial(&mut self, serial: u32) {
+        let apex = self.apex.clone();
+        let sets = self
+            .nodes
+            .get_mut(&apex[..])
+            .into_iter()
+            .flat_map(|n| n.rrsets.iter_mut())
+            .filter(|s| s.rtype == Rtype::SOA)
+            .chain(std::iter::once(&mut self.negative_soa));
+        for set in sets {
+            for rd in set.rdata.iter_mut() {
+                if let Some(at) = soa_serial_offset(rd)
+                    && let Some(b) = rd.get_mut(at..at + 4)
+                {
+                    b.copy_from_slice(&serial.to_be_bytes());
+                }
+            }
+        }
     }
 
     /// Binds a traffic policy to `name` (lowercase wire, inside this zone), creating the

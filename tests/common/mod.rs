@@ -9,6 +9,7 @@
 
 pub mod httpd;
 pub mod netns;
+pub mod nsd;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};
