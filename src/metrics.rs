@@ -50,6 +50,7 @@ pub struct Metrics {
     pub cluster_auth_failures: IntCounterVec,
     pub cluster_records_ignored: IntCounter,
     pub health_checker_restarts: IntCounter,
+    pub health_queue_overflow: IntCounterVec,
     pub cluster_gossip_bytes: IntCounterVec,
     pub endpoint_votes: IntGaugeVec,
     pub rrl_limited: IntCounterVec,
@@ -218,6 +219,13 @@ impl Metrics {
             health_checker_restarts: reg!(IntCounter::new(
                 "meridian_health_checker_restarts_total",
                 "Times the health checker stopped (a panic) and was restarted from the state file"
+            )),
+            health_queue_overflow: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_health_queue_overflow_total",
+                    "Messages the health checker's bounded queues turned away because it was behind: probe samples (queue=samples) or reloads (queue=commands)"
+                ),
+                &["queue"]
             )),
             cluster_gossip_bytes: reg!(IntCounterVec::new(
                 Opts::new(

@@ -157,6 +157,7 @@ pub fn run(config: Config, config_path: &Path, overrides: &Overrides) -> anyhow:
         let _ = tx.send(true);
         let _ = dns.await;
         let _ = admin.await;
+        health.flush().await;
         drop(cluster);
         info!("stopped");
         Ok(())

@@ -1,6 +1,7 @@
 //! The state file: last measured endpoint states and operator overrides, so that a
 //! restart neither flaps (a down endpoint stays down and its cooldown continues) nor
-//! forgets a drain. Written atomically (temporary file + rename).
+//! forgets a drain. Written atomically and durably (temporary file, fsync, rename, fsync
+//! of the folder), so a crash or power loss leaves the old file or the new one.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -72,9 +73,110 @@ impl StateFile {
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
+        use std::io::Write;
         let tmp = path.with_extension("tmp");
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        std::fs::write(&tmp, text)?;
-        std::fs::rename(&tmp, path)
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(&text)?;
+        f.sync_all()?;
+        drop(f);
+        std::fs::rename(&tmp, path)?;
+        // The rename is durable once the folder is.
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d,
+            _ => Path::new("."),
+        };
+        std::fs::File::open(dir)?.sync_all()
+    }
+}
+
+/// Writes the state file for one checker: at once (an operator's override is on disk
+/// before its reply) or in the background (a measured state change: many may come in
+/// one second, and the checker must not wait on the disk). Writes are ordered: an older
+/// state never replaces a newer one.
+#[derive(Debug)]
+pub struct Writer {
+    path: std::path::PathBuf,
+    /// The sequence number of the last state written, under the lock every write takes.
+    written: std::sync::Arc<std::sync::Mutex<u64>>,
+    next: u64,
+}
+
+impl Writer {
+    pub fn new(path: std::path::PathBuf) -> Writer {
+        Writer {
+            path,
+            written: Default::default(),
+            next: 0,
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn save_now(&mut self, file: &StateFile) -> std::io::Result<()> {
+        self.next += 1;
+        Self::write(&self.written, self.next, file, &self.path)
+    }
+
+    /// Must run inside a tokio runtime.
+    pub fn save_in_background(&mut self, file: StateFile) -> tokio::task::JoinHandle<()> {
+        self.next += 1;
+        let (written, seq, path) = (self.written.clone(), self.next, self.path.clone());
+        tokio::task::spawn_blocking(move || {
+            if let Err(e) = Self::write(&written, seq, &file, &path) {
+                tracing::warn!("cannot write state file {}: {e}", path.display());
+            }
+        })
+    }
+
+    fn write(
+        written: &std::sync::Mutex<u64>,
+        seq: u64,
+        file: &StateFile,
+        path: &Path,
+    ) -> std::io::Result<()> {
+        let mut last = written.lock().unwrap_or_else(|e| e.into_inner());
+        if *last > seq {
+            return Ok(());
+        }
+        file.save(path)?;
+        *last = seq;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn drained(region: &str) -> StateFile {
+        let text = format!(
+            r#"{{"version":1,"endpoints":{{}},"region_overrides":{{"{region}":{{"kind":"drain","since":0}}}},"endpoint_overrides":{{}}}}"#
+        );
+        serde_json::from_str(&text).unwrap()
+    }
+
+    #[test]
+    fn a_late_write_never_replaces_a_newer_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.json");
+        let mut w = Writer::new(path.clone());
+        // A background write is numbered when it is spawned, and a slow disk or a busy
+        // pool may run it after a later one.
+        w.next += 1;
+        let late = w.next;
+        w.save_now(&drained("new")).unwrap();
+        Writer::write(&w.written, late, &drained("old"), &path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("\"new\"") && !text.contains("\"old\""),
+            "{text}"
+        );
+        assert!(
+            !path.with_extension("tmp").exists(),
+            "no temporary file left"
+        );
     }
 }

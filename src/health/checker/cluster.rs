@@ -230,7 +230,7 @@ impl ClusterState {
         let verdicts: BTreeMap<String, Verdict> = probes
             .iter()
             .map(|(k, e)| {
-                let s = e.window.signals(e.thresholds.latency_percentile);
+                let s = e.signals;
                 (
                     k.clone(),
                     Verdict {

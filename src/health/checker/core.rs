@@ -18,7 +18,7 @@ use super::export;
 use super::history::History;
 use super::loads::Loads;
 use super::overrides::{FromPeer, Overrides};
-use super::probes::{Probes, Probing, SampleMsg};
+use super::probes::{Probes, Probing, SampleTx};
 use super::publish;
 use super::shifting::Shifting;
 use crate::health::aggregate::{self, Member, RegionState};
@@ -28,7 +28,7 @@ use crate::health::plan::HealthPlan;
 use crate::health::probe;
 use crate::health::state::Sample;
 use crate::health::status::{OverrideError, Target};
-use crate::health::store::StateFile;
+use crate::health::store::{self, StateFile};
 use crate::health::view::{Effective, HealthView, OverrideKind, RegionHealth};
 use crate::metrics::Metrics;
 
@@ -47,10 +47,36 @@ pub(crate) struct Core {
     pub(super) ready_tx: Arc<watch::Sender<bool>>,
     /// The plan in force, where the supervisor finds it to restart the checker.
     plan_store: Arc<ArcSwap<HealthPlan>>,
-    state_file: Option<PathBuf>,
+    state_file: Option<store::Writer>,
     metrics: Arc<Metrics>,
     /// Set when regions or endpoints change: the next export starts the gauges afresh.
     gauges_stale: bool,
+    /// A publication owed for samples that changed no state (see `intake`).
+    pub(super) publish_due: Option<Instant>,
+    /// A state file write owed for measured states that changed (see `persist_soon`).
+    pub(super) persist_due: Option<Instant>,
+}
+
+/// How long samples that change no state wait to be published together: the view then
+/// differs only in its TTL caps (whole seconds), so a publication per sample, which
+/// costs a pass over every endpoint, is not worth it past a few hundred endpoints.
+pub(super) const COALESCE: Duration = Duration::from_millis(200);
+
+/// How long measured state changes wait to be written together: a region going down
+/// moves all its endpoints within a few probes, and one write covers them. Overrides
+/// are written at once, and shutdown writes what is owed.
+pub(super) const PERSIST_EVERY: Duration = Duration::from_millis(100);
+
+/// What the run loop does after a sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Intake {
+    /// A stale or unknown sample.
+    Ignored,
+    /// Nothing moved: the view can wait for the next coalesced publication.
+    Quiet,
+    /// A transition, or the first failure after successes (or the reverse), which moves
+    /// a TTL cap by a whole interval: publish now. `persist`: a measured state changed.
+    Publish { persist: bool },
 }
 
 impl Core {
@@ -63,7 +89,7 @@ impl Core {
         persisted: &StateFile,
         state_file: Option<PathBuf>,
         ready_tx: Arc<watch::Sender<bool>>,
-        sample_tx: mpsc::UnboundedSender<SampleMsg>,
+        sample_tx: SampleTx,
         metrics: Arc<Metrics>,
         probing: Probing,
     ) -> Core {
@@ -80,9 +106,11 @@ impl Core {
             view,
             ready_tx,
             plan_store,
-            state_file,
+            state_file: state_file.map(store::Writer::new),
             metrics,
             gauges_stale: true,
+            publish_due: None,
+            persist_due: None,
         };
         core.reconfigure(plan, Some(persisted));
         // Restored overrides keep their deadlines; those past theirs end now.
@@ -102,7 +130,13 @@ impl Core {
         persisted: &StateFile,
     ) -> (Core, watch::Receiver<bool>) {
         let (ready_tx, ready) = watch::channel(false);
-        let (sample_tx, _) = mpsc::unbounded_channel();
+        let metrics = Arc::new(Metrics::new());
+        let sample_tx = SampleTx {
+            tx: mpsc::channel(1).0,
+            overflow: metrics
+                .health_queue_overflow
+                .with_label_values(&["samples"]),
+        };
         let core = Core::new(
             Arc::new(ArcSwap::new(plan)),
             Arc::new(ArcSwap::from_pointee(HealthView::default())),
@@ -110,7 +144,7 @@ impl Core {
             None,
             Arc::new(ready_tx),
             sample_tx,
-            Arc::new(Metrics::new()),
+            metrics,
             Probing::Off,
         );
         (core, ready)
@@ -371,10 +405,67 @@ impl Core {
         self.cluster.as_ref().is_none_or(ClusterState::heard_a_peer)
     }
 
-    pub(super) fn persist(&self) {
-        if let Some(path) = &self.state_file {
-            export::persist(path, &self.probes, &self.overrides);
+    /// Writes the state file now (fsynced before this returns): an override must be on
+    /// disk before its reply.
+    pub(super) fn persist(&mut self) {
+        self.persist_due = None;
+        let Some(w) = self.state_file.as_mut() else {
+            return;
+        };
+        let file = export::state_file(&self.probes, &self.overrides);
+        if let Err(e) = w.save_now(&file) {
+            tracing::warn!("cannot write state file {}: {e}", w.path().display());
         }
+    }
+
+    /// Writes the state file within `PERSIST_EVERY`, in the background.
+    pub(super) fn persist_soon(&mut self) {
+        if self.state_file.is_some() {
+            self.persist_due
+                .get_or_insert_with(|| Instant::now() + PERSIST_EVERY);
+        }
+    }
+
+    /// The write `persist_soon` promised.
+    pub(super) fn persist_owed(&mut self) {
+        self.persist_due = None;
+        if let Some(w) = self.state_file.as_mut() {
+            w.save_in_background(export::state_file(&self.probes, &self.overrides));
+        }
+    }
+
+    /// Feeds a probe task's sample and says when to publish (see [`Intake`]).
+    pub(super) fn intake(&mut self, key: &str, generation: u64, sample: Sample) -> Intake {
+        let now = Instant::now();
+        let Some(seen) = self
+            .probes
+            .observe(key, generation, sample, None, now, &self.metrics)
+        else {
+            return Intake::Ignored;
+        };
+        let moved = seen.moved.is_some();
+        if let Some(m) = seen.moved {
+            self.record(key.to_string(), m.from, m.to, m.cause, m.cooldown_held);
+        }
+        let flipped = self.probes.get(key).is_some_and(|e| {
+            e.signals.consecutive_failures == 1 || e.signals.consecutive_successes == 1
+        });
+        if moved || seen.changed || flipped {
+            return Intake::Publish {
+                persist: seen.changed,
+            };
+        }
+        if !self.gauges_stale {
+            export::sample_gauges(
+                &self.metrics,
+                &self.last_region,
+                self.probes.get(key),
+                &[],
+                now,
+            );
+        }
+        self.publish_due.get_or_insert(now + COALESCE);
+        Intake::Quiet
     }
 
     /// The endpoints of `region` with their generations (`meridian simulate` feeds them).
@@ -407,6 +498,7 @@ impl Core {
     /// sample only that endpoint's and the changed regions' series.
     pub(super) fn publish_after(&mut self, log: bool, sampled: Option<&str>) {
         let now = Instant::now();
+        self.publish_due = None;
         if let Some(c) = self.cluster.as_mut() {
             let changes = c.refresh(&self.probes, now);
             if log {

@@ -2,10 +2,8 @@
 //! and the state file. Kept apart from deciding (`core`, `aggregate`).
 
 use std::collections::HashMap;
-use std::path::Path;
 
 use tokio::time::Instant;
-use tracing::warn;
 
 use super::loads::Loads;
 use super::overrides::{Overrides, target_key};
@@ -49,7 +47,7 @@ fn endpoint_gauges(m: &Metrics, e: &EndpointRt, now: Instant) {
             .with_label_values(&[region, ep, st])
             .set(i64::from(e.state.name() == st));
     }
-    let s = e.window.signals(e.thresholds.latency_percentile);
+    let s = e.signals;
     m.endpoint_error_rate
         .with_label_values(&[region, ep])
         .set(s.error_rate);
@@ -97,9 +95,9 @@ pub(super) fn all_gauges(
     }
 }
 
-/// Writes measured endpoint states and runtime overrides to the state file.
-pub(super) fn persist(path: &Path, probes: &Probes, overrides: &Overrides) {
-    let file = StateFile {
+/// What the state file keeps: measured endpoint states and runtime overrides.
+pub(super) fn state_file(probes: &Probes, overrides: &Overrides) -> StateFile {
+    StateFile {
         version: store::STATE_VERSION,
         endpoints: probes
             .iter()
@@ -120,9 +118,6 @@ pub(super) fn persist(path: &Path, probes: &Probes, overrides: &Overrides) {
             .iter()
             .map(|(t, r)| (target_key(t).to_string(), r.clone()))
             .collect(),
-    };
-    if let Err(e) = file.save(path) {
-        warn!("cannot write state file {}: {e}", path.display());
     }
 }
 

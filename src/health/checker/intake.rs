@@ -50,8 +50,8 @@ impl Probes {
             .with_label_values(&[rt.region.as_str(), rt.ep.name.as_str()])
             .observe(sample.latency.as_secs_f64());
         rt.window.push(sample, rt.thresholds.window);
-        let signals = rt.window.signals(rt.thresholds.latency_percentile);
-        let (next, tr) = state::observe(rt.state, &signals, &rt.thresholds, now);
+        rt.signals = rt.window.signals(rt.thresholds.latency_percentile);
+        let (next, tr) = state::observe(rt.state, &rt.signals, &rt.thresholds, now);
         let changed = next.name() != rt.state.name();
         rt.state = next;
         if changed {

@@ -21,8 +21,8 @@ pub(super) struct Loads {
     /// By region: the measured load and the part of it the model did not account for
     /// when it was measured.
     measured: HashMap<String, (f64, f64)>,
-    tx: mpsc::UnboundedSender<LoadMsg>,
-    rx: Option<mpsc::UnboundedReceiver<LoadMsg>>,
+    tx: mpsc::Sender<LoadMsg>,
+    rx: Option<mpsc::Receiver<LoadMsg>>,
     tasks: HashMap<String, (LoadQuery, JoinHandle<()>)>,
     /// Regions whose query failed since it last answered (warned once).
     unread: HashSet<String>,
@@ -39,7 +39,8 @@ impl Drop for Loads {
 
 impl Loads {
     pub(super) fn new(probing: Probing) -> Loads {
-        let (tx, rx) = mpsc::unbounded_channel();
+        // One message per region and interval: a full queue makes the pollers wait.
+        let (tx, rx) = mpsc::channel(256);
         Loads {
             measured: HashMap::new(),
             tx,
@@ -51,7 +52,7 @@ impl Loads {
     }
 
     /// The receiving end, for the run loop (once).
-    pub(super) fn take_rx(&mut self) -> Option<mpsc::UnboundedReceiver<LoadMsg>> {
+    pub(super) fn take_rx(&mut self) -> Option<mpsc::Receiver<LoadMsg>> {
         self.rx.take()
     }
 
@@ -97,7 +98,7 @@ impl Loads {
                         Some(c) => probe::metric_value(&query.url, &query.query, c).await,
                         None => None,
                     };
-                    if tx.send((region.clone(), value)).is_err() {
+                    if tx.send((region.clone(), value)).await.is_err() {
                         return;
                     }
                     tokio::time::sleep(query.interval).await;

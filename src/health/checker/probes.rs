@@ -15,12 +15,24 @@ use crate::hash::fnv1a64;
 use crate::health::model::{Endpoint, Thresholds};
 use crate::health::plan::HealthPlan;
 use crate::health::probe;
-use crate::health::state::{Sample, State, Window};
+use crate::health::state::{Sample, Signals, State, Window};
 use crate::health::store::{self, EndpointRecord, StateFile};
 use crate::health::view::Effective;
 
 /// What a probe task sends: the endpoint's key, the task's generation, the outcome.
 pub(super) type SampleMsg = (String, u64, Sample);
+
+/// Samples waiting for the checker. A second's worth for 8,000 endpoints: a checker that
+/// far behind drops samples (counted) rather than growing without bound; a dropped
+/// sample only delays a decision by one interval.
+pub(super) const SAMPLE_QUEUE: usize = 8192;
+
+/// Where probe tasks send samples, and what counts the ones turned away.
+#[derive(Clone)]
+pub(super) struct SampleTx {
+    pub(super) tx: mpsc::Sender<SampleMsg>,
+    pub(super) overflow: prometheus::IntCounter,
+}
 
 /// Where samples come from: the real probe tasks, or nowhere but the core's `observe`
 /// (tests, and `meridian simulate`, which feeds synthetic samples on a virtual clock).
@@ -36,6 +48,9 @@ pub(super) struct EndpointRt {
     pub(super) ep: Endpoint,
     pub(super) thresholds: Thresholds,
     pub(super) window: Window,
+    /// What the window says, kept from the last sample: every publication reads each
+    /// endpoint's signals, and computing them sorts the window.
+    pub(super) signals: Signals,
     pub(super) state: State,
     pub(super) since: Instant,
     pub(super) since_unix: u64,
@@ -82,12 +97,12 @@ impl Drop for EndpointRt {
 pub(super) struct Probes {
     endpoints: BTreeMap<String, EndpointRt>,
     generation: u64,
-    sample_tx: mpsc::UnboundedSender<SampleMsg>,
+    sample_tx: SampleTx,
     probing: Probing,
 }
 
 impl Probes {
-    pub(super) fn new(sample_tx: mpsc::UnboundedSender<SampleMsg>, probing: Probing) -> Probes {
+    pub(super) fn new(sample_tx: SampleTx, probing: Probing) -> Probes {
         Probes {
             endpoints: BTreeMap::new(),
             generation: 0,
@@ -171,6 +186,7 @@ impl Probes {
                 match self.endpoints.remove(&key) {
                     Some(mut rt) if rt.ep == *ep => {
                         rt.thresholds = region.thresholds.clone();
+                        rt.signals = rt.window.signals(rt.thresholds.latency_percentile);
                         next.insert(key, rt);
                     }
                     Some(mut rt) => {
@@ -180,6 +196,7 @@ impl Probes {
                         rt.generation = generation;
                         rt.ep = ep.clone();
                         rt.thresholds = region.thresholds.clone();
+                        rt.signals = rt.window.signals(rt.thresholds.latency_percentile);
                         next.insert(key, rt);
                     }
                     None => {
@@ -198,6 +215,8 @@ impl Probes {
                                 ep: ep.clone(),
                                 thresholds: region.thresholds.clone(),
                                 window: Window::default(),
+                                signals: Window::default()
+                                    .signals(region.thresholds.latency_percentile),
                                 state,
                                 since,
                                 since_unix,
@@ -222,12 +241,7 @@ fn jitter(key: &str, interval: Duration) -> Duration {
     Duration::from_millis(fnv1a64(key.bytes()) % ms)
 }
 
-fn spawn_probe(
-    key: String,
-    ep: Endpoint,
-    generation: u64,
-    tx: mpsc::UnboundedSender<SampleMsg>,
-) -> JoinHandle<()> {
+fn spawn_probe(key: String, ep: Endpoint, generation: u64, tx: SampleTx) -> JoinHandle<()> {
     tokio::spawn(async move {
         let client = probe::client(&ep);
         tokio::time::sleep(jitter(&key, ep.interval).min(ep.interval / 4)).await;
@@ -236,8 +250,10 @@ fn spawn_probe(
         loop {
             let sample = probe::run_with(&ep, client.as_ref(), last_ok).await;
             last_ok = sample.ok;
-            if tx.send((key.clone(), generation, sample)).is_err() {
-                return;
+            match tx.tx.try_send((key.clone(), generation, sample)) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(_)) => tx.overflow.inc(),
+                Err(mpsc::error::TrySendError::Closed(_)) => return,
             }
             next += ep.interval;
             let now = Instant::now();

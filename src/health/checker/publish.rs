@@ -37,7 +37,7 @@ pub(super) fn ttl_caps(
 ) -> HashMap<String, u32> {
     let mut caps: HashMap<&str, Duration> = HashMap::new();
     for (key, e) in probes.iter() {
-        let s = e.window.signals(e.thresholds.latency_percentile);
+        let s = e.signals;
         let local = state::time_to_change(e.state, &s, &e.thresholds, e.ep.interval, now);
         let shared = cluster.and_then(|c| c.change_bound(key, e, now));
         let soonest = match (local, shared) {

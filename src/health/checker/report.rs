@@ -19,7 +19,7 @@ pub(super) fn status(core: &Core) -> Status {
         .probes
         .iter()
         .map(|(k, e)| {
-            let s = e.window.signals(e.thresholds.latency_percentile);
+            let s = e.signals;
             EndpointStatus {
                 region: e.region.clone(),
                 endpoint: e.ep.name.clone(),

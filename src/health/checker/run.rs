@@ -13,7 +13,8 @@ use tracing::{error, info, warn};
 
 use super::cluster::ClusterSide;
 use super::core::Core;
-use super::probes::{Probing, SampleMsg};
+use super::core::Intake;
+use super::probes::{Probing, SAMPLE_QUEUE, SampleMsg, SampleTx};
 use super::report;
 use crate::health::plan::HealthPlan;
 use crate::health::status::{OverrideError, Status, Target};
@@ -32,15 +33,21 @@ enum Command {
         reply: oneshot::Sender<Result<(), OverrideError>>,
     },
     Status(oneshot::Sender<Status>),
+    /// Writes owed state to disk now (shutdown).
+    Flush(oneshot::Sender<()>),
 }
 
 /// The handle the rest of the server holds.
 #[derive(Clone)]
 pub struct HealthHandle {
     pub view: Arc<ArcSwap<HealthView>>,
-    tx: mpsc::UnboundedSender<Command>,
+    tx: mpsc::Sender<Command>,
     ready: watch::Receiver<bool>,
+    metrics: Arc<Metrics>,
 }
+
+/// Commands waiting for the checker (reloads, overrides, status requests).
+const COMMAND_QUEUE: usize = 1024;
 
 impl HealthHandle {
     /// Starts probing everything `plan` names, under a supervisor that restarts the
@@ -52,9 +59,15 @@ impl HealthHandle {
         metrics: Arc<Metrics>,
         cluster: Option<ClusterSide>,
     ) -> HealthHandle {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
         let (ready_tx, ready) = watch::channel(false);
-        let (sample_tx, sample_rx) = mpsc::unbounded_channel();
+        let (sample_tx, sample_rx) = mpsc::channel(SAMPLE_QUEUE);
+        let sample_tx = SampleTx {
+            tx: sample_tx,
+            overflow: metrics
+                .health_queue_overflow
+                .with_label_values(&["samples"]),
+        };
         let view = Arc::new(ArcSwap::from_pointee(HealthView::default()));
         let start = Start {
             plan: Arc::new(ArcSwap::new(plan)),
@@ -62,19 +75,32 @@ impl HealthHandle {
             state_file,
             ready_tx: Arc::new(ready_tx),
             sample_tx,
-            metrics,
+            metrics: metrics.clone(),
             cluster,
             startup_wait,
         };
         // The first core is built here, so the first view is out before serving starts.
         let core = start.core();
         tokio::spawn(supervise(core, start, rx, sample_rx));
-        HealthHandle { view, tx, ready }
+        HealthHandle {
+            view,
+            tx,
+            ready,
+            metrics,
+        }
     }
 
     /// A new plan (reload): states carry over for endpoints that persist.
     pub fn reconfigure(&self, plan: Arc<HealthPlan>) {
-        let _ = self.tx.send(Command::Reconfigure(plan));
+        if let Err(mpsc::error::TrySendError::Full(_)) =
+            self.tx.try_send(Command::Reconfigure(plan))
+        {
+            warn!("health checker is behind: this reload's health plan was not taken");
+            self.metrics
+                .health_queue_overflow
+                .with_label_values(&["commands"])
+                .inc();
+        }
     }
 
     /// Sets (`Some`) or clears (`None`) an operator override; persisted. `fraction`
@@ -98,14 +124,24 @@ impl HealthHandle {
                 lasts,
                 reply,
             })
+            .await
             .map_err(|_| OverrideError::Unavailable)?;
         rx.await.map_err(|_| OverrideError::Unavailable)?
     }
 
     pub async fn status(&self) -> Option<Status> {
         let (reply, rx) = oneshot::channel();
-        self.tx.send(Command::Status(reply)).ok()?;
+        self.tx.send(Command::Status(reply)).await.ok()?;
         rx.await.ok()
+    }
+
+    /// Writes the state file now if a write is owed: a stop right after a transition
+    /// must not lose it.
+    pub async fn flush(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.tx.send(Command::Flush(reply)).await.is_ok() {
+            let _ = rx.await;
+        }
     }
 
     pub fn is_ready(&self) -> bool {
@@ -124,8 +160,8 @@ impl Core {
     /// outlive a core that panics, for the next one.
     async fn run(
         mut self,
-        rx: &mut mpsc::UnboundedReceiver<Command>,
-        samples: &mut mpsc::UnboundedReceiver<SampleMsg>,
+        rx: &mut mpsc::Receiver<Command>,
+        samples: &mut mpsc::Receiver<SampleMsg>,
         deadline: Instant,
     ) {
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
@@ -137,7 +173,12 @@ impl Core {
         loop {
             tokio::select! {
                 cmd = rx.recv() => match cmd {
-                    None => return,
+                    None => {
+                        if self.persist_due.is_some() {
+                            self.persist();
+                        }
+                        return;
+                    }
                     Some(Command::Reconfigure(plan)) => {
                         self.reconfigure(plan, None);
                         self.publish(true);
@@ -154,14 +195,27 @@ impl Core {
                     Some(Command::Status(reply)) => {
                         let _ = reply.send(report::status(&self));
                     }
+                    Some(Command::Flush(reply)) => {
+                        if self.persist_due.is_some() {
+                            self.persist();
+                        }
+                        let _ = reply.send(());
+                    }
                 },
                 Some((key, generation, sample)) = samples.recv() => {
-                    let changed = self.observe(&key, generation, sample, None);
-                    self.publish_after(true, Some(&key));
-                    if changed {
-                        self.persist();
+                    if let Intake::Publish { persist } = self.intake(&key, generation, sample) {
+                        self.publish_after(true, Some(&key));
+                        if persist {
+                            self.persist_soon();
+                        }
                     }
                     self.check_ready(&mut waiting);
+                }
+                _ = tokio::time::sleep_until(self.publish_due.unwrap_or(deadline)), if self.publish_due.is_some() => {
+                    self.publish(true);
+                }
+                _ = tokio::time::sleep_until(self.persist_due.unwrap_or(deadline)), if self.persist_due.is_some() => {
+                    self.persist_owed();
                 }
                 _ = watchdog.tick() => {
                     let revived = self.revive_silent_probes();
@@ -176,7 +230,7 @@ impl Core {
                         self.publish(true);
                     }
                     if revived {
-                        self.persist();
+                        self.persist_soon();
                     }
                 }
                 Ok(()) = async { match peers_rx.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {
@@ -186,7 +240,7 @@ impl Core {
                     let applied = self.apply_peer_overrides();
                     self.publish(true);
                     if applied {
-                        self.persist();
+                        self.persist_soon();
                     }
                     self.check_ready(&mut waiting);
                 }
@@ -237,7 +291,7 @@ struct Start {
     view: Arc<ArcSwap<HealthView>>,
     state_file: Option<PathBuf>,
     ready_tx: Arc<watch::Sender<bool>>,
-    sample_tx: mpsc::UnboundedSender<SampleMsg>,
+    sample_tx: SampleTx,
     metrics: Arc<Metrics>,
     cluster: Option<ClusterSide>,
     startup_wait: Duration,
@@ -278,8 +332,8 @@ impl Start {
 async fn supervise(
     mut core: Core,
     start: Start,
-    mut rx: mpsc::UnboundedReceiver<Command>,
-    mut samples: mpsc::UnboundedReceiver<SampleMsg>,
+    mut rx: mpsc::Receiver<Command>,
+    mut samples: mpsc::Receiver<SampleMsg>,
 ) {
     loop {
         let deadline = Instant::now()

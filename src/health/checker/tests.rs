@@ -199,6 +199,35 @@ mod core_tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn quiet_samples_are_published_together_and_a_failure_at_once() {
+        use super::super::core::{COALESCE, Intake};
+        let mut c = core();
+        feed(&mut c, "eu/web", &[OK, OK]).await;
+        let g = c.probes.get("eu/web").unwrap().generation;
+        let before = c.view.load_full();
+        for _ in 0..50 {
+            assert_eq!(c.intake("eu/web", g, OK), Intake::Quiet);
+        }
+        assert!(
+            Arc::ptr_eq(&before, &c.view.load_full()),
+            "no publication per quiet sample"
+        );
+        let due = c.publish_due.expect("one publication owed for them all");
+        assert!(due <= Instant::now() + COALESCE);
+        // One failure in the window is past the error rate (aggressive thresholds):
+        // the transition is published at once and persisted; the next failure moves
+        // nothing and waits.
+        assert_eq!(
+            c.intake("eu/web", g, FAIL),
+            Intake::Publish { persist: true }
+        );
+        c.publish(true);
+        assert_eq!(eu(&c), Effective::Down);
+        assert_eq!(c.intake("eu/web", g, FAIL), Intake::Quiet);
+        assert_eq!(c.intake("eu/web", g + 1, FAIL), Intake::Ignored, "stale");
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn a_drain_for_a_while_ends_by_itself_and_is_recorded() {
         let mut c = core();
         feed(&mut c, "eu/web", &[OK, OK]).await;
