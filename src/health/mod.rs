@@ -20,6 +20,7 @@
 pub mod aggregate;
 pub mod cause;
 pub mod checker;
+pub mod http1;
 pub mod model;
 pub mod peers;
 pub mod plan;

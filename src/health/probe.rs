@@ -1,5 +1,5 @@
 //! Probes: one HTTP(S) request or TCP connect against an endpoint, bounded by its
-//! timeout, as a [`Sample`]. Each probe opens a fresh connection: a kept-alive one would
+//! timeout, as a [`Sample`]. Plain HTTP goes through [`http1`], HTTPS through reqwest. Each probe opens a fresh connection: a kept-alive one would
 //! hide a broken listener, accept queue or TLS setup.
 
 use std::collections::HashMap;
@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::http1;
 pub use super::model::{Endpoint, Probe};
 use super::state::Sample;
 
@@ -102,6 +103,20 @@ fn build_client(
         b = b.resolve(name, *addr);
     }
     b.build().ok()
+}
+
+/// The Host header reqwest would send for a URL naming `host` and `port`.
+fn authority(host: &str, port: u16) -> String {
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 80 {
+        host
+    } else {
+        format!("{host}:{port}")
+    }
 }
 
 fn url(ep: &Endpoint) -> String {
@@ -243,6 +258,31 @@ async fn attempt(ep: &Endpoint, client: Option<&reqwest::Client>) -> bool {
             expect_rcode,
         } => dns(ep.address, qname, *qtype, *expect_rcode).await,
         Probe::Metric { .. } => false, // handled by run_with
+        Probe::Http {
+            tls: false,
+            method,
+            path,
+            host,
+            sni,
+            expect_status,
+            expect_body,
+            headers,
+            ..
+        } => {
+            let host = match (host, sni) {
+                (Some(h), _) => h.clone(),
+                (None, Some(name)) => authority(name, ep.address.port()),
+                (None, None) => authority(&ep.address.ip().to_string(), ep.address.port()),
+            };
+            let request = http1::request(method, path, &host, user_agent(), headers);
+            let expect = http1::Expect {
+                status: expect_status,
+                body: expect_body.as_deref(),
+                max_body: MAX_BODY,
+                head: method.eq_ignore_ascii_case("HEAD"),
+            };
+            http1::exchange(ep.address, &request, &expect).await
+        }
         Probe::Http {
             method,
             host,

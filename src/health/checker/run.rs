@@ -68,6 +68,10 @@ impl HealthHandle {
                 .health_queue_overflow
                 .with_label_values(&["samples"]),
         };
+        // Both series exist from the start, so an alert on them sees a zero.
+        metrics
+            .health_queue_overflow
+            .with_label_values(&["commands"]);
         let view = Arc::new(ArcSwap::from_pointee(HealthView::default()));
         let start = Start {
             plan: Arc::new(ArcSwap::new(plan)),
