@@ -145,7 +145,6 @@ def main():
         s.shutdown()
 
     lines = [
-        "<!-- dnssec -->",
         f"### DNSSEC: signed geo answers (`bench/dnssec.py{' --quick' if args.quick else ''}`, {time.strftime('%Y-%m-%d')})",
         "",
         f"{args.repeats} × {args.seconds} s per server in turn, dnsperf `-c 16 -q 500 -T 2`, 200 000 geo queries with ECS and DO; "
@@ -167,15 +166,7 @@ def main():
         lines.append(
             f"- meridian-signed / pdns-signed: queries/s {res['meridian-signed']['qps'] / max(res['pdns-signed']['qps'], 1):.2f}, "
             f"answers per CPU-second {res['meridian-signed']['per_cpu'] / res['pdns-signed']['per_cpu']:.2f}")
-    lines.append("<!-- /dnssec -->")
-    section = "\n".join(lines)
-    print(section)
-    text = open(args.out).read() if os.path.exists(args.out) else ""
-    if "<!-- dnssec -->" in text:
-        text = re.sub(r"<!-- dnssec -->.*?<!-- /dnssec -->", lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(args.out, "w").write(text)
+    run.write_section(args.out, "dnssec", lines)
 
 
 if __name__ == "__main__":

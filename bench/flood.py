@@ -16,7 +16,6 @@ the flood. It rewrites the `<!-- flood -->` section of RESULTS.md.
 import argparse
 import os
 import random
-import re
 import shutil
 import struct
 import subprocess
@@ -107,7 +106,6 @@ def main():
         return "-" if v is None else f"{v:.2f}"
 
     lines = [
-        "<!-- flood -->",
         f"### DNSSEC under a random-subdomain flood (`bench/flood.py{' --quick' if args.quick else ''}`, {time.strftime('%Y-%m-%d')})",
         "",
         f"{args.seconds} s per server: dnsperf `-c 16 -q 500 -T 2` with 200 000 distinct random names under "
@@ -128,15 +126,7 @@ def main():
         lines.append(
             f"- signed / unsigned flood answers per CPU-second: "
             f"{res['meridian-signed']['per_cpu'] / res['meridian']['per_cpu']:.3f}")
-    lines.append("<!-- /flood -->")
-    section = "\n".join(lines)
-    print(section)
-    text = open(args.out).read() if os.path.exists(args.out) else ""
-    if "<!-- flood -->" in text:
-        text = re.sub(r"<!-- flood -->.*?<!-- /flood -->", lambda _: section, text, flags=re.S)
-    else:
-        text = text.rstrip("\n") + "\n\n" + section + "\n"
-    open(args.out, "w").write(text)
+    run.write_section(args.out, "flood", lines)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ Needs root (apt installs) and the GeoIP database in MaxMind schema that gdnsd re
 import argparse
 import http.server
 import os
+import re
 import shutil
 import socket
 import socketserver
@@ -218,6 +219,19 @@ receiver-threads=2
 distributor-threads=2
 """)
     return ["pdns_server", f"--config-dir={d}"], None
+
+
+def write_section(path, mark, lines):
+    """Prints `lines` and puts them in `path` between `<!-- mark -->` and `<!-- /mark -->`,
+    replacing what was there (appended the first time)."""
+    section = "\n".join([f"<!-- {mark} -->", *lines, f"<!-- /{mark} -->"])
+    print(section)
+    text = open(path).read() if os.path.exists(path) else ""
+    if f"<!-- {mark} -->" in text:
+        text = re.sub(rf"<!-- {mark} -->.*?<!-- /{mark} -->", lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section + "\n"
+    open(path, "w").write(text)
 
 
 def pids_of(root_pid):
