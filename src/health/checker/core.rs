@@ -187,17 +187,28 @@ impl Core {
         sample: Sample,
         silent: Option<Duration>,
     ) -> bool {
+        self.take_sample(key, generation, sample, silent)
+            .is_some_and(|(changed, _)| changed)
+    }
+
+    /// `observe`'s work: `None` for a stale or unknown sample, else whether the measured
+    /// state changed and whether the endpoint moved (a transition was recorded).
+    fn take_sample(
+        &mut self,
+        key: &str,
+        generation: u64,
+        sample: Sample,
+        silent: Option<Duration>,
+    ) -> Option<(bool, bool)> {
         let now = Instant::now();
-        let Some(seen) = self
+        let seen = self
             .probes
-            .observe(key, generation, sample, silent, now, &self.metrics)
-        else {
-            return false;
-        };
+            .observe(key, generation, sample, silent, now, &self.metrics)?;
+        let moved = seen.moved.is_some();
         if let Some(m) = seen.moved {
             self.record(key.to_string(), m.from, m.to, m.cause, m.cooldown_held);
         }
-        seen.changed
+        Some((seen.changed, moved))
     }
 
     /// Replaces probe tasks that fell silent, counting the silence as a failed probe.
@@ -436,24 +447,15 @@ impl Core {
 
     /// Feeds a probe task's sample and says when to publish (see [`Intake`]).
     pub(super) fn intake(&mut self, key: &str, generation: u64, sample: Sample) -> Intake {
-        let now = Instant::now();
-        let Some(seen) = self
-            .probes
-            .observe(key, generation, sample, None, now, &self.metrics)
-        else {
+        let Some((changed, moved)) = self.take_sample(key, generation, sample, None) else {
             return Intake::Ignored;
         };
-        let moved = seen.moved.is_some();
-        if let Some(m) = seen.moved {
-            self.record(key.to_string(), m.from, m.to, m.cause, m.cooldown_held);
-        }
+        let now = Instant::now();
         let flipped = self.probes.get(key).is_some_and(|e| {
             e.signals.consecutive_failures == 1 || e.signals.consecutive_successes == 1
         });
-        if moved || seen.changed || flipped {
-            return Intake::Publish {
-                persist: seen.changed,
-            };
+        if moved || changed || flipped {
+            return Intake::Publish { persist: changed };
         }
         if !self.gauges_stale {
             export::sample_gauges(
