@@ -20,6 +20,7 @@ use super::loads::Loads;
 use super::overrides::{FromPeer, Overrides};
 use super::probes::{Probes, Probing, SampleTx};
 use super::publish;
+use super::release::Release;
 use super::shifting::Shifting;
 use crate::health::aggregate::{self, Member, RegionState};
 use crate::health::cause::Cause;
@@ -43,7 +44,8 @@ pub(crate) struct Core {
     pub(super) cluster: Option<ClusterState>,
     /// Each region's state at the last publication, by name.
     pub(super) last_region: HashMap<String, RegionState>,
-    pub(super) view: Arc<ArcSwap<HealthView>>,
+    /// Hands each view to the query path (after DNSSEC prepared it, off this task).
+    pub(super) release: Release,
     pub(super) ready_tx: Arc<watch::Sender<bool>>,
     /// The plan in force, where the supervisor finds it to restart the checker.
     plan_store: Arc<ArcSwap<HealthPlan>>,
@@ -103,7 +105,7 @@ impl Core {
             history: History::default(),
             cluster: None,
             last_region: HashMap::new(),
-            view,
+            release: Release::new(view),
             ready_tx,
             plan_store,
             state_file: state_file.map(store::Writer::new),
@@ -476,7 +478,7 @@ impl Core {
     }
 
     pub(in crate::health) fn current_view(&self) -> Arc<HealthView> {
-        self.view.load_full()
+        self.release.latest().clone()
     }
 
     /// The split of the last publication.
@@ -562,10 +564,9 @@ impl Core {
             self.last_region.insert(region.name.clone(), next);
         }
         view.refresh_shifting();
-        if let Some(p) = &self.plan.prepare {
-            (p.0)(&view);
-        }
-        self.view.store(Arc::new(view));
+        #[cfg(test)]
+        fault::hit(&self.plan);
+        self.release.hand_over(view, self.plan.prepare.as_ref());
         if let Some(c) = &self.cluster {
             c.publish_local(&self.probes, self.overrides.records());
             c.export(&self.metrics, &self.probes);
@@ -590,6 +591,28 @@ impl Core {
                     now,
                 );
             }
+        }
+    }
+}
+
+/// A fault the supervisor's test injects: the next publication of a plan with an armed
+/// region's name panics (by name, so that tests running alongside are not hit).
+#[cfg(test)]
+pub(super) mod fault {
+    use std::sync::Mutex;
+
+    pub(in crate::health::checker) static ARMED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+
+    pub(super) fn hit(plan: &crate::health::plan::HealthPlan) {
+        let hit = {
+            let mut armed = ARMED.lock().unwrap_or_else(|e| e.into_inner());
+            let at = armed
+                .iter()
+                .position(|n| plan.regions.iter().any(|r| &r.name == n));
+            at.map(|i| armed.remove(i))
+        };
+        if let Some(name) = hit {
+            panic!("an injected fault (region {name})");
         }
     }
 }

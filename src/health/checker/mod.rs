@@ -18,6 +18,7 @@
 //!  shifting  keeps, failback ramps and the split
 //!  loads     the Prometheus load pollers
 //!  publish   TTL caps and the answered-address log of a publication
+//!  release   a view to the query path, DNSSEC-prepared on a thread of its own
 //!  history   transitions: logged, counted, kept for the status page
 //!  export    gauges and the state file
 //!  report    the status, built on request
@@ -32,6 +33,7 @@ mod loads;
 mod overrides;
 mod probes;
 mod publish;
+mod release;
 mod report;
 mod run;
 mod shifting;

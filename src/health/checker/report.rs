@@ -50,7 +50,7 @@ pub(super) fn status(core: &Core) -> Status {
             }
         })
         .collect();
-    let view = core.view.load();
+    let view = core.release.latest();
     let split = core.shifting.outcome().map(|o| o.as_ref());
     let name = |i: u16| {
         core.plan

@@ -94,8 +94,9 @@ mod core_tests {
         Core::offline(plan).0
     }
 
-    /// DNSSEC's hook runs with every new view while readers still see the previous
-    /// one: an answer the new view gives is signed before any query can get it.
+    /// DNSSEC's hook runs with each new view while readers still see the previous one
+    /// (an answer the new view gives is signed before any query can get it), and off
+    /// the checker's task: the checker has already gone on with the view it decided.
     #[tokio::test(start_paused = true)]
     async fn the_prepare_hook_sees_each_view_before_it_is_published() {
         use std::sync::Mutex as StdMutex;
@@ -115,17 +116,26 @@ mod core_tests {
             },
         )));
         let mut c = Core::offline(Arc::new(p)).0;
-        *published.lock().unwrap() = Some(c.view.clone());
+        let served = c.release.served().clone();
+        *published.lock().unwrap() = Some(served.clone());
         feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
-        assert_eq!(eu(&c), Effective::Down);
+        assert_eq!(
+            eu(&c),
+            Effective::Down,
+            "the checker's own view moved at once"
+        );
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while served.load().state(0) != Effective::Down {
+            assert!(std::time::Instant::now() < deadline, "never served");
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
         let seen = seen.lock().unwrap();
-        // The view that takes eu out went through the hook while eu was still up.
+        // The view that takes eu out went through the hook while eu was still served up.
         assert!(seen.contains(&(Effective::Up, Effective::Down)), "{seen:?}");
-        assert!(seen.len() >= 2, "every publication is prepared: {seen:?}");
     }
 
     fn keep_admit(c: &Core, id: u32) -> (f64, f64) {
-        let r = c.view.load().region(id);
+        let r = c.current_view().region(id);
         (
             (r.keep.fraction() * 100.0).round() / 100.0,
             (r.admit.fraction() * 100.0).round() / 100.0,
@@ -135,14 +145,14 @@ mod core_tests {
     #[tokio::test(start_paused = true)]
     async fn a_down_region_spills_up_to_capacity_and_ramps_back_in_steps() {
         let mut c = shifting_core();
-        assert!(!c.view.load().shifting);
+        assert!(!c.current_view().shifting);
         feed(&mut c, "eu/web", &[FAIL, FAIL]).await;
         assert_eq!(eu(&c), Effective::Down);
         // us has 500 req/s spare for eu's 1000: it admits half of the displaced.
         assert_eq!(keep_admit(&c, 0).0, 0.0);
         let (_, us_admit) = keep_admit(&c, 1);
         assert!((0.45..=0.55).contains(&us_admit), "{us_admit}");
-        assert!(c.view.load().shifting);
+        assert!(c.current_view().shifting);
         // Back after the 30 s cooldown: a third at once, a third more every 20 s.
         feed(&mut c, "eu/web", &[OK; 31]).await;
         assert_eq!(eu(&c), Effective::Up);
@@ -164,7 +174,7 @@ mod core_tests {
         feed(&mut c, "eu/web", &[OK; 40]).await;
         assert_eq!(keep_admit(&c, 0), (1.0, 1.0));
         assert_eq!(c.shifting.next_step(), None);
-        assert!(!c.view.load().shifting, "all back: plain answers again");
+        assert!(!c.current_view().shifting, "all back: plain answers again");
     }
 
     #[tokio::test(start_paused = true)]
@@ -204,12 +214,12 @@ mod core_tests {
         let mut c = core();
         feed(&mut c, "eu/web", &[OK, OK]).await;
         let g = c.probes.get("eu/web").unwrap().generation;
-        let before = c.view.load_full();
+        let before = c.current_view();
         for _ in 0..50 {
             assert_eq!(c.intake("eu/web", g, OK), Intake::Quiet);
         }
         assert!(
-            Arc::ptr_eq(&before, &c.view.load_full()),
+            Arc::ptr_eq(&before, &c.current_view()),
             "no publication per quiet sample"
         );
         let due = c.publish_due.expect("one publication owed for them all");
@@ -283,7 +293,7 @@ mod core_tests {
         c.publish(true);
         assert_eq!(eu(&c), Effective::Up, "a partial drain is not a state");
         assert_eq!(keep_admit(&c, 0).0, 0.7);
-        assert!(c.view.load().shifting);
+        assert!(c.current_view().shifting);
         for bad in [0.0, 1.5, f64::NAN] {
             let r = c.set_override_fraction(
                 Target::Region("eu".into()),
@@ -426,7 +436,7 @@ mod support {
     }
 
     pub(super) fn eu(c: &Core) -> Effective {
-        c.view.load().state(0)
+        c.current_view().state(0)
     }
 }
 
@@ -492,7 +502,7 @@ mod cluster_tests {
         assert_eq!(c.probes.get("eu/web").unwrap().measured(), Effective::Down);
         assert_eq!(eu(&c), Effective::Up, "only this instance sees it down");
         assert_eq!(
-            c.view.load().ttl_cap(0),
+            c.current_view().ttl_cap(0),
             Some(1),
             "votes split: the next probe round may tip it, so answers last a round"
         );
@@ -648,7 +658,6 @@ mod supervisor_tests {
     //! The checker under its supervisor, on a real runtime: a panic inside the core
     //! (here from the publication hook, the one piece of code a caller plugs in) stops
     //! that core, and a new one takes over from the state file.
-    use std::sync::atomic::{AtomicBool, Ordering};
 
     use super::super::HealthHandle;
     use super::support::*;
@@ -658,14 +667,9 @@ mod supervisor_tests {
     async fn a_checker_that_panics_is_restarted_counted_and_keeps_its_overrides() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state.json");
-        let armed = Arc::new(AtomicBool::new(false));
+        // A region name no other test uses: the fault is armed by name.
         let mut p = (*super::core_tests::plan()).clone();
-        let a = armed.clone();
-        p.prepare = Some(crate::health::plan::Prepare(Arc::new(
-            move |_: &HealthView| {
-                assert!(!a.swap(false, Ordering::SeqCst), "an injected fault");
-            },
-        )));
+        p.regions[0].name = "eu-supervised".into();
         let metrics = Arc::new(Metrics::new());
         let h = HealthHandle::start(
             Arc::new(p),
@@ -674,7 +678,7 @@ mod supervisor_tests {
             metrics.clone(),
             None,
         );
-        let region = || Target::Region("eu".into());
+        let region = || Target::Region("eu-supervised".into());
         h.set_override(
             region(),
             Some(OverrideKind::ForceUp),
@@ -684,7 +688,10 @@ mod supervisor_tests {
         )
         .await
         .unwrap();
-        armed.store(true, Ordering::SeqCst);
+        crate::health::checker::core::fault::ARMED
+            .lock()
+            .unwrap()
+            .push("eu-supervised".into());
         // This publication panics: the reply is lost with the core.
         let lost = h
             .set_override(region(), Some(OverrideKind::Drain), None, None, None)
