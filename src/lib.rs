@@ -3,6 +3,7 @@
 //! See `ARCHITECTURE.md` for how data flows from files to the query path.
 
 pub mod admin;
+pub mod anycast;
 pub mod cluster;
 pub mod config;
 pub mod demo;

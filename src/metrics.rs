@@ -50,6 +50,9 @@ pub struct Metrics {
     pub cluster_auth_failures: IntCounterVec,
     pub cluster_records_ignored: IntCounter,
     pub health_checker_restarts: IntCounter,
+    pub anycast_announced: IntGaugeVec,
+    pub anycast_transitions: IntCounterVec,
+    pub anycast_driver_errors: IntCounter,
     pub health_queue_overflow: IntCounterVec,
     pub cluster_gossip_bytes: IntCounterVec,
     pub endpoint_votes: IntGaugeVec,
@@ -215,6 +218,24 @@ impl Metrics {
             cluster_records_ignored: reg!(IntCounter::new(
                 "meridian_cluster_peer_records_ignored_total",
                 "Override records from peers ignored as impossible (a fraction not on a drain, a deadline or stamp out of bounds, an over-long reason)"
+            )),
+            anycast_announced: reg!(IntGaugeVec::new(
+                Opts::new(
+                    "meridian_anycast_announced",
+                    "1 while this instance announces the anycast prefix (announced or de-preferred), 0 while withdrawn"
+                ),
+                &["prefix"]
+            )),
+            anycast_transitions: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_anycast_transitions_total",
+                    "Route changes of an anycast prefix, by the reason of the new route"
+                ),
+                &["prefix", "reason"]
+            )),
+            anycast_driver_errors: reg!(IntCounter::new(
+                "meridian_anycast_driver_errors_total",
+                "Commands the anycast driver (BIRD's control socket) failed; retried every interval"
             )),
             health_checker_restarts: reg!(IntCounter::new(
                 "meridian_health_checker_restarts_total",

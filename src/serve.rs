@@ -77,13 +77,30 @@ pub fn run(config: Config, config_path: &Path, overrides: &Overrides) -> anyhow:
                 anyhow::anyhow!("cannot listen on HTTP {}: {e}", config.startup.http_listen)
             })?;
         // Gossip binds before probing starts: a taken port fails now.
+        let mut anycast_gossip = None;
         let (cluster, side) = match &config.startup.cluster {
             None => (None, None),
             Some(c) => {
                 use crate::health::peers::{Local, Peers, Policy};
                 let (local_tx, local_rx) = watch::channel(Arc::new(Local::default()));
                 let (peers_tx, peers_rx) = watch::channel(Arc::new(Peers::default()));
-                let running = crate::cluster::start(c, local_rx, peers_tx, metrics.clone()).await?;
+                let announcing = config.startup.anycast.as_ref().map(|_| {
+                    let (mine_tx, mine_rx) = watch::channel(Arc::default());
+                    let (theirs_tx, theirs_rx) = watch::channel(Arc::default());
+                    anycast_gossip = Some(crate::anycast::run::Gossip {
+                        mine: mine_tx,
+                        theirs: theirs_rx,
+                        peers: peers_rx.clone(),
+                        isolation_timeout: c.isolation_timeout,
+                    });
+                    crate::cluster::AnycastGossip {
+                        mine: mine_rx,
+                        theirs: theirs_tx,
+                    }
+                });
+                let running =
+                    crate::cluster::start(c, local_rx, peers_tx, announcing, metrics.clone())
+                        .await?;
                 let side = crate::health::checker::ClusterSide {
                     policy: Policy {
                         instance: c.instance.clone(),
@@ -118,9 +135,39 @@ pub fn run(config: Config, config_path: &Path, overrides: &Overrides) -> anyhow:
         if config.startup.admin_token.is_none() {
             info!("no admin token configured: admin API writes are disabled");
         }
+        // Announces nothing before it has risen: started with the checker, so that
+        // `rise` counts from the first probe round.
+        let anycast = match (
+            &config.startup.anycast,
+            crate::anycast::run::self_query_target(&bound.local_addrs()),
+        ) {
+            (Some(a), Some(dns)) => {
+                info!(
+                    driver = a.driver.name(),
+                    prefixes = a.prefixes.len(),
+                    "anycast: announcing by health"
+                );
+                Some(crate::anycast::run::start(crate::anycast::run::Deps {
+                    config: a.clone(),
+                    ready: health.ready_watch(),
+                    view: health.view.clone(),
+                    shared: shared.clone(),
+                    dns,
+                    gossip: anycast_gossip,
+                    metrics: metrics.clone(),
+                    store: config
+                        .startup
+                        .state_file
+                        .as_ref()
+                        .map(|f| f.with_file_name("anycast.json")),
+                }))
+            }
+            _ => None,
+        };
         let admin_state = Arc::new(AdminState {
             reloader: reloader.clone(),
             token: config.startup.admin_token.clone(),
+            anycast: anycast.clone(),
         });
         info!(listen = %http.local_addr()?, "serving HTTP: /metrics /status /api/v1");
         let admin = tokio::spawn(crate::admin::serve(http, admin_state, rx.clone()));
@@ -153,6 +200,18 @@ pub fn run(config: Config, config_path: &Path, overrides: &Overrides) -> anyhow:
         crate::dns::notify::spawn(None, &ctx.shared.load(), ctx.metrics.clone());
         let dns = tokio::spawn(server::run(bound, ctx, config.startup.dns.clone(), rx));
         signals(&reloader).await?;
+        if let (Some(a), Some(cfg)) = (&anycast, &config.startup.anycast) {
+            // Routers move clients away while this instance still answers the ones
+            // in flight. A driver that cannot be told does not hold the stop up.
+            info!(drain = ?cfg.drain_on_stop, "anycast: withdrawing every prefix before stopping");
+            if tokio::time::timeout(std::time::Duration::from_secs(5), a.stop())
+                .await
+                .is_err()
+            {
+                warn!("anycast: the driver was not told of every withdrawal within 5s");
+            }
+            tokio::time::sleep(cfg.drain_on_stop).await;
+        }
         info!("shutting down: finishing open exchanges");
         let _ = tx.send(true);
         let _ = dns.await;

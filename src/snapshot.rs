@@ -27,6 +27,8 @@ pub struct Snapshot {
     pub config_overrides: BTreeMap<String, Override>,
     /// Our EDNS UDP payload size, advertised in every OPT we send.
     pub edns_udp_size: u16,
+    /// `dns.nsid`.
+    pub nsid: Option<Box<[u8]>>,
     /// Each policy's answer counters, by policy index (owned by the metrics registry;
     /// counts carry over reloads by name).
     pub counters: Box<[PolicyCounters]>,
@@ -172,6 +174,18 @@ impl Snapshot {
                 }
             }
         };
+        for p in config.startup.anycast.iter().flat_map(|a| &a.prefixes) {
+            if let crate::config::anycast::Kind::Region(r) = &p.kind
+                && policies.region_index(r).is_none()
+            {
+                errors.push(Diagnostic::at(
+                    &config.file,
+                    p.at.0,
+                    p.at.1,
+                    format!("anycast prefix {} follows unknown region {r:?}", p.prefix),
+                ));
+            }
+        }
         if !errors.is_empty() {
             return Err(errors);
         }
@@ -260,6 +274,7 @@ impl Snapshot {
                 policies,
                 config_overrides,
                 edns_udp_size: config.edns_udp_size,
+                nsid: config.nsid.clone(),
                 counters,
                 compile_stats,
                 asn,

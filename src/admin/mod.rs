@@ -29,6 +29,8 @@ const SHARE_MARK: Duration = Duration::from_secs(150);
 pub struct AdminState {
     pub reloader: Arc<Reloader>,
     pub token: Option<String>,
+    /// `Some` with `anycast:` configured.
+    pub anycast: Option<crate::anycast::run::AnycastHandle>,
 }
 
 #[derive(Serialize)]
@@ -85,6 +87,8 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/anycast", get(anycast_status))
+        .route("/api/v1/anycast/{action}", post(anycast_action))
         .route("/api/v1/regions/{region}/{action}", post(region_action))
         .route(
             "/api/v1/regions/{region}/endpoints/{endpoint}/{action}",
@@ -533,4 +537,94 @@ async fn endpoint_action(
         &body,
     )
     .await
+}
+
+async fn anycast_status(State(s): State<Arc<AdminState>>) -> Response {
+    match &s.anycast {
+        Some(a) => Json(a.status.borrow().clone()).into_response(),
+        None => api_error(StatusCode::NOT_FOUND, "anycast is not configured"),
+    }
+}
+
+/// `POST /api/v1/anycast/withdraw` `{"prefix": P, "for": "30m", "reason": "..."}` and
+/// `POST /api/v1/anycast/announce` `{"prefix": P}` (back to following its health).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AnycastBody {
+    prefix: String,
+    #[serde(rename = "for")]
+    lasts: Option<String>,
+    reason: Option<String>,
+}
+
+async fn anycast_action(
+    State(s): State<Arc<AdminState>>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    if let Err(r) = authorize(&s, &headers) {
+        return r;
+    }
+    let Some(anycast) = &s.anycast else {
+        return api_error(StatusCode::NOT_FOUND, "anycast is not configured");
+    };
+    let withdraw = match action.as_str() {
+        "withdraw" => true,
+        "announce" => false,
+        other => {
+            return api_error(
+                StatusCode::NOT_FOUND,
+                format!("unknown anycast action {other:?}: withdraw or announce"),
+            );
+        }
+    };
+    let req: AnycastBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "the body must be JSON like {{\"prefix\": \"198.51.100.53/32\", \"for\": \"30m\", \"reason\": \"...\"}}: {e}"
+                ),
+            );
+        }
+    };
+    if req.reason.as_ref().is_some_and(|r| r.len() > 512) {
+        return api_error(
+            StatusCode::BAD_REQUEST,
+            "\"reason\" is longer than 512 bytes",
+        );
+    }
+    let until = match req.lasts.as_deref().map(humantime::parse_duration) {
+        None => None,
+        Some(Err(e)) => return api_error(StatusCode::BAD_REQUEST, format!("\"for\": {e}")),
+        Some(Ok(d)) if d.is_zero() || d > MAX_OVERRIDE_DURATION || !withdraw => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!(
+                    "\"for\" goes with withdraw, above 0 and at most {}d",
+                    MAX_OVERRIDE_DURATION.as_secs() / 86_400
+                ),
+            );
+        }
+        Some(Ok(d)) => Some(crate::health::store::now_unix().saturating_add(d.as_secs())),
+    };
+    let withdrawal = withdraw.then(|| crate::anycast::run::Withdrawal {
+        until,
+        reason: req.reason.clone(),
+    });
+    match anycast.set(&req.prefix, withdrawal).await {
+        Ok(()) => Json(serde_json::json!({
+            "ok": true,
+            "prefix": req.prefix,
+            "operator": if withdraw { "withdrawn" } else { "cleared" },
+            "until": until,
+        }))
+        .into_response(),
+        Err(e @ crate::anycast::run::AnycastError::UnknownPrefix(_)) => {
+            api_error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }

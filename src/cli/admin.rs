@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use meridian::config::Overrides;
 
-use super::{AdminAction, Cli, load_config};
+use super::{AdminAction, AnycastAction, Cli, load_config};
 
 pub fn run(
     cli: &Cli,
@@ -22,6 +22,21 @@ pub fn run(
     let (method_post, path, body) = match action {
         AdminAction::Reload => (true, "/api/v1/reload".to_string(), None),
         AdminAction::Status => (false, "/api/v1/status".to_string(), None),
+        AdminAction::Anycast(AnycastAction::Show) => (false, "/api/v1/anycast".to_string(), None),
+        AdminAction::Anycast(AnycastAction::Withdraw {
+            prefix,
+            reason,
+            lasts,
+        }) => (
+            true,
+            "/api/v1/anycast/withdraw".to_string(),
+            Some(serde_json::json!({ "prefix": prefix, "reason": reason, "for": lasts })),
+        ),
+        AdminAction::Anycast(AnycastAction::Announce { prefix }) => (
+            true,
+            "/api/v1/anycast/announce".to_string(),
+            Some(serde_json::json!({ "prefix": prefix })),
+        ),
         AdminAction::Drain(t)
         | AdminAction::Undrain(t)
         | AdminAction::ForceUp(t)

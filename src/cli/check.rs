@@ -108,6 +108,25 @@ pub fn run(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     notify.join(", ")
                 );
             }
+            if let Some(a) = &config.startup.anycast {
+                let guard = if config.startup.cluster.is_some() {
+                    format!("never below {} announcing", a.min_announcing)
+                } else {
+                    "no cluster: min_announcing not applied".to_string()
+                };
+                println!(
+                    "anycast: driver {}, rise {} fall {} every {:?}, on unhealthy {}, {guard}, drain on stop {:?}",
+                    a.driver.describe(),
+                    a.rise,
+                    a.fall,
+                    a.interval,
+                    a.on_unhealthy.describe(),
+                    a.drain_on_stop
+                );
+                for p in &a.prefixes {
+                    println!("  announce {}", p.describe());
+                }
+            }
             println!(
                 "ok: {} zones, {} records, {} regions, {} policies, configuration {}",
                 zones.len(),

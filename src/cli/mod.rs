@@ -2,6 +2,7 @@
 //! the one place a configuration is loaded and its errors reported.
 
 mod admin;
+mod anycast;
 mod check;
 mod keygen;
 mod query;
@@ -62,6 +63,38 @@ pub enum AdminAction {
     Reload,
     /// Print the health status as JSON.
     Status,
+    /// Withdraw an anycast prefix by hand, put it back, or show every prefix.
+    #[command(subcommand)]
+    Anycast(AnycastAction),
+}
+
+#[derive(Subcommand)]
+pub enum AnycastAction {
+    /// Withdraw PREFIX whatever its health (kept across restarts).
+    Withdraw {
+        prefix: String,
+        #[arg(long)]
+        reason: Option<String>,
+        /// Announce again by itself after this long, e.g. 30m.
+        #[arg(long = "for", value_name = "DURATION")]
+        lasts: Option<String>,
+    },
+    /// Clear an operator's withdrawal: PREFIX follows its health again.
+    Announce { prefix: String },
+    /// Print every prefix's route, reason and the driver's state as JSON.
+    Show,
+}
+
+#[derive(Subcommand)]
+pub enum AnycastCommand {
+    /// Run as ExaBGP's process (`process ... { run meridian anycast exabgp --config
+    /// FILE; encoder text; }`): print ExaBGP's announce/withdraw lines for the running
+    /// server's decisions.
+    Exabgp {
+        /// The server's `/api/v1/anycast` (default: from the configuration's http.listen).
+        #[arg(long)]
+        url: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -141,6 +174,11 @@ pub enum Command {
         /// When it leaves the DNSKEY RRset (dnssec-keygen -D).
         #[arg(long)]
         delete: Option<String>,
+    },
+    /// Anycast helpers (the ExaBGP process).
+    Anycast {
+        #[command(subcommand)]
+        command: AnycastCommand,
     },
     /// Print the answer the configuration gives a client, and why.
     Query {
@@ -230,6 +268,12 @@ pub fn run(cli: Cli) -> ExitCode {
             ref action,
             ref token,
         } => admin::run(&cli, &overrides, action, token.clone()),
+        Command::Anycast {
+            command: AnycastCommand::Exabgp { ref url },
+        } => {
+            init_logging(cli.log_format);
+            anycast::exabgp(&cli, &overrides, url.clone())
+        }
         Command::Query {
             ref name,
             ref qtype,

@@ -12,7 +12,7 @@
 
 pub mod auth;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +31,17 @@ pub use auth::Counters;
 const VERDICT: &str = "v/";
 const REGION_OVERRIDE: &str = "o/r/";
 const ENDPOINT_OVERRIDE: &str = "o/e/";
+/// An anycast prefix this instance announces (`a/198.51.100.53/32`).
+const ANNOUNCING: &str = "a/";
 /// Largest gossiped value read: a verdict is ~30 bytes and an override record ~200.
 const MAX_VALUE: usize = 4096;
+
+/// Anycast prefixes through gossip: ours out, the live peers' in (by instance), so
+/// that `min_announcing` counts who else announces a prefix.
+pub struct AnycastGossip {
+    pub mine: watch::Receiver<Arc<BTreeSet<String>>>,
+    pub theirs: watch::Sender<Arc<crate::anycast::run::Announcing>>,
+}
 
 /// The running gossip: stop it by dropping.
 pub struct Cluster {
@@ -63,6 +72,7 @@ pub async fn start(
     cfg: &ClusterConfig,
     local: watch::Receiver<Arc<Local>>,
     peers: watch::Sender<Arc<Peers>>,
+    anycast: Option<AnycastGossip>,
     metrics: Arc<Metrics>,
 ) -> anyhow::Result<Cluster> {
     let boot = unix_nanos();
@@ -109,6 +119,7 @@ pub async fn start(
         let mut twins: HashMap<u64, u64> = HashMap::new();
         let mut local = local;
         let mut published: Option<Arc<Local>> = None;
+        let mut announced: BTreeSet<String> = BTreeSet::new();
         let mut beats: HashMap<String, (u64, u64, Option<Instant>)> = HashMap::new();
         let mut last_sent: Option<(Arc<Peers>, Instant)> = None;
         let mut tick = tokio::time::interval(poll);
@@ -122,6 +133,20 @@ pub async fn start(
                 publish(guard.self_node_state(), published.as_deref(), &mine);
                 published = Some(mine);
             }
+            if let Some(a) = &anycast {
+                let now_announced = a.mine.borrow().clone();
+                if *now_announced != announced {
+                    let state = guard.self_node_state();
+                    for p in now_announced.difference(&announced) {
+                        state.set(format!("{ANNOUNCING}{p}"), "1");
+                    }
+                    for p in announced.difference(&now_announced) {
+                        state.delete(&format!("{ANNOUNCING}{p}"));
+                    }
+                    announced = (*now_announced).clone();
+                }
+            }
+            let mut theirs = crate::anycast::run::Announcing::new();
             let live: Vec<ChitchatId> = guard.live_nodes().cloned().collect();
             // The newest generation of each other instance.
             let mut newest: BTreeMap<&str, (&ChitchatId, &chitchat::NodeState)> = BTreeMap::new();
@@ -168,9 +193,27 @@ pub async fn start(
                     *entry = (id.generation_id, beat, Some(now));
                 }
                 let heard = entry.2;
+                if anycast.is_some() && live.contains(id) {
+                    let set: BTreeSet<String> = state
+                        .key_values()
+                        .filter(|(_, v)| *v == "1")
+                        .filter_map(|(k, _)| k.strip_prefix(ANNOUNCING))
+                        .map(str::to_string)
+                        .collect();
+                    theirs.insert(name.to_string(), set);
+                }
                 out.push(read_peer(name, id, state, live.contains(id), heard));
             }
             drop(guard);
+            if let Some(a) = &anycast {
+                a.theirs.send_if_modified(|cur| {
+                    let changed = **cur != theirs;
+                    if changed {
+                        *cur = Arc::new(theirs);
+                    }
+                    changed
+                });
+            }
             // Instances no longer gossiped about are forgotten here too.
             beats.retain(|name, _| out.iter().any(|p| p.name == *name));
             twins.retain(|g, _| own_generations.contains(g));

@@ -17,6 +17,33 @@ pub(super) struct DnsSpec {
     tcp_max_connections: Option<usize>,
     tcp_max_queries: Option<S<u32>>,
     udp_sockets_per_address: Option<usize>,
+    nsid: Option<S<NsidSpec>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(super) enum NsidSpec {
+    On(bool),
+    Text(String),
+}
+
+/// Longest NSID payload accepted: what one sees in `dig +nsid` (RFC 5001 sets none).
+const MAX_NSID: usize = 128;
+
+/// `dns.nsid`: `None` (off), or what to answer an NSID option with; `true` is this
+/// instance's name (`cluster.instance`, else the host name).
+pub(super) fn nsid(dns: &DnsSpec, instance: Option<&str>, r: &mut Report<'_>) -> Option<Box<[u8]>> {
+    let s = dns.nsid.as_ref()?;
+    let text = match &s.value {
+        NsidSpec::On(false) => return None,
+        NsidSpec::On(true) => instance.map_or_else(crate::host::name, str::to_string),
+        NsidSpec::Text(t) => t.clone(),
+    };
+    if text.is_empty() || text.len() > MAX_NSID {
+        r.at(s, format!("dns.nsid must be 1 to {MAX_NSID} bytes"));
+        return None;
+    }
+    Some(text.into_bytes().into_boxed_slice())
 }
 
 /// The DNS listeners' settings (all read at startup).

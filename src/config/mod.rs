@@ -7,12 +7,13 @@
 //!
 //! One file per section, each with its spec, its validated type and its validator:
 //! `dns`, `http`, `geo`, `health` (with `overrides:`), `cluster`, `rrl`, `transfer`,
-//! `dnssec`, `limits`. Settings are of two kinds. [`Startup`] ones (sockets, the admin
-//! token, the state file, the startup wait, cluster, RRL) are read once when the
+//! `dnssec`, `limits`, `anycast`. Settings are of two kinds. [`Startup`] ones (sockets, the admin
+//! token, the state file, the startup wait, cluster, RRL, anycast) are read once when the
 //! server starts; a reload that changes one says "restart required" instead of
 //! ignoring it ([`Startup::changed`]). The rest (zones, policies, GeoIP, overrides,
 //! EDNS size, transfer, DNSSEC) take effect on reload.
 
+pub mod anycast;
 mod cluster;
 mod dns;
 mod dnssec;
@@ -36,6 +37,7 @@ use crate::diag::Diagnostic;
 use crate::geo::Location;
 use report::{Report, S};
 
+pub use anycast::AnycastConfig;
 pub use cluster::ClusterConfig;
 pub use dns::DnsConfig;
 pub use dnssec::{
@@ -67,6 +69,7 @@ struct Spec {
     #[serde(default)]
     health: health::HealthSpec,
     cluster: Option<S<cluster::ClusterSpec>>,
+    anycast: Option<S<anycast::AnycastSpec>>,
     rrl: Option<S<rrl::RrlSpec>>,
     transfer: Option<S<transfer::TransferSpec>>,
     dnssec: Option<S<dnssec::DnssecSpec>>,
@@ -80,6 +83,9 @@ pub struct Config {
     pub startup: Startup,
     /// Our EDNS UDP payload size, advertised in every OPT we send.
     pub edns_udp_size: u16,
+    /// `dns.nsid`: the payload of the NSID option (RFC 5001) answered to a query that
+    /// carries one; `None`: not answered.
+    pub nsid: Option<Box<[u8]>>,
     pub zones_dir: PathBuf,
     pub policies_dir: PathBuf,
     pub geoip_dir: PathBuf,
@@ -147,6 +153,15 @@ impl Config {
             .as_ref()
             .and_then(|c| cluster::cluster(c, &base, &mut r));
         let rrl = spec.rrl.as_ref().and_then(|c| rrl::rrl(c, &mut r));
+        let nsid = dns::nsid(
+            &spec.dns,
+            cluster.as_ref().map(|c| c.instance.as_str()),
+            &mut r,
+        );
+        let anycast = spec
+            .anycast
+            .as_ref()
+            .and_then(|a| anycast::anycast(a, &base, &mut r));
         let transfer = spec
             .transfer
             .as_ref()
@@ -167,8 +182,10 @@ impl Config {
                 startup_wait,
                 cluster,
                 rrl,
+                anycast,
             },
             edns_udp_size,
+            nsid,
             geo_database: geo.database,
             asn_database: geo.asn_database,
             latency_table: geo.latency_table,

@@ -5,6 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::anycast::AnycastConfig;
 use super::cluster::ClusterConfig;
 use super::dns::DnsConfig;
 use super::rrl::RrlConfig;
@@ -24,6 +25,8 @@ pub struct Startup {
     pub cluster: Option<ClusterConfig>,
     /// Response rate limiting on UDP; `None`: off.
     pub rrl: Option<RrlConfig>,
+    /// BGP announcements by health; `None`: off.
+    pub anycast: Option<AnycastConfig>,
 }
 
 impl std::fmt::Debug for Startup {
@@ -36,6 +39,7 @@ impl std::fmt::Debug for Startup {
             .field("startup_wait", &self.startup_wait)
             .field("cluster", &self.cluster)
             .field("rrl", &self.rrl)
+            .field("anycast", &self.anycast)
             .finish()
     }
 }
@@ -75,6 +79,7 @@ impl Startup {
         );
         check(self.cluster != other.cluster, "cluster");
         check(self.rrl != other.rrl, "rrl");
+        check(self.anycast != other.anycast, "anycast");
         out
     }
 }

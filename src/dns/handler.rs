@@ -202,6 +202,11 @@ pub fn handle_gated<'s>(
         udp_size: our_size,
         ecs: q.ecs.map(|e| (e, 0)),
         dnssec_ok: e.dnssec_ok,
+        // Looked for only when configured: most queries carry no option but ECS.
+        nsid: snapshot
+            .nsid
+            .as_deref()
+            .filter(|_| super::request::has_option(e.options, super::request::OPTION_NSID)),
     });
     // Signatures only to clients that ask (RFC 4035 3.2.1), and only from signed zones.
     let dnssec = q.edns.is_some_and(|e| e.dnssec_ok) && snapshot.dnssec.is_signed();

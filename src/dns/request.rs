@@ -57,6 +57,18 @@ impl Ecs<'_> {
 
 /// EDNS Client Subnet (RFC 7871).
 pub const OPTION_ECS: u16 = OptionCode::CLIENT_SUBNET.to_int();
+pub const OPTION_NSID: u16 = OptionCode::NSID.to_int();
+
+/// Whether the (well-formed) options carry option `code`.
+pub fn has_option(mut opts: &[u8], code: u16) -> bool {
+    while let (Some(c), Some(len)) = (u16_at(opts, 0), u16_at(opts, 2)) {
+        if c == code {
+            return true;
+        }
+        opts = opts.get(4 + usize::from(len)..).unwrap_or_default();
+    }
+    false
+}
 
 /// Finds and checks the ECS option; `Err` means FORMERR (RFC 7871 7.1.1: unknown family,
 /// a prefix longer than the family, an address of the wrong length or with bits set

@@ -6,7 +6,7 @@
 //! back into the message itself (no per-name allocation) and copies zone RDATA verbatim.
 
 use super::request::{Ecs, HEADER_LEN, OPTION_ECS, Query};
-use crate::iana::{OptRcode, Rcode, Rtype, flags as flag};
+use crate::iana::{OptRcode, OptionCode, Rcode, Rtype, flags as flag};
 use crate::name;
 use crate::zone::lookup::{Answer, Rr};
 
@@ -23,11 +23,17 @@ pub struct OptOut<'a> {
     pub ecs: Option<(Ecs<'a>, u8)>,
     /// The DO bit, copied from the query (RFC 3225 3).
     pub dnssec_ok: bool,
+    /// Our NSID (RFC 5001), when the query asked with an empty NSID option.
+    pub nsid: Option<&'a [u8]>,
 }
 
 impl OptOut<'_> {
     fn len(&self) -> usize {
-        OPT_LEN + self.ecs.map(|(e, _)| 8 + e.address.len()).unwrap_or(0)
+        OPT_LEN + self.options_len()
+    }
+
+    fn options_len(&self) -> usize {
+        self.ecs.map_or(0, |(e, _)| 8 + e.address.len()) + self.nsid.map_or(0, |n| 4 + n.len())
     }
 }
 
@@ -199,17 +205,20 @@ fn opt(buf: &mut Vec<u8>, out: OptOut<'_>, rcode: OptRcode) {
     // TTL field: extended rcode (upper 8 bits of 12), version 0, flags: DO echoed.
     let flags = if out.dnssec_ok { 0x80 } else { 0 };
     buf.extend_from_slice(&[rcode.ext(), 0, flags, 0]);
-    match out.ecs {
-        Some((ecs, scope)) => {
-            let len = 4 + ecs.address.len() as u16;
-            buf.extend_from_slice(&(len + 4).to_be_bytes());
-            buf.extend_from_slice(&OPTION_ECS.to_be_bytes());
-            buf.extend_from_slice(&len.to_be_bytes());
-            buf.extend_from_slice(&ecs.family.to_be_bytes());
-            buf.extend_from_slice(&[ecs.source_prefix, scope]);
-            buf.extend_from_slice(ecs.address);
-        }
-        None => buf.extend_from_slice(&[0, 0]),
+    // Both lengths are bounded: an ECS address is at most 16 bytes, an NSID 128.
+    buf.extend_from_slice(&(out.options_len() as u16).to_be_bytes());
+    if let Some((ecs, scope)) = out.ecs {
+        let len = 4 + ecs.address.len() as u16;
+        buf.extend_from_slice(&OPTION_ECS.to_be_bytes());
+        buf.extend_from_slice(&len.to_be_bytes());
+        buf.extend_from_slice(&ecs.family.to_be_bytes());
+        buf.extend_from_slice(&[ecs.source_prefix, scope]);
+        buf.extend_from_slice(ecs.address);
+    }
+    if let Some(nsid) = out.nsid {
+        buf.extend_from_slice(&OptionCode::NSID.to_int().to_be_bytes());
+        buf.extend_from_slice(&(nsid.len() as u16).to_be_bytes());
+        buf.extend_from_slice(nsid);
     }
 }
 

@@ -73,21 +73,27 @@ impl StateFile {
     }
 
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::io::Write;
-        let tmp = path.with_extension("tmp");
         let text = serde_json::to_vec_pretty(self).map_err(std::io::Error::other)?;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
-        f.sync_all()?;
-        drop(f);
-        std::fs::rename(&tmp, path)?;
-        // The rename is durable once the folder is.
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        std::fs::File::open(dir)?.sync_all()
+        write_atomic(path, &text)
     }
+}
+
+/// Replaces `path` with `bytes` durably: a temporary file written and fsynced, renamed
+/// over it, and the folder fsynced, so a crash leaves the old file or the new one.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    // The rename is durable once the folder is.
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
 }
 
 /// Writes the state file for one checker: at once (an operator's override is on disk

@@ -148,6 +148,11 @@ impl HealthHandle {
         }
     }
 
+    /// Readiness as it changes (the anycast loop watches it).
+    pub fn ready_watch(&self) -> watch::Receiver<bool> {
+        self.ready.clone()
+    }
+
     pub fn is_ready(&self) -> bool {
         *self.ready.borrow()
     }
