@@ -4,11 +4,12 @@
 # test, dig and delv, dnsperf, Prometheus and promtool, Chromium for
 # the status page screenshot, openssl for a TLS health endpoint, iproute2 for the
 # network namespaces of the fragmentation, cluster and network-fault tests, python3 for
-# their backends, nftables for the packet loss of the latter), then runs the suite.
+# their backends, nftables for the packet loss of the latter, BIRD 2 and ExaBGP as the
+# anycast test's BGP speakers), then runs the suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(nsd dnsutils unbound dnsperf prometheus chromium openssl iproute2 python3 nftables curl jq)
+packages=(nsd dnsutils unbound dnsperf prometheus chromium openssl iproute2 python3 nftables curl jq bird2 exabgp)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")

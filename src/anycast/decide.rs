@@ -3,7 +3,8 @@
 //! `fall` unhealthy ones withdraw (or de-prefer); an operator's withdrawal and a stop
 //! withdraw at once. Guards hold a route a withdrawal would otherwise take away:
 //! - `LastAnnouncers`: with a cluster, fewer than `min_announcing` other live instances
-//!   announce the prefix, so withdrawing would leave too few (or none) to carry it;
+//!   announce a `serving` prefix, so withdrawing would leave too few (or none) to carry
+//!   it (a region prefix follows the shared view, which all instances agree on);
 //! - `ChecksSuspect`: more than half the regions look down from here at once, which is
 //!   likelier a fault of this instance's checks than of the regions;
 //! - `Isolated`: cut off from the cluster but answering DNS itself, a serving prefix
@@ -169,7 +170,10 @@ pub fn step(s: &State, kind: &Kind, i: &Inputs, p: &Params, now: Instant) -> Sta
             if i.checks_suspect && matches!(kind, Kind::Region(_)) {
                 return to(s.route, Why::ChecksSuspect, 0, bad);
             }
-            if i.others_announcing.is_some_and(|n| n < p.min_announcing) {
+            // Only an instance's own health is guarded: a region prefix follows the
+            // shared (quorum) view, which every instance agrees on, so the last one to
+            // withdraw would only attract clients to a region that is down.
+            if *kind == Kind::Serving && i.others_announcing.is_some_and(|n| n < p.min_announcing) {
                 return to(s.route, Why::LastAnnouncers, 0, bad);
             }
             to(Route::Withdrawn, why, 0, bad)
@@ -230,6 +234,10 @@ mod tests {
             others_announcing: Some(n),
             ..down
         };
+        let sick = |others| Inputs {
+            others_announcing: others,
+            ..bad(Why::NoAnswer)
+        };
         type Case<'a> = (&'a str, &'a Kind, Params, Vec<Inputs>, Vec<(Route, Why)>);
         let cases: Vec<Case> = vec![
             (
@@ -280,35 +288,57 @@ mod tests {
             ),
             (
                 "never withdraws the last announcer; withdraws once another announces",
-                &region,
+                &Kind::Serving,
                 Params {
                     rise: 1,
                     fall: 1,
                     ..P
                 },
-                vec![OK, last(0), last(0), last(1)],
+                vec![OK, sick(Some(0)), sick(Some(0)), sick(Some(1))],
                 vec![
                     (A, Why::Healthy),
                     (A, Why::LastAnnouncers),
                     (A, Why::LastAnnouncers),
-                    (W, Why::RegionDown),
+                    (W, Why::NoAnswer),
                 ],
             ),
             (
                 "min_announcing 2 holds while only one other announces",
-                &region,
+                &Kind::Serving,
                 Params {
                     rise: 1,
                     fall: 1,
                     min_announcing: 2,
                     ..P
                 },
-                vec![OK, last(1), last(2)],
+                vec![OK, sick(Some(1)), sick(Some(2))],
                 vec![
                     (A, Why::Healthy),
                     (A, Why::LastAnnouncers),
-                    (W, Why::RegionDown),
+                    (W, Why::NoAnswer),
                 ],
+            ),
+            (
+                "a region prefix follows the shared view even from the last announcer",
+                &region,
+                Params {
+                    rise: 1,
+                    fall: 1,
+                    ..P
+                },
+                vec![OK, last(0)],
+                vec![(A, Why::Healthy), (W, Why::RegionDown)],
+            ),
+            (
+                "isolated, the others unknown: no guard for a serving prefix that does not answer",
+                &Kind::Serving,
+                Params {
+                    rise: 1,
+                    fall: 1,
+                    ..P
+                },
+                vec![OK, sick(None)],
+                vec![(A, Why::Healthy), (W, Why::NoAnswer)],
             ),
             (
                 "more than half the regions down: region prefixes held, serving ones not",
