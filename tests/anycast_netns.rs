@@ -227,6 +227,17 @@ fn paths(ctl: &Path, prefix: &str) -> Vec<String> {
     hops
 }
 
+/// The router's `birdc show route` for `prefix`, for the log.
+fn show_route(ctl: &Path, prefix: &str) -> String {
+    let out = Command::new("birdc")
+        .arg("-s")
+        .arg(ctl)
+        .args(["show", "route", prefix])
+        .output()
+        .expect("birdc");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// The NSID of the instance that answers the client at the anycast address.
 fn nsid(net: &Net, server: &str) -> Option<String> {
     let out = net
@@ -427,6 +438,7 @@ fn routes_follow_health_through_bird_and_exabgp() {
         &logs,
         || paths(&rt_ctl, WEB_PREFIX) == both,
     );
+    eprintln!("router, both healthy:\n{}", show_route(&rt_ctl, NS_PREFIX));
     let first = nsid(&net, ANYCAST).expect("the client is answered at the anycast address");
     assert!(first == "ns1" || first == "ns2", "{first}");
 
@@ -438,6 +450,10 @@ fn routes_follow_health_through_bird_and_exabgp() {
         paths(&rt_ctl, NS_PREFIX) == [N2]
     });
     eprintln!("n1 stopped answering: its route left the router after {took:?} (bound {bound:?})");
+    eprintln!(
+        "router, n1 not answering:\n{}",
+        show_route(&rt_ctl, NS_PREFIX)
+    );
     assert_eq!(nsid(&net, ANYCAST).as_deref(), Some("ns2"));
 
     // n1 answers again: announced only after `rise` healthy evaluations.

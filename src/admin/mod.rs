@@ -47,6 +47,9 @@ struct FullStatus {
     /// The `after=` of the next page, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
     next: Option<String>,
+    /// With `anycast:`: each prefix's route, why, since when, and the driver's state.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    anycast: Option<Arc<crate::anycast::run::AnycastStatus>>,
 }
 
 /// Counts first: what a page with 10 000 policies must still say at a glance.
@@ -226,6 +229,7 @@ async fn full_status(s: &AdminState, q: &StatusQuery) -> Option<FullStatus> {
         zones,
         policies: names,
         next,
+        anycast: s.anycast.as_ref().map(|a| a.status.borrow().clone()),
     })
 }
 
@@ -246,6 +250,7 @@ async fn status_page(State(s): State<Arc<AdminState>>, Query(q): Query<StatusQue
             &st.health,
             &st.answer_shares,
             &st.zones,
+            st.anycast.as_deref(),
             st.version,
             &page::Paging {
                 summary: format!(

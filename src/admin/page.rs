@@ -230,6 +230,7 @@ pub fn render(
     st: &Status,
     shares: &BTreeMap<String, BTreeMap<String, f64>>,
     zones: &[String],
+    anycast: Option<&crate::anycast::run::AnycastStatus>,
     version: &str,
     paging: &Paging,
 ) -> String {
@@ -260,6 +261,9 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
             .collect::<Vec<_>>()
             .join(", "))
     );
+    if let Some(a) = anycast {
+        anycast_section(&mut h, a);
+    }
     h.push_str("<h2>Regions</h2><table><tr><th>region</th><th>effective</th><th>measured</th><th>endpoints serving</th><th>override</th><th>load / capacity (req/s)</th><th>keeps</th><th>admits moved</th><th>failback</th></tr>");
     for r in &st.regions {
         let o = override_cell(r.r#override.as_ref());
@@ -395,4 +399,44 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
     }
     h.push_str("</table></body></html>\n");
     h
+}
+
+fn anycast_section(h: &mut String, a: &crate::anycast::run::AnycastStatus) {
+    let _ = write!(h, "<h2>Anycast</h2><p>driver {}", esc(a.driver));
+    if let Some(e) = &a.driver_error {
+        let _ = write!(h, " &middot; <b>error: {}</b>", esc(e));
+    }
+    h.push_str("</p><table><tr><th>prefix</th><th>follows</th><th>route</th><th>reason</th><th>for</th><th>operator</th><th>others announcing</th></tr>");
+    for p in &a.prefixes {
+        let _ = write!(
+            h,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{} s</td><td>{}</td><td>{}</td></tr>",
+            esc(&p.prefix),
+            esc(&p.when),
+            p.route.name(),
+            p.reason.label(),
+            p.for_seconds,
+            p.operator.as_ref().map_or(String::new(), |o| esc(o
+                .reason
+                .as_deref()
+                .unwrap_or("withdrawn"))),
+            p.others_announcing.map_or("-".into(), |n| n.to_string()),
+        );
+    }
+    h.push_str("</table>");
+    if !a.session.is_empty() {
+        h.push_str("<table><tr><th>BIRD protocol</th><th>kind</th><th>state</th><th>since</th><th>info</th></tr>");
+        for p in &a.session {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                esc(&p.name),
+                esc(&p.proto),
+                esc(&p.state),
+                esc(&p.since),
+                esc(&p.info)
+            );
+        }
+        h.push_str("</table>");
+    }
 }
