@@ -108,6 +108,14 @@ pub fn run(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     notify.join(", ")
                 );
             }
+            print_failover(
+                snap,
+                config
+                    .startup
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.gossip_interval * 2),
+            );
             if let Some(a) = &config.startup.anycast {
                 let guard = if config.startup.cluster.is_some() {
                     format!("never below {} announcing", a.min_announcing)
@@ -148,6 +156,67 @@ pub fn run(cli: &Cli, overrides: &Overrides) -> ExitCode {
 }
 
 /// Per zone: signed or not, with which keys in which state, when signatures expire.
+/// Policies within their target printed one per line up to this many (then counted);
+/// every one over its target is printed.
+const FAILOVER_LINES: usize = 20;
+
+/// For every policy, the worst case between its regions' endpoints failing and the
+/// last client leaving, against the regions' `failover_target` (`policy::failover`).
+fn print_failover(snap: &Snapshot, gossip: Option<std::time::Duration>) {
+    use meridian::policy::failover;
+    let set = &snap.policies;
+    let (mut shown, mut quiet, mut unprobed) = (0, 0, 0);
+    for p in &set.policies {
+        let worst = p
+            .candidates
+            .iter()
+            .filter_map(|&i| set.regions.get(usize::from(i)))
+            .filter_map(|r| {
+                let d = failover::detection(&r.endpoints, &r.thresholds)?;
+                let w = failover::worst_case(
+                    d,
+                    p.ttl,
+                    r.thresholds.failover_target,
+                    gossip.unwrap_or_default(),
+                );
+                Some((r, w))
+            })
+            .max_by_key(|(_, w)| w.total.as_millis() as i128 - w.target.as_millis() as i128);
+        let Some((r, w)) = worst else {
+            unprobed += 1;
+            continue;
+        };
+        let line = format!(
+            "failover {}: worst case {:.1} s ({}) through {}, target {} s",
+            p.display,
+            w.total.as_secs_f64(),
+            w.explain(),
+            r.name,
+            w.target.as_secs()
+        );
+        if !w.meets_target() {
+            let fix = match w.ttl_for_target() {
+                Some(t) => format!("lower ttl to {t} s"),
+                None => "detection alone is too slow: probe more often or fail on fewer consecutive failures".into(),
+            };
+            eprintln!("warning: {line}: over target, {fix}");
+        } else if shown < FAILOVER_LINES {
+            println!("{line}");
+            shown += 1;
+        } else {
+            quiet += 1;
+        }
+    }
+    if quiet > 0 {
+        println!("failover: {quiet} more policies within target");
+    }
+    if unprobed > 0 {
+        println!(
+            "failover: {unprobed} policies with no probed region (their answers move only by an override)"
+        );
+    }
+}
+
 fn print_dnssec(snap: &Snapshot) {
     let d = &snap.dnssec;
     let now = meridian::dnssec::now();

@@ -40,6 +40,9 @@ pub struct Thresholds {
     pub latency_percentile: u8,
     /// Slow-but-working: at or above this the endpoint is Degraded.
     pub degraded_latency: Option<Duration>,
+    /// How soon after its endpoints fail every client must have left the region,
+    /// resolver caches included (`meridian check` holds each policy against it).
+    pub failover_target: Duration,
 }
 
 impl Thresholds {
@@ -57,6 +60,7 @@ impl Thresholds {
             cooldown: Duration::from_secs(300),
             latency_percentile: 90,
             degraded_latency: None,
+            failover_target: Duration::from_secs(120),
         }
     }
 
@@ -69,6 +73,7 @@ impl Thresholds {
             recover_error_rate: 0.0,
             recover_latency: Duration::from_secs(1),
             recover_consecutive: 5,
+            failover_target: Duration::from_secs(60),
             ..Self::default_preset()
         }
     }
@@ -82,6 +87,7 @@ impl Thresholds {
             recover_error_rate: 0.1,
             recover_latency: Duration::from_secs(5),
             recover_consecutive: 3,
+            failover_target: Duration::from_secs(300),
             ..Self::default_preset()
         }
     }

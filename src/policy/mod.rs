@@ -12,6 +12,7 @@
 pub mod classes;
 pub mod compile;
 pub mod decide;
+pub mod failover;
 pub mod latency;
 pub mod model;
 pub mod population;

@@ -181,6 +181,8 @@ pub struct Health {
     pub min_up_fraction: Option<f64>,
     /// After a recovery (and the cooldown) clients come back in steps.
     pub failback: Option<S<Failback>>,
+    /// Every client gone from the region this soon after its endpoints fail.
+    pub failover_target: Option<S<String>>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -61,6 +61,7 @@ pub fn thresholds_from_spec(
     dur(&h.fail_latency, &mut t.fail_latency)?;
     dur(&h.recover_latency, &mut t.recover_latency)?;
     dur(&h.cooldown, &mut t.cooldown)?;
+    dur(&h.failover_target, &mut t.failover_target)?;
     if h.degraded_latency.is_some() {
         let mut d = Duration::ZERO;
         dur(&h.degraded_latency, &mut d)?;

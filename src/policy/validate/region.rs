@@ -143,6 +143,21 @@ pub(super) fn region(
             (Thresholds::default_preset(), MinUp::Count(1))
         }
     };
+    if let (Some(target), Some(w)) = (
+        &spec.health.failover_target,
+        crate::policy::failover::detection(&endpoints, &thresholds),
+    ) && thresholds.failover_target < w.detect
+    {
+        errors.push(diag(
+            file,
+            target,
+            format!(
+                "failover_target {:?} can never be met: detecting the failure alone takes {:.1} s (interval × fail_consecutive + timeout of the slowest endpoint)",
+                target.value,
+                w.detect.as_secs_f64()
+            ),
+        ));
+    }
     let capacity = requests_per_second(file, &spec.capacity, "capacity", errors);
     let load = match &spec.load {
         None => None,
