@@ -51,6 +51,8 @@ pub struct Metrics {
     pub cluster_records_ignored: IntCounter,
     pub health_checker_restarts: IntCounter,
     pub anycast_announced: IntGaugeVec,
+    pub failover_phase: HistogramVec,
+    pub failover_slo_breaches: IntCounterVec,
     pub anycast_transitions: IntCounterVec,
     pub anycast_driver_errors: IntCounter,
     pub health_queue_overflow: IntCounterVec,
@@ -218,6 +220,24 @@ impl Metrics {
             cluster_records_ignored: reg!(IntCounter::new(
                 "meridian_cluster_peer_records_ignored_total",
                 "Override records from peers ignored as impossible (a fraction not on a drain, a deadline or stamp out of bounds, an over-long reason)"
+            )),
+            failover_phase: reg!(HistogramVec::new(
+                prometheus::HistogramOpts::new(
+                    "meridian_failover_phase_seconds",
+                    "Seconds from the first sample that led to a region leaving or returning to the end of each phase: detect (state change), publish (new view answered), cache_bound (the last old answer expired from every cache)"
+                )
+                .buckets(vec![
+                    0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0,
+                    300.0, 600.0
+                ]),
+                &["phase"]
+            )),
+            failover_slo_breaches: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_failover_slo_breaches_total",
+                    "Regions leaving the answers whose cache bound passed their failover_target"
+                ),
+                &["region"]
             )),
             anycast_announced: reg!(IntGaugeVec::new(
                 Opts::new(

@@ -292,10 +292,14 @@ impl Snapshot {
     pub fn health_plan(&self) -> HealthPlan {
         let set = &self.policies;
         let mut using: Vec<Vec<&str>> = vec![Vec::new(); set.regions.len()];
+        let mut max_ttl: Vec<u32> = vec![0; set.regions.len()];
         for p in &set.policies {
             for &r in &p.candidates {
                 if let Some(u) = using.get_mut(usize::from(r)) {
                     u.push(p.display.trim_end_matches('.'));
+                }
+                if let Some(t) = max_ttl.get_mut(usize::from(r)) {
+                    *t = (*t).max(p.ttl);
                 }
             }
         }
@@ -304,7 +308,8 @@ impl Snapshot {
                 .regions
                 .iter()
                 .zip(using)
-                .map(|(r, names)| PlanRegion {
+                .zip(max_ttl)
+                .map(|((r, names), max_ttl)| PlanRegion {
                     name: r.name.clone(),
                     id: r.id,
                     endpoints: r.endpoints.clone(),
@@ -320,6 +325,7 @@ impl Snapshot {
                         .map(|&a| a.into())
                         .chain(r.aaaa.iter().map(|&a| a.into()))
                         .collect(),
+                    max_ttl,
                 })
                 .collect(),
             config_overrides: self.config_overrides.clone(),

@@ -90,6 +90,7 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/status", get(status_json))
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/reload", post(reload))
+        .route("/api/v1/failovers", get(failovers))
         .route("/api/v1/anycast", get(anycast_status))
         .route("/api/v1/anycast/{action}", post(anycast_action))
         .route("/api/v1/regions/{region}/{action}", post(region_action))
@@ -632,4 +633,35 @@ async fn anycast_action(
         }
         Err(e) => api_error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
+}
+
+#[derive(Deserialize, Default)]
+struct FailoverQuery {
+    region: Option<String>,
+    limit: Option<usize>,
+    /// Only events before this unix time (the `before` of the next page).
+    before: Option<u64>,
+}
+
+/// `GET /api/v1/failovers[?region=R&limit=N&before=T]`: failover events, newest first,
+/// with their phases against the target.
+async fn failovers(State(s): State<Arc<AdminState>>, Query(q): Query<FailoverQuery>) -> Response {
+    let Some(status) = s.reloader.health.status().await else {
+        return api_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "health checker unavailable",
+        );
+    };
+    let limit = q.limit.unwrap_or(DEFAULT_PAGE).clamp(1, 1000);
+    let mut events: Vec<_> = status
+        .failovers
+        .into_iter()
+        .filter(|e| q.region.as_ref().is_none_or(|r| *r == e.region))
+        .filter(|e| q.before.is_none_or(|b| e.at < b))
+        .collect();
+    let next = (events.len() > limit)
+        .then(|| events.get(limit - 1).map(|e| e.at))
+        .flatten();
+    events.truncate(limit);
+    Json(serde_json::json!({ "failovers": events, "next_before": next })).into_response()
 }

@@ -380,7 +380,36 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
             esc(next)
         );
     }
-    h.push_str("</details><h2>Recent transitions</h2><table><tr><th>when</th><th>what</th><th>change</th><th>why</th></tr>");
+    h.push_str("</details>");
+    if !st.failovers.is_empty() {
+        h.push_str("<h2>Failovers</h2><p class=\"muted\">seconds from the first sample that led to it</p><table><tr><th>when</th><th>region</th><th>direction</th><th>cause</th><th>detect</th><th>publish</th><th>cache bound</th><th>target</th></tr>");
+        for e in st.failovers.iter().take(20) {
+            let when = ago(crate::health::store::now_unix().saturating_sub(e.at));
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}{:.1}{}</td><td>{:.0}</td></tr>",
+                format_args!("{when} ago"),
+                esc(&e.region),
+                match e.direction {
+                    crate::health::status::Direction::Leave => "leave",
+                    crate::health::status::Direction::Return => "return",
+                },
+                esc(&e.cause),
+                e.phases.detect,
+                e.phases.publish,
+                if e.over_target { "<b>" } else { "" },
+                e.phases.cache_bound,
+                if e.over_target {
+                    " (over target)</b>"
+                } else {
+                    ""
+                },
+                e.target
+            );
+        }
+        h.push_str("</table>");
+    }
+    h.push_str("<h2>Recent transitions</h2><table><tr><th>when</th><th>what</th><th>change</th><th>why</th></tr>");
     let now = now_unix();
     for t in st.transitions.iter().rev().take(30) {
         let _ = write!(

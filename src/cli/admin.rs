@@ -22,6 +22,14 @@ pub fn run(
     let (method_post, path, body) = match action {
         AdminAction::Reload => (true, "/api/v1/reload".to_string(), None),
         AdminAction::Status => (false, "/api/v1/status".to_string(), None),
+        AdminAction::Failovers { region } => (
+            false,
+            match region {
+                Some(r) => format!("/api/v1/failovers?region={r}"),
+                None => "/api/v1/failovers".to_string(),
+            },
+            None,
+        ),
         AdminAction::Anycast(AnycastAction::Show) => (false, "/api/v1/anycast".to_string(), None),
         AdminAction::Anycast(AnycastAction::Withdraw {
             prefix,

@@ -92,6 +92,14 @@ pub fn run(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     c.secret.len()
                 );
             }
+            print_failover(
+                snap,
+                config
+                    .startup
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.gossip_interval * 2),
+            );
             print_dnssec(snap);
             if let Some(t) = &config.transfer {
                 let keys: Vec<String> = t
@@ -108,14 +116,6 @@ pub fn run(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     notify.join(", ")
                 );
             }
-            print_failover(
-                snap,
-                config
-                    .startup
-                    .cluster
-                    .as_ref()
-                    .map(|c| c.gossip_interval * 2),
-            );
             if let Some(a) = &config.startup.anycast {
                 let guard = if config.startup.cluster.is_some() {
                     format!("never below {} announcing", a.min_announcing)

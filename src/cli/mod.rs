@@ -63,6 +63,11 @@ pub enum AdminAction {
     Reload,
     /// Print the health status as JSON.
     Status,
+    /// Print the failover events (each phase against the target) as JSON.
+    Failovers {
+        #[arg(long)]
+        region: Option<String>,
+    },
     /// Withdraw an anycast prefix by hand, put it back, or show every prefix.
     #[command(subcommand)]
     Anycast(AnycastAction),

@@ -26,6 +26,9 @@ pub struct PlanRegion {
     pub load: Option<LoadQuery>,
     /// Its answered addresses, A before AAAA: the positions `Endpoint::serves` masks.
     pub addresses: Vec<std::net::IpAddr>,
+    /// The longest TTL of the policies answering with it: how long a resolver may hold
+    /// an answer naming it (failover events' cache bound).
+    pub max_ttl: u32,
 }
 
 /// Called with each new health view before it is published (DNSSEC signs the answers

@@ -1,7 +1,7 @@
 //! The checker's status as the admin API, the status page and `meridian admin status`
 //! show it, and the targets of operator overrides.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::peers::Verdict;
 use super::view::{Effective, Override};
@@ -125,6 +125,8 @@ pub struct Status {
     pub regions: Vec<RegionStatus>,
     pub endpoints: Vec<EndpointStatus>,
     pub transitions: Vec<TransitionRecord>,
+    /// The last failover events of each region, newest first.
+    pub failovers: Vec<FailoverEvent>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
 }
@@ -170,4 +172,44 @@ pub struct QuorumStatus {
     /// The shared cooldown holds it down although the votes say otherwise.
     pub cooldown_held: bool,
     pub votes: Vec<Vote>,
+}
+
+/// Failover events kept per region.
+pub const FAILOVERS_PER_REGION: usize = 20;
+
+/// Whether the region left the answers or came back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    Leave,
+    Return,
+}
+
+/// One failover: when each phase ended, in seconds from the first sample that led to it
+/// (the first failing one for a leave, the first passing one for a return; the state
+/// change itself for an override). Measured on the monotonic clock.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Phases {
+    /// The state change.
+    pub detect: f64,
+    /// The new view published: every query from then on is answered from it.
+    pub publish: f64,
+    /// The last answer given under the old view has expired from every cache: the
+    /// latest such answer's time plus its TTL (health-aware TTLs counted).
+    pub cache_bound: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FailoverEvent {
+    pub region: String,
+    pub direction: Direction,
+    /// The cause of the state change (`Cause::label`).
+    pub cause: String,
+    /// Unix seconds of the state change.
+    pub at: u64,
+    pub phases: Phases,
+    /// The region's `failover_target`, seconds.
+    pub target: f64,
+    /// A leave whose cache bound passed the target.
+    pub over_target: bool,
 }

@@ -15,6 +15,7 @@ use tracing::info;
 
 use super::cluster::{ClusterSide, ClusterState};
 use super::export;
+use super::failovers::{Failovers, Pending};
 use super::history::History;
 use super::loads::Loads;
 use super::overrides::{FromPeer, Overrides};
@@ -28,7 +29,7 @@ use crate::health::peers::OverrideTarget;
 use crate::health::plan::HealthPlan;
 use crate::health::probe;
 use crate::health::state::Sample;
-use crate::health::status::{OverrideError, Target};
+use crate::health::status::{Direction, OverrideError, Target};
 use crate::health::store::{self, StateFile};
 use crate::health::view::{Effective, HealthView, OverrideKind, RegionHealth};
 use crate::metrics::Metrics;
@@ -40,6 +41,7 @@ pub(crate) struct Core {
     pub(super) shifting: Shifting,
     pub(super) loads: Loads,
     pub(super) history: History,
+    pub(super) failovers: Failovers,
     /// `Some` in a cluster: peers, quorum, the shared states.
     pub(super) cluster: Option<ClusterState>,
     /// Each region's state at the last publication, by name.
@@ -103,6 +105,7 @@ impl Core {
             shifting: Shifting::default(),
             loads: Loads::new(probing),
             history: History::default(),
+            failovers: Failovers::default(),
             cluster: None,
             last_region: HashMap::new(),
             release: Release::new(view),
@@ -497,6 +500,17 @@ impl Core {
         self.publish_after(log, None);
     }
 
+    /// When the run of samples that moved `region` began: the earliest first failing
+    /// (for a leave) or passing (for a return) sample among its endpoints in such a run.
+    fn streak_start(&self, region: &str, direction: Direction) -> Option<Instant> {
+        let want_ok = direction == Direction::Return;
+        self.probes
+            .iter()
+            .filter(|(_, e)| e.region == region && !e.ep.is_metric())
+            .filter_map(|(_, e)| e.streak.filter(|(ok, _)| *ok == want_ok).map(|(_, t)| t))
+            .min()
+    }
+
     /// Publishes the health view after a change (a sample of `sampled`, or anything
     /// else when `None`), records region transitions, and updates the gauges: after a
     /// sample only that endpoint's and the changed regions' series.
@@ -529,6 +543,7 @@ impl Core {
         }
         let mut view = HealthView::default();
         let mut changed_regions = Vec::new();
+        let mut pending: Vec<Pending> = Vec::new();
         for (((region, next), &keep), admit) in
             plan.regions.iter().zip(states).zip(&keeps).zip(admits)
         {
@@ -552,6 +567,28 @@ impl Core {
                 }
                 if let Some(cause) = aggregate::transition(prev.as_ref(), &next) {
                     let from = prev.as_ref().map_or(Effective::Up, |p| p.effective);
+                    let direction = match (from, next.effective) {
+                        (Effective::Down, Effective::Up | Effective::Degraded) => {
+                            Some(Direction::Return)
+                        }
+                        (Effective::Up | Effective::Degraded, Effective::Down) => {
+                            Some(Direction::Leave)
+                        }
+                        _ => None,
+                    };
+                    if let (Some(direction), Some(index)) = (
+                        direction,
+                        plan.regions.iter().position(|r| r.name == region.name),
+                    ) {
+                        pending.push(Pending {
+                            region: index,
+                            direction,
+                            cause: cause.label(),
+                            started: self.streak_start(&region.name, direction).unwrap_or(now),
+                            changed: now,
+                            cap_before: self.release.latest().ttl_cap(region.id),
+                        });
+                    }
                     self.record(
                         region.name.clone(),
                         from.name(),
@@ -567,6 +604,13 @@ impl Core {
         #[cfg(test)]
         fault::hit(&self.plan);
         self.release.hand_over(view, self.plan.prepare.as_ref());
+        let published = Instant::now();
+        for p in pending {
+            if let Some(region) = plan.regions.get(p.region) {
+                let event = super::failovers::finish(&p, region, published, store::now_unix());
+                self.failovers.record(&self.metrics, event);
+            }
+        }
         if let Some(c) = &self.cluster {
             c.publish_local(&self.probes, self.overrides.records());
             c.export(&self.metrics, &self.probes);

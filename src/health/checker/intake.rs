@@ -49,6 +49,9 @@ impl Probes {
             .probe_duration
             .with_label_values(&[rt.region.as_str(), rt.ep.name.as_str()])
             .observe(sample.latency.as_secs_f64());
+        if rt.streak.is_none_or(|(ok, _)| ok != sample.ok) {
+            rt.streak = Some((sample.ok, now));
+        }
         rt.window.push(sample, rt.thresholds.window);
         rt.signals = rt.window.signals(rt.thresholds.latency_percentile);
         let (next, tr) = state::observe(rt.state, &rt.signals, &rt.thresholds, now);

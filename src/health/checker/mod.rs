@@ -20,6 +20,7 @@
 //!  publish   TTL caps and the answered-address log of a publication
 //!  release   a view to the query path, DNSSEC-prepared on a thread of its own
 //!  history   transitions: logged, counted, kept for the status page
+//!  failovers failover events and their phases against the target
 //!  export    gauges and the state file
 //!  report    the status, built on request
 //! ```
@@ -27,6 +28,7 @@
 mod cluster;
 mod core;
 mod export;
+mod failovers;
 mod history;
 mod intake;
 mod loads;

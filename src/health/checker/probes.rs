@@ -61,6 +61,9 @@ pub(super) struct EndpointRt {
     pub(super) last_report: Instant,
     /// Bumped with each new task: samples of a replaced task are dropped.
     pub(super) generation: u64,
+    /// When the current run of failing (or passing) samples began: where a failover
+    /// event's detection starts.
+    pub(super) streak: Option<(bool, Instant)>,
     task: Option<JoinHandle<()>>,
 }
 
@@ -223,6 +226,7 @@ impl Probes {
                                 probed: false,
                                 last_report: now,
                                 generation,
+                                streak: None,
                                 task,
                             },
                         );

@@ -138,6 +138,7 @@ pub(super) fn status(core: &Core) -> Status {
         regions,
         endpoints,
         transitions: core.history.iter().cloned().collect(),
+        failovers: core.failovers.all(),
         cluster: core.cluster.as_ref().map(|c| c.status(now)),
     }
 }

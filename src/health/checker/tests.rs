@@ -41,6 +41,7 @@ mod core_tests {
                 failback: None,
                 load: None,
                 addresses: vec![],
+                max_ttl: 30,
             }],
             config_overrides: BTreeMap::new(),
             clients: Arc::new([]),
@@ -65,6 +66,7 @@ mod core_tests {
             failback,
             load: None,
             addresses: vec![],
+            max_ttl: 30,
         };
         let clients: Vec<traffic::Client> = (0..2000u64)
             .map(|i| traffic::Client {

@@ -1,0 +1,223 @@
+//! Failover events: each time a region leaves the answers or returns, its phases from
+//! the first sample that led to it to the moment no cache can hold the old answer,
+//! held against the region's `failover_target`, counted in
+//! `meridian_failover_phase_seconds{phase}` and `meridian_failover_slo_breaches_total`,
+//! and kept (the last [`FAILOVERS_PER_REGION`] per region) for `/api/v1/failovers`.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use crate::health::plan::PlanRegion;
+use crate::health::status::{Direction, FAILOVERS_PER_REGION, FailoverEvent, Phases};
+use crate::metrics::Metrics;
+
+/// A state change waiting for its publication.
+#[derive(Debug, Clone)]
+pub(super) struct Pending {
+    pub(super) region: usize,
+    pub(super) direction: Direction,
+    pub(super) cause: &'static str,
+    /// The first sample of the run that led to it (the change itself without one).
+    pub(super) started: Instant,
+    pub(super) changed: Instant,
+    /// The TTL cap the previous view put on the region's answers, if any.
+    pub(super) cap_before: Option<u32>,
+}
+
+/// The event of `p` published at `published` (pure: the table test's subject).
+pub(super) fn finish(
+    p: &Pending,
+    region: &PlanRegion,
+    published: Instant,
+    at: u64,
+) -> FailoverEvent {
+    let secs = |t: Instant| t.saturating_duration_since(p.started).as_secs_f64();
+    let (detect, publish) = (secs(p.changed), secs(published));
+    let full = f64::from(region.max_ttl);
+    let cache_bound = match p.direction {
+        // Answers before the first failing sample carried the full TTL; the ones after
+        // it at most the cap the last view before the change put on them.
+        Direction::Leave => {
+            let capped = p.cap_before.map_or(full, |c| f64::from(c).min(full));
+            full.max(publish + capped)
+        }
+        // Clients holding another region's answer come back when it expires.
+        Direction::Return => publish + full,
+    };
+    let target = region.thresholds.failover_target.as_secs_f64();
+    FailoverEvent {
+        region: region.name.clone(),
+        direction: p.direction,
+        cause: p.cause.to_string(),
+        at,
+        phases: Phases {
+            detect,
+            publish,
+            cache_bound,
+        },
+        target,
+        over_target: p.direction == Direction::Leave && cache_bound > target,
+    }
+}
+
+#[derive(Default)]
+pub(super) struct Failovers {
+    kept: BTreeMap<String, VecDeque<FailoverEvent>>,
+}
+
+impl Failovers {
+    pub(super) fn record(&mut self, metrics: &Metrics, e: FailoverEvent) {
+        for (phase, v) in [
+            ("detect", e.phases.detect),
+            ("publish", e.phases.publish),
+            ("cache_bound", e.phases.cache_bound),
+        ] {
+            metrics
+                .failover_phase
+                .with_label_values(&[phase])
+                .observe(v);
+        }
+        let direction = match e.direction {
+            Direction::Leave => "leave",
+            Direction::Return => "return",
+        };
+        if e.over_target {
+            metrics
+                .failover_slo_breaches
+                .with_label_values(&[e.region.as_str()])
+                .inc();
+            warn!(
+                region = e.region,
+                direction,
+                cache_bound = e.phases.cache_bound,
+                target = e.target,
+                "failover over target: clients may hold the region past its failover_target"
+            );
+        } else {
+            info!(
+                region = e.region,
+                direction,
+                detect = e.phases.detect,
+                publish = e.phases.publish,
+                cache_bound = e.phases.cache_bound,
+                target = e.target,
+                "failover"
+            );
+        }
+        let list = self.kept.entry(e.region.clone()).or_default();
+        list.push_front(e);
+        list.truncate(FAILOVERS_PER_REGION);
+    }
+
+    /// Every region's, newest first.
+    pub(super) fn all(&self) -> Vec<FailoverEvent> {
+        let mut out: Vec<FailoverEvent> = self.kept.values().flatten().cloned().collect();
+        out.sort_by_key(|e| std::cmp::Reverse(e.at));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::health::{MinUp, Thresholds};
+
+    fn region(max_ttl: u32, target: u64) -> PlanRegion {
+        PlanRegion {
+            name: "eu".into(),
+            id: 0,
+            endpoints: vec![],
+            thresholds: Thresholds {
+                failover_target: Duration::from_secs(target),
+                ..Thresholds::default_preset()
+            },
+            min_up: MinUp::Count(1),
+            policies: String::new(),
+            capacity: None,
+            failback: None,
+            load: None,
+            addresses: vec![],
+            max_ttl,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn phases_from_the_first_sample() {
+        let t0 = Instant::now();
+        let ms = |n| t0 + Duration::from_millis(n);
+        let pending = |direction, cap_before, changed, cause| Pending {
+            region: 0,
+            direction,
+            cause,
+            started: t0,
+            changed: ms(changed),
+            cap_before,
+        };
+        // (pending, max_ttl, target, published ms) → (detect, publish, cache bound, over)
+        let cases = [
+            // Two failures 1 s apart; answers before the first carried TTL 30.
+            (
+                pending(Direction::Leave, Some(1), 1000, "consecutive_failures"),
+                30,
+                60,
+                1002,
+                (1.0, 1.002, 30.0, false),
+            ),
+            // A short TTL: the capped answers given up to the publication bound it.
+            (
+                pending(Direction::Leave, Some(2), 1000, "consecutive_failures"),
+                1,
+                60,
+                1500,
+                (1.0, 1.5, 2.5, false),
+            ),
+            // A TTL past the target; no cap: the last answer before the publication
+            // carried the full TTL.
+            (
+                pending(Direction::Leave, None, 2000, "error_rate"),
+                90,
+                60,
+                2000,
+                (2.0, 2.0, 92.0, true),
+            ),
+            // A return: clients holding the other region come back within one TTL.
+            (
+                pending(Direction::Return, None, 5000, "recovered"),
+                30,
+                60,
+                5001,
+                (5.0, 5.001, 35.001, false),
+            ),
+        ];
+        for (p, ttl, target, published, (detect, publish, bound, over)) in cases {
+            let e = finish(&p, &region(ttl, target), ms(published), 0);
+            let close = |a: f64, b: f64| (a - b).abs() < 1e-6;
+            assert!(close(e.phases.detect, detect), "{e:?}");
+            assert!(close(e.phases.publish, publish), "{e:?}");
+            assert!(close(e.phases.cache_bound, bound), "{e:?}");
+            assert_eq!(e.over_target, over, "{e:?}");
+            assert!(
+                e.phases.detect <= e.phases.publish && e.phases.publish <= e.phases.cache_bound
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_clock_that_went_backwards_gives_no_negative_phase() {
+        let t0 = Instant::now();
+        let p = Pending {
+            region: 0,
+            direction: Direction::Leave,
+            cause: "override_set",
+            started: t0 + Duration::from_secs(5),
+            changed: t0,
+            cap_before: None,
+        };
+        let e = finish(&p, &region(30, 60), t0, 0);
+        assert_eq!((e.phases.detect, e.phases.publish), (0.0, 0.0));
+    }
+}
