@@ -25,6 +25,7 @@ pub mod policy;
 pub mod reload;
 pub mod serve;
 pub mod simulate;
+pub mod slo;
 pub mod snapshot;
 pub mod traffic;
 pub mod zone;

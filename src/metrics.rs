@@ -53,6 +53,7 @@ pub struct Metrics {
     pub anycast_announced: IntGaugeVec,
     pub failover_phase: HistogramVec,
     pub failover_slo_breaches: IntCounterVec,
+    pub failovers: IntCounterVec,
     pub anycast_transitions: IntCounterVec,
     pub anycast_driver_errors: IntCounter,
     pub health_queue_overflow: IntCounterVec,
@@ -231,6 +232,13 @@ impl Metrics {
                     300.0, 600.0
                 ]),
                 &["phase"]
+            )),
+            failovers: reg!(IntCounterVec::new(
+                Opts::new(
+                    "meridian_failovers_total",
+                    "Regions leaving the answers (direction=leave) or returning (direction=return)"
+                ),
+                &["region", "direction"]
             )),
             failover_slo_breaches: reg!(IntCounterVec::new(
                 Opts::new(

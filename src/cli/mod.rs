@@ -91,6 +91,20 @@ pub enum AnycastAction {
 }
 
 #[derive(Subcommand)]
+pub enum SloCommand {
+    /// The rules for two objectives: failovers within their target, and answers that
+    /// named a healthy region.
+    Rules {
+        /// Share of failovers whose cache bound stays within the region's failover_target.
+        #[arg(long, default_value_t = 0.99)]
+        failover_objective: f64,
+        /// Share of policy answers that name a healthy region.
+        #[arg(long, default_value_t = 0.999)]
+        answer_objective: f64,
+    },
+}
+
+#[derive(Subcommand)]
 pub enum AnycastCommand {
     /// Run as ExaBGP's process (`process ... { run meridian anycast exabgp --config
     /// FILE; encoder text; }`): print ExaBGP's announce/withdraw lines for the running
@@ -179,6 +193,12 @@ pub enum Command {
         /// When it leaves the DNSKEY RRset (dnssec-keygen -D).
         #[arg(long)]
         delete: Option<String>,
+    },
+    /// Service-level objectives: print Prometheus recording and multi-window,
+    /// multi-burn-rate alerting rules.
+    Slo {
+        #[command(subcommand)]
+        command: SloCommand,
     },
     /// Anycast helpers (the ExaBGP process).
     Anycast {
@@ -273,6 +293,28 @@ pub fn run(cli: Cli) -> ExitCode {
             ref action,
             ref token,
         } => admin::run(&cli, &overrides, action, token.clone()),
+        Command::Slo {
+            command:
+                SloCommand::Rules {
+                    failover_objective,
+                    answer_objective,
+                },
+        } => {
+            for (name, v) in [
+                ("--failover-objective", failover_objective),
+                ("--answer-objective", answer_objective),
+            ] {
+                if !(v > 0.0 && v < 1.0) {
+                    eprintln!("{name} {v}: an objective is a fraction between 0 and 1, e.g. 0.999");
+                    return ExitCode::FAILURE;
+                }
+            }
+            print!(
+                "{}",
+                meridian::slo::rules(failover_objective, answer_objective)
+            );
+            ExitCode::SUCCESS
+        }
         Command::Anycast {
             command: AnycastCommand::Exabgp { ref url },
         } => {

@@ -83,6 +83,10 @@ impl Failovers {
             Direction::Leave => "leave",
             Direction::Return => "return",
         };
+        metrics
+            .failovers
+            .with_label_values(&[e.region.as_str(), direction])
+            .inc();
         if e.over_target {
             metrics
                 .failover_slo_breaches
