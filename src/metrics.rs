@@ -555,6 +555,9 @@ impl QueryCounters {
 #[derive(Clone, Default)]
 pub struct PolicyCounterStore {
     inner: Arc<Mutex<HashMap<Box<str>, PolicySlots>>>,
+    /// Per region, the answers of policies (or of a policy's regions) a reload removed:
+    /// `meridian_region_answers_total` includes them, so it never goes backwards.
+    retired: Arc<Mutex<BTreeMap<Box<str>, u64>>>,
 }
 
 struct PolicySlots {
@@ -614,6 +617,14 @@ impl PolicyCounterStore {
                     }
                 }
                 prev => {
+                    if let Some(p) = &prev {
+                        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+                        for (r, c) in p.regions.iter().zip(p.answers.iter()) {
+                            if !regions.contains(&&**r) {
+                                *retired.entry(r.clone()).or_default() += c.load(Ordering::Relaxed);
+                            }
+                        }
+                    }
                     let slot = |r: &str| {
                         let p = prev.as_ref()?;
                         Some((p, p.regions.iter().position(|x| &**x == r)?))
@@ -651,6 +662,12 @@ impl PolicyCounterStore {
                 all_down: Some(slots.all_down.clone()),
             });
             map.insert(name.into(), slots);
+        }
+        let mut retired = self.retired.lock().unwrap_or_else(|e| e.into_inner());
+        for gone in old.into_values() {
+            for (r, c) in gone.regions.iter().zip(gone.answers.iter()) {
+                *retired.entry(r.clone()).or_default() += c.load(Ordering::Relaxed);
+            }
         }
         out
     }
@@ -730,6 +747,10 @@ const ANSWERS: (&str, &str) = (
     "meridian_policy_answers_total",
     "Answers given by a policy, per region answered",
 );
+const REGION_ANSWERS: (&str, &str) = (
+    "meridian_region_answers_total",
+    "Answers naming the region, over every policy (regions only: per-policy shares are in the status API)",
+);
 const ALL_DOWN: (&str, &str) = (
     "meridian_policy_all_down_total",
     "Answers given while no region of the policy was healthy",
@@ -739,8 +760,9 @@ impl prometheus::core::Collector for PolicyCounterStore {
     fn desc(&self) -> Vec<&prometheus::core::Desc> {
         static DESCS: LazyLock<Vec<prometheus::core::Desc>> = LazyLock::new(|| {
             [
-                (ANSWERS, ["policy", "region"]),
-                (ALL_DOWN, ["policy", "behaviour"]),
+                (ANSWERS, &["policy", "region"][..]),
+                (ALL_DOWN, &["policy", "behaviour"][..]),
+                (REGION_ANSWERS, &["region"][..]),
             ]
             .into_iter()
             .filter_map(|((name, help), labels)| {
@@ -763,10 +785,16 @@ impl prometheus::core::Collector for PolicyCounterStore {
         names.sort();
         let mut answers = counter_family(ANSWERS.0, ANSWERS.1);
         let mut all_down = counter_family(ALL_DOWN.0, ALL_DOWN.1);
+        let mut by_region: BTreeMap<Box<str>, u64> = self
+            .retired
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
         for name in names {
             let Some(p) = map.get(name) else { continue };
             for (region, c) in p.regions.iter().zip(p.answers.iter()) {
                 let v = c.load(Ordering::Relaxed);
+                *by_region.entry(region.clone()).or_default() += v;
                 if v > 0 {
                     answers
                         .mut_metric()
@@ -781,8 +809,23 @@ impl prometheus::core::Collector for PolicyCounterStore {
                 ));
             }
         }
+        let mut regions = prometheus::proto::MetricFamily::default();
+        regions.set_name(REGION_ANSWERS.0.into());
+        regions.set_help(REGION_ANSWERS.1.into());
+        regions.set_field_type(prometheus::proto::MetricType::COUNTER);
+        for (region, v) in by_region.into_iter().filter(|(_, v)| *v > 0) {
+            let mut m = prometheus::proto::Metric::default();
+            let mut l = prometheus::proto::LabelPair::default();
+            l.set_name("region".into());
+            l.set_value(region.to_string());
+            m.set_label(vec![l].into());
+            let mut c = prometheus::proto::Counter::default();
+            c.set_value(v as f64);
+            m.set_counter(c);
+            regions.mut_metric().push(m);
+        }
         // An empty family is not valid exposition.
-        [answers, all_down]
+        [answers, all_down, regions]
             .into_iter()
             .filter(|f| !f.get_metric().is_empty())
             .collect()
@@ -842,6 +885,31 @@ mod tests {
         c2[0].answered(1);
         c3[0].answered(1);
         assert!(exposition(&store).contains("region=\"eu\"} 5"));
+    }
+
+    #[test]
+    fn region_answers_sum_the_policies_and_never_go_backwards_on_a_reload() {
+        let store = PolicyCounterStore::default();
+        let c = store.attach(
+            [
+                ("www.", vec!["us", "eu"], "fail_open"),
+                ("api.", vec!["eu"], "servfail"),
+            ]
+            .into_iter(),
+        );
+        c[0].answered(1);
+        c[0].answered(0);
+        c[1].answered(0);
+        c[1].answered(0);
+        let text = exposition(&store);
+        assert!(text.contains("meridian_region_answers_total{region=\"eu\"} 3"), "{text}");
+        assert!(text.contains("meridian_region_answers_total{region=\"us\"} 1"), "{text}");
+        // api. is removed and www. drops us: the region totals keep what they counted.
+        let c2 = store.attach([("www.", vec!["eu"], "fail_open")].into_iter());
+        c2[0].answered(0);
+        let text = exposition(&store);
+        assert!(text.contains("meridian_region_answers_total{region=\"eu\"} 4"), "{text}");
+        assert!(text.contains("meridian_region_answers_total{region=\"us\"} 1"), "{text}");
     }
 
     #[test]
