@@ -818,7 +818,7 @@ impl prometheus::core::Collector for PolicyCounterStore {
             let mut l = prometheus::proto::LabelPair::default();
             l.set_name("region".into());
             l.set_value(region.to_string());
-            m.set_label(vec![l].into());
+            m.set_label(vec![l]);
             let mut c = prometheus::proto::Counter::default();
             c.set_value(v as f64);
             m.set_counter(c);
@@ -902,14 +902,26 @@ mod tests {
         c[1].answered(0);
         c[1].answered(0);
         let text = exposition(&store);
-        assert!(text.contains("meridian_region_answers_total{region=\"eu\"} 3"), "{text}");
-        assert!(text.contains("meridian_region_answers_total{region=\"us\"} 1"), "{text}");
+        assert!(
+            text.contains("meridian_region_answers_total{region=\"eu\"} 3"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meridian_region_answers_total{region=\"us\"} 1"),
+            "{text}"
+        );
         // api. is removed and www. drops us: the region totals keep what they counted.
         let c2 = store.attach([("www.", vec!["eu"], "fail_open")].into_iter());
         c2[0].answered(0);
         let text = exposition(&store);
-        assert!(text.contains("meridian_region_answers_total{region=\"eu\"} 4"), "{text}");
-        assert!(text.contains("meridian_region_answers_total{region=\"us\"} 1"), "{text}");
+        assert!(
+            text.contains("meridian_region_answers_total{region=\"eu\"} 4"),
+            "{text}"
+        );
+        assert!(
+            text.contains("meridian_region_answers_total{region=\"us\"} 1"),
+            "{text}"
+        );
     }
 
     #[test]

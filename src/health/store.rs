@@ -36,6 +36,9 @@ pub struct StateFile {
     /// `region/endpoint`: what a cluster orders overrides by.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub override_records: BTreeMap<String, OverrideRecord>,
+    /// The last failover events (`/api/v1/failovers`), newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failovers: Vec<crate::health::status::FailoverEvent>,
 }
 
 pub fn now_unix() -> u64 {

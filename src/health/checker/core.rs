@@ -105,7 +105,7 @@ impl Core {
             shifting: Shifting::default(),
             loads: Loads::new(probing),
             history: History::default(),
-            failovers: Failovers::default(),
+            failovers: Failovers::restore(&persisted.failovers, &plan),
             cluster: None,
             last_region: HashMap::new(),
             release: Release::new(view),
@@ -428,7 +428,7 @@ impl Core {
         let Some(w) = self.state_file.as_mut() else {
             return;
         };
-        let file = export::state_file(&self.probes, &self.overrides);
+        let file = export::state_file(&self.probes, &self.overrides, &self.failovers);
         if let Err(e) = w.save_now(&file) {
             tracing::warn!("cannot write state file {}: {e}", w.path().display());
         }
@@ -446,7 +446,11 @@ impl Core {
     pub(super) fn persist_owed(&mut self) {
         self.persist_due = None;
         if let Some(w) = self.state_file.as_mut() {
-            w.save_in_background(export::state_file(&self.probes, &self.overrides));
+            w.save_in_background(export::state_file(
+                &self.probes,
+                &self.overrides,
+                &self.failovers,
+            ));
         }
     }
 

@@ -96,7 +96,11 @@ pub(super) fn all_gauges(
 }
 
 /// What the state file keeps: measured endpoint states and runtime overrides.
-pub(super) fn state_file(probes: &Probes, overrides: &Overrides) -> StateFile {
+pub(super) fn state_file(
+    probes: &Probes,
+    overrides: &Overrides,
+    failovers: &super::failovers::Failovers,
+) -> StateFile {
     StateFile {
         version: store::STATE_VERSION,
         endpoints: probes
@@ -118,6 +122,7 @@ pub(super) fn state_file(probes: &Probes, overrides: &Overrides) -> StateFile {
             .iter()
             .map(|(t, r)| (target_key(t).to_string(), r.clone()))
             .collect(),
+        failovers: failovers.all(),
     }
 }
 

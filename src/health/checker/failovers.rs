@@ -68,6 +68,33 @@ pub(super) struct Failovers {
 }
 
 impl Failovers {
+    /// The events a state file kept, for regions still in the plan (a hand-edited file
+    /// is held to the same bounds: at most the last few per region, finite phases).
+    pub(super) fn restore(
+        events: &[FailoverEvent],
+        plan: &crate::health::plan::HealthPlan,
+    ) -> Failovers {
+        let mut f = Failovers::default();
+        for e in events {
+            let finite = [
+                e.phases.detect,
+                e.phases.publish,
+                e.phases.cache_bound,
+                e.target,
+            ]
+            .iter()
+            .all(|v| v.is_finite() && *v >= 0.0);
+            if !finite || plan.region(&e.region).is_none() {
+                continue;
+            }
+            let list = f.kept.entry(e.region.clone()).or_default();
+            if list.len() < FAILOVERS_PER_REGION {
+                list.push_back(e.clone());
+            }
+        }
+        f
+    }
+
     pub(super) fn record(&mut self, metrics: &Metrics, e: FailoverEvent) {
         for (phase, v) in [
             ("detect", e.phases.detect),

@@ -136,6 +136,47 @@ mod core_tests {
         assert!(seen.contains(&(Effective::Up, Effective::Down)), "{seen:?}");
     }
 
+    /// A failover is recorded with its phases from the first failing sample, kept in
+    /// the state file, and restored from it by the next core.
+    #[tokio::test(start_paused = true)]
+    async fn a_failover_event_has_its_phases_and_survives_a_restart() {
+        let mut c = Core::offline(plan()).0;
+        feed(&mut c, "eu/web", &[OK, OK, OK, OK, FAIL, FAIL]).await;
+        assert_eq!(eu(&c), Effective::Down);
+        let events = c.failovers.all();
+        let leave = events.first().expect("an event");
+        assert_eq!(leave.direction, crate::health::status::Direction::Leave);
+        // The aggressive preset leaves on 10 % errors: the first failing sample did it.
+        assert_eq!(leave.phases.detect, 0.0, "{leave:?}");
+        // Answers before it carried the plan's 30 s.
+        assert_eq!(leave.phases.cache_bound, 30.0, "{leave:?}");
+        assert!(!leave.over_target);
+        let file = super::super::export::state_file(&c.probes, &c.overrides, &c.failovers);
+        let text = serde_json::to_vec(&file).unwrap();
+        let back = crate::health::store::StateFile::parse(&text).unwrap();
+        let restored = Core::offline_from(plan(), &back).0;
+        assert_eq!(restored.failovers.all(), events);
+        // A region the plan no longer has, or a phase that is not a number, is dropped.
+        let mut odd = back.clone();
+        odd.failovers[0].region = "mars".into();
+        assert!(
+            Core::offline_from(plan(), &odd)
+                .0
+                .failovers
+                .all()
+                .is_empty()
+        );
+        let mut odd = back;
+        odd.failovers[0].phases.publish = -1.0;
+        assert!(
+            Core::offline_from(plan(), &odd)
+                .0
+                .failovers
+                .all()
+                .is_empty()
+        );
+    }
+
     fn keep_admit(c: &Core, id: u32) -> (f64, f64) {
         let r = c.current_view().region(id);
         (
