@@ -138,6 +138,13 @@ impl Preparer {
                     );
                 }
             }
+            // Stored under the slot's lock, after a last look at `closed`: once the
+            // checker that handed this view over is gone (a restart), a newer core
+            // publishes, and this older view must not land after its views.
+            let slot = self.slot.lock().unwrap_or_else(PoisonError::into_inner);
+            if slot.closed {
+                return;
+            }
             served.store(view);
         }
     }
@@ -215,6 +222,38 @@ mod tests {
         // A later view without a hook still goes through the thread, after the others.
         r.hand_over(view(Effective::Down), None);
         wait_for(&served, Effective::Down);
+    }
+
+    #[test]
+    fn a_view_handed_over_by_a_checker_that_is_gone_is_never_served() {
+        let served = Arc::new(ArcSwap::from_pointee(view(Effective::Up)));
+        let gate = Arc::new((Mutex::new(false), Condvar::new()));
+        let entered = Arc::new(AtomicUsize::new(0));
+        let (g, e) = (gate.clone(), entered.clone());
+        let hook = Prepare(Arc::new(move |_: &HealthView| {
+            e.fetch_add(1, Ordering::SeqCst);
+            let mut open = g.0.lock().unwrap();
+            while !*open {
+                open = g.1.wait(open).unwrap();
+            }
+        }));
+        let mut old = Release::new(served.clone());
+        old.hand_over(view(Effective::Down), Some(&hook));
+        while entered.load(Ordering::SeqCst) == 0 {
+            std::thread::yield_now();
+        }
+        // The checker restarts while its view is being prepared; the new one publishes.
+        drop(old);
+        let mut new = Release::new(served.clone());
+        new.hand_over(view(Effective::Degraded), None);
+        *gate.0.lock().unwrap() = true;
+        gate.1.notify_all();
+        std::thread::sleep(Duration::from_millis(50));
+        assert_eq!(
+            served.load().state(0),
+            Effective::Degraded,
+            "the old view landed after"
+        );
     }
 
     #[test]
