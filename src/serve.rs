@@ -168,6 +168,7 @@ pub fn run(config: Config, config_path: &Path, overrides: &Overrides) -> anyhow:
             reloader: reloader.clone(),
             token: config.startup.admin_token.clone(),
             anycast: anycast.clone(),
+            exabgp_polled: std::sync::Mutex::new(None),
         });
         info!(listen = %http.local_addr()?, "serving HTTP: /metrics /status /api/v1");
         let admin = tokio::spawn(crate::admin::serve(http, admin_state, rx.clone()));

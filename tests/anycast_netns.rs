@@ -440,6 +440,19 @@ fn routes_follow_health_through_bird_and_exabgp() {
     );
     eprintln!("router, both healthy:\n{}", show_route(&rt_ctl, NS_PREFIX));
     let first = nsid(&net, ANYCAST).expect("the client is answered at the anycast address");
+    // n2's server sees its ExaBGP process read the routes (the driver's session state).
+    let api = net
+        .exec("n2", "curl")
+        .args(["-s", "http://192.0.2.10:9153/api/v1/anycast"])
+        .output()
+        .expect("curl");
+    let api: serde_json::Value = serde_json::from_slice(&api.stdout).unwrap();
+    assert!(
+        api["exabgp_polled_seconds_ago"]
+            .as_f64()
+            .is_some_and(|s| s < 2.0),
+        "{api:#}"
+    );
     assert!(first == "ns1" || first == "ns2", "{first}");
 
     // n1 stops answering DNS: its route is gone within fall × interval + 1 s, and the

@@ -31,6 +31,9 @@ pub struct AdminState {
     pub token: Option<String>,
     /// `Some` with `anycast:` configured.
     pub anycast: Option<crate::anycast::run::AnycastHandle>,
+    /// When an ExaBGP process (`meridian anycast exabgp`) last read the routes: the
+    /// exabgp driver's session state as the server can see it.
+    pub exabgp_polled: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[derive(Serialize)]
@@ -545,11 +548,28 @@ async fn endpoint_action(
     .await
 }
 
-async fn anycast_status(State(s): State<Arc<AdminState>>) -> Response {
-    match &s.anycast {
-        Some(a) => Json(a.status.borrow().clone()).into_response(),
-        None => api_error(StatusCode::NOT_FOUND, "anycast is not configured"),
+async fn anycast_status(State(s): State<Arc<AdminState>>, headers: HeaderMap) -> Response {
+    let Some(a) = &s.anycast else {
+        return api_error(StatusCode::NOT_FOUND, "anycast is not configured");
+    };
+    let mut polled = s.exabgp_polled.lock().unwrap_or_else(|e| e.into_inner());
+    let from_exabgp = headers
+        .get(header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with(crate::anycast::exabgp::USER_AGENT));
+    let last = *polled;
+    if from_exabgp {
+        *polled = Some(std::time::Instant::now());
     }
+    drop(polled);
+    let mut body = serde_json::to_value(&*a.status.borrow().clone()).unwrap_or_default();
+    if let (Some(obj), Some(t)) = (body.as_object_mut(), last) {
+        obj.insert(
+            "exabgp_polled_seconds_ago".into(),
+            ((t.elapsed().as_secs_f64() * 10.0).round() / 10.0).into(),
+        );
+    }
+    Json(body).into_response()
 }
 
 /// `POST /api/v1/anycast/withdraw` `{"prefix": P, "for": "30m", "reason": "..."}` and

@@ -12,6 +12,10 @@ use serde::Deserialize;
 
 use super::{Kind, OnUnhealthy, PrefixPlan, Route};
 
+/// What `meridian anycast exabgp` sends as its User-Agent: the server shows when such a
+/// process last read the routes.
+pub const USER_AGENT: &str = "meridian-anycast-exabgp";
+
 /// The command that tells ExaBGP `route` for `prefix`.
 pub fn line(prefix: &ipnet::IpNet, route: Route, on_unhealthy: OnUnhealthy) -> String {
     match (route, on_unhealthy) {

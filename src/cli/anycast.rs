@@ -45,6 +45,11 @@ pub fn exabgp(cli: &Cli, overrides: &Overrides, url: Option<String>) -> ExitCode
     rt.block_on(async move {
         let client = match reqwest::Client::builder()
             .no_proxy()
+            .user_agent(format!(
+                "{}/{}",
+                meridian::anycast::exabgp::USER_AGENT,
+                env!("CARGO_PKG_VERSION")
+            ))
             .timeout(anycast.interval.max(std::time::Duration::from_millis(500)))
             .build()
         {
