@@ -284,3 +284,61 @@ fn restore(rec: &EndpointRecord, now: Instant) -> (State, Instant, u64) {
     };
     (state, since, rec.since)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A checker too far behind: a probe task facing a full sample queue goes on
+    /// probing on schedule, drops what does not fit, and counts it; it does not wait.
+    #[tokio::test]
+    async fn a_full_sample_queue_drops_and_counts_without_stopping_the_probe() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let a = accepted.clone();
+        tokio::spawn(async move {
+            while let Ok((s, _)) = listener.accept().await {
+                a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                drop(s);
+            }
+        });
+        // Room for two samples, and nobody reading them.
+        let (tx, mut rx) = mpsc::channel(2);
+        let overflow = prometheus::IntCounter::new("overflow", "test").unwrap();
+        let ep = Endpoint {
+            name: "web".into(),
+            address: addr,
+            probe: crate::health::Probe::Tcp,
+            interval: Duration::from_millis(20),
+            timeout: Duration::from_millis(200),
+            serves: 0,
+        };
+        let task = spawn_probe(
+            "eu/web".into(),
+            ep,
+            1,
+            SampleTx {
+                tx,
+                overflow: overflow.clone(),
+            },
+        );
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while overflow.get() < 5 {
+            assert!(
+                Instant::now() < deadline,
+                "nothing counted: {}",
+                overflow.get()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // It kept probing: more connections than the queue holds samples.
+        assert!(accepted.load(std::sync::atomic::Ordering::SeqCst) >= 7);
+        // The queue holds the first two; room again, and the next sample fits.
+        assert!(rx.recv().await.unwrap().2.ok);
+        assert!(rx.recv().await.unwrap().2.ok);
+        let next = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await;
+        assert!(next.is_ok_and(|s| s.is_some()), "probing stopped");
+        task.abort();
+    }
+}
