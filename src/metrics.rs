@@ -54,6 +54,7 @@ pub struct Metrics {
     pub failover_phase: HistogramVec,
     pub failover_slo_breaches: IntCounterVec,
     pub failovers: IntCounterVec,
+    pub state_file_write_failures: IntCounter,
     pub anycast_transitions: IntCounterVec,
     pub anycast_driver_errors: IntCounter,
     pub health_queue_overflow: IntCounterVec,
@@ -232,6 +233,10 @@ impl Metrics {
                     300.0, 600.0
                 ]),
                 &["phase"]
+            )),
+            state_file_write_failures: reg!(IntCounter::new(
+                "meridian_state_file_write_failures_total",
+                "Writes of the health state file (states, overrides, failover events) that failed; serving goes on, the next write tries again"
             )),
             failovers: reg!(IntCounterVec::new(
                 Opts::new(

@@ -109,6 +109,8 @@ pub struct Writer {
     /// The sequence number of the last state written, under the lock every write takes.
     written: std::sync::Arc<std::sync::Mutex<u64>>,
     next: u64,
+    /// Counts the writes that failed (`meridian_state_file_write_failures_total`).
+    failures: Option<prometheus::IntCounter>,
 }
 
 impl Writer {
@@ -117,7 +119,14 @@ impl Writer {
             path,
             written: Default::default(),
             next: 0,
+            failures: None,
         }
+    }
+
+    /// Counts failed writes in `c`.
+    pub fn counting(mut self, c: prometheus::IntCounter) -> Writer {
+        self.failures = Some(c);
+        self
     }
 
     pub fn path(&self) -> &Path {
@@ -126,16 +135,24 @@ impl Writer {
 
     pub fn save_now(&mut self, file: &StateFile) -> std::io::Result<()> {
         self.next += 1;
-        Self::write(&self.written, self.next, file, &self.path)
+        let done = Self::write(&self.written, self.next, file, &self.path);
+        if let (Err(_), Some(c)) = (&done, &self.failures) {
+            c.inc();
+        }
+        done
     }
 
     /// Must run inside a tokio runtime.
     pub fn save_in_background(&mut self, file: StateFile) -> tokio::task::JoinHandle<()> {
         self.next += 1;
         let (written, seq, path) = (self.written.clone(), self.next, self.path.clone());
+        let failures = self.failures.clone();
         tokio::task::spawn_blocking(move || {
             if let Err(e) = Self::write(&written, seq, &file, &path) {
                 tracing::warn!("cannot write state file {}: {e}", path.display());
+                if let Some(c) = failures {
+                    c.inc();
+                }
             }
         })
     }

@@ -111,7 +111,8 @@ impl Core {
             release: Release::new(view),
             ready_tx,
             plan_store,
-            state_file: state_file.map(store::Writer::new),
+            state_file: state_file
+                .map(|p| store::Writer::new(p).counting(metrics.state_file_write_failures.clone())),
             metrics,
             gauges_stale: true,
             publish_due: None,

@@ -706,6 +706,35 @@ mod supervisor_tests {
     use super::support::*;
     use crate::metrics::Metrics;
 
+    /// A state file that cannot be written (its folder is a file) is logged and counted;
+    /// overrides still apply and the checker goes on.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_state_file_that_cannot_be_written_is_counted_and_serving_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("not-a-folder"), "x").unwrap();
+        let state = dir.path().join("not-a-folder/state.json");
+        let metrics = Arc::new(Metrics::new());
+        let h = HealthHandle::start(
+            super::core_tests::plan(),
+            Some(state),
+            Duration::from_secs(2),
+            metrics.clone(),
+            None,
+        );
+        h.set_override(
+            Target::Region("eu".into()),
+            Some(OverrideKind::Drain),
+            Some("game day".into()),
+            None,
+            None,
+        )
+        .await
+        .unwrap();
+        assert_eq!(h.view.load().state(0), Effective::Down, "the drain applies");
+        assert!(metrics.state_file_write_failures.get() >= 1);
+        assert!(h.status().await.is_some(), "the checker goes on");
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_checker_that_panics_is_restarted_counted_and_keeps_its_overrides() {
         let dir = tempfile::tempdir().unwrap();
