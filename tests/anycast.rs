@@ -142,17 +142,20 @@ fn a_bird_that_is_absent_or_refuses_never_stops_dns() {
         "router id 192.0.2.1;\nprotocol device {}\nprotocol static anycast_ns { ipv4; route 198.51.100.53/32 via \"lo\"; }\n",
     )
     .unwrap();
-    let _bird = Process(
-        Command::new("bird")
-            .args(["-f", "-c"])
-            .arg(dir.path().join("bird.conf"))
-            .arg("-s")
-            .arg(dir.path().join("bird.ctl"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let bird = || {
+        Process(
+            Command::new("bird")
+                .args(["-f", "-c"])
+                .arg(dir.path().join("bird.conf"))
+                .arg("-s")
+                .arg(dir.path().join("bird.ctl"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let running = bird();
     let s = wait_for(&m, "BIRD's refusal of the unknown protocol", |s| {
         s["driver_error"]
             .as_str()
@@ -195,6 +198,25 @@ fn a_bird_that_is_absent_or_refuses_never_stops_dns() {
         s["prefixes"][0]["operator"]["reason"], "maintenance",
         "{s:#}"
     );
+    // BIRD restarts: its config enables the protocol again; Meridian notices and
+    // disables it again.
+    drop(running);
+    let _restarted = bird();
+    let start = Instant::now();
+    while !m.log().contains("BIRD restarted?") {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "the restart was not noticed:\n{}",
+            m.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    wait_for(&m, "the withdrawal applied again", |s| {
+        s["session"].as_array().is_some_and(|a| {
+            a.iter()
+                .any(|p| p["name"] == "anycast_ns" && p["state"] == "down")
+        })
+    });
     let (code, body) = http(
         m.http,
         "POST",

@@ -461,6 +461,23 @@ async fn run(
                         info!("anycast: driver reachable again");
                         driver_error = None;
                     }
+                    // BIRD restarted (or someone ran birdc): a protocol whose state is
+                    // not what we applied is applied again at the next evaluation.
+                    for p in &mut prefixes {
+                        let Some(name) = p.plan.bird_protocol.as_deref() else {
+                            continue;
+                        };
+                        let up = rows
+                            .iter()
+                            .find(|r| r.name == name)
+                            .map(|r| r.state == "up");
+                        if let (Some(up), Some(route)) = (up, p.applied)
+                            && up != route.is_announced()
+                        {
+                            warn!(prefix = %p.label, protocol = name, "anycast: BIRD's protocol is not as Meridian set it (BIRD restarted?); setting it again");
+                            p.applied = None;
+                        }
+                    }
                     let ours: BTreeSet<&str> = prefixes
                         .iter()
                         .filter_map(|p| p.plan.bird_protocol.as_deref())
