@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Namespaces, ip};
+use common::netns::{HTTPD_OK, Namespaces, ip};
 use common::{BIN, skip};
 
 const ANYCAST: &str = "198.51.100.53";
@@ -58,18 +58,6 @@ protocol bgp uplink {
   connect retry time 1;
   ipv4 { import none; export where proto = "anycast_ns" || proto = "anycast_web"; };
 }
-"#;
-
-/// One HTTP server answering 200 to everything.
-const HTTPD: &str = r#"
-import http.server, socketserver, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a): pass
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
-h, p = sys.argv[1].rsplit(":", 1)
-S((h, int(p)), H).serve_forever()
 "#;
 
 struct Net(Namespaces);
@@ -307,7 +295,7 @@ fn drop_dns(net: &Net, n: &str, on: bool) {
 fn backend(net: &Net) -> common::Process {
     let p = common::Process(
         net.exec("rt", "python3")
-            .args(["-c", HTTPD, BACKEND])
+            .args(["-c", HTTPD_OK, BACKEND])
             .spawn()
             .unwrap(),
     );

@@ -12,7 +12,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::{Namespaces, ip};
+use common::netns::{HTTPD_OK, Namespaces, ip};
 use common::{BIN, skip};
 
 const ZONE: &str = "$TTL 300
@@ -83,20 +83,6 @@ impl Net {
         self.0.exec(n, cmd)
     }
 }
-
-/// One HTTP server answering 200 to everything, on both backend addresses.
-const HTTPD: &str = r#"
-import http.server, socketserver, threading, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a): pass
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer): daemon_threads = True
-for a in sys.argv[1:]:
-    h, p = a.rsplit(":", 1)
-    threading.Thread(target=S((h, int(p)), H).serve_forever, daemon=True).start()
-threading.Event().wait()
-"#;
 
 fn deployment(i: usize) -> tempfile::TempDir {
     let dir = common::deployment(&[("example.test", ZONE)]);
@@ -188,7 +174,7 @@ fn one_instance_cut_from_a_backend_moves_nothing_two_move_everyone() {
     }
     let _backend = common::Process(
         net.exec("be", "python3")
-            .args(["-c", HTTPD, EU_BACKEND, US_BACKEND])
+            .args(["-c", HTTPD_OK, EU_BACKEND, US_BACKEND])
             .spawn()
             .unwrap(),
     );

@@ -11,10 +11,11 @@ mod common;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::nsd::{nsd_binary, nsd_server, run_nsd};
+use common::unbound::Unbound;
 use common::*;
 use hickory_proto::op::{Edns, Message, ResponseCode};
 use hickory_proto::rr::rdata::opt::{ClientSubnet, EdnsOption};
@@ -48,75 +49,10 @@ fn dnskey_line(keygen_out: &str) -> String {
         .to_string()
 }
 
-struct Unbound {
-    _process: Process,
-    addr: SocketAddr,
-    log: std::path::PathBuf,
-}
-
 /// Unbound validating with `anchor` (a DNSKEY line), example.com stubbed to `server`,
 /// client subnets forwarded to it.
 fn unbound(dir: &Path, anchor: &str, server: SocketAddr) -> Unbound {
-    let port = free_port();
-    let log = dir.join("unbound.log");
-    let conf = dir.join("unbound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"server:
-  interface: 127.0.0.1
-  port: {port}
-  do-ip6: no
-  do-not-query-localhost: no
-  module-config: "subnetcache validator iterator"
-  send-client-subnet: 127.0.0.1
-  client-subnet-always-forward: yes
-  trust-anchor: "{anchor}"
-  access-control: 127.0.0.0/8 allow
-  username: ""
-  chroot: ""
-  directory: "{dir}"
-  pidfile: ""
-  use-syslog: no
-  logfile: "{log}"
-  verbosity: 1
-  val-log-level: 2
-  qname-minimisation: no
-  target-fetch-policy: "0 0 0 0 0"
-stub-zone:
-  name: "example.com"
-  stub-addr: {ip}@{sport}
-remote-control:
-  control-enable: no
-"#,
-            dir = dir.display(),
-            log = log.display(),
-            ip = server.ip(),
-            sport = server.port(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("unbound")
-        .arg("-d")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("unbound (apt install unbound)");
-    let u = Unbound {
-        _process: Process(child),
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-        log,
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let probe = query_bytes("example.com.", RecordType::SOA, Some(1232));
-    while Instant::now() < deadline {
-        if try_udp(u.addr, &probe, Duration::from_millis(300)).is_some() {
-            return u;
-        }
-    }
-    panic!("unbound did not start");
+    common::unbound::start(dir, server, Some(anchor))
 }
 
 /// A query with DO set (and ECS when `client` is given), sent to `addr`.

@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::httpd::{Httpd, Mode};
+use common::unbound::Unbound;
 use common::*;
 use hickory_proto::rr::RecordType;
 
@@ -54,71 +55,6 @@ policies:
     )
     .unwrap();
     dir
-}
-
-struct Unbound {
-    _process: Process,
-    addr: SocketAddr,
-}
-
-/// Unbound caching (not validating), example.com stubbed to `server`, client subnets
-/// forwarded to it.
-fn unbound(dir: &Path, server: SocketAddr) -> Unbound {
-    let port = free_port();
-    let conf = dir.join("unbound.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            r#"server:
-  interface: 127.0.0.1
-  port: {port}
-  do-ip6: no
-  do-not-query-localhost: no
-  module-config: "subnetcache iterator"
-  send-client-subnet: 127.0.0.1
-  client-subnet-always-forward: yes
-  access-control: 127.0.0.0/8 allow
-  username: ""
-  chroot: ""
-  directory: "{dir}"
-  pidfile: ""
-  use-syslog: no
-  logfile: "{dir}/unbound.log"
-  qname-minimisation: no
-  target-fetch-policy: "0 0 0 0 0"
-  prefetch: no
-stub-zone:
-  name: "example.com"
-  stub-addr: {ip}@{sport}
-remote-control:
-  control-enable: no
-"#,
-            dir = dir.display(),
-            ip = server.ip(),
-            sport = server.port(),
-        ),
-    )
-    .unwrap();
-    let child = Command::new("unbound")
-        .arg("-d")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("unbound");
-    let u = Unbound {
-        _process: Process(child),
-        addr: format!("127.0.0.1:{port}").parse().unwrap(),
-    };
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let probe = query_bytes("example.com.", RecordType::SOA, Some(1232));
-    while Instant::now() < deadline {
-        if try_udp(u.addr, &probe, Duration::from_millis(300)).is_some() {
-            return u;
-        }
-    }
-    panic!("unbound did not start");
 }
 
 /// What the client in Great Britain is answered through the resolver, and the TTL.
@@ -205,7 +141,7 @@ fn the_client_moves_within_the_printed_worst_case_and_the_event_says_when() {
     // interval 1 s + timeout 0.5 s + TTL 5 s + publish 0.2 s.
     assert!((worst - 6.7).abs() < 1e-9, "{worst}");
     let m = Meridian::start(&config);
-    let u = unbound(dir.path(), m.addr);
+    let u = common::unbound::start(dir.path(), m.addr, None);
     let (warm, _) = until_client_gets(&u, EU, Duration::from_secs(10), &m);
     eprintln!("client answered eu-west after {warm:?}");
     // The resolver's cache holds it: ask for a while so an answer is cached mid-life.

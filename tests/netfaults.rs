@@ -16,7 +16,7 @@ mod common;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::netns::Namespaces;
+use common::netns::{HTTPD_OK, Namespaces};
 use common::{BIN, skip};
 
 const ZONE: &str = "$TTL 300
@@ -156,19 +156,6 @@ async def main():
 asyncio.run(main())
 "#;
 
-const HTTPD: &str = r#"
-import http.server, socketserver, sys
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
-    def log_message(self, *a): pass
-class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
-    daemon_threads = True
-    def handle_error(self, *a): pass
-h, p = sys.argv[1].rsplit(":", 1)
-S((h, int(p)), H).serve_forever()
-"#;
-
 fn deployment() -> tempfile::TempDir {
     let dir = common::deployment(&[("example.test", ZONE)]);
     common::with_shipped_geoip(dir.path());
@@ -302,7 +289,7 @@ fn loss_delay_and_a_partition_are_judged_as_configured() {
     };
     let _eu = common::Process(
         net.exec("eu", "python3")
-            .args(["-c", HTTPD, "127.0.0.1:8080"])
+            .args(["-c", HTTPD_OK, "127.0.0.1:8080"])
             .spawn()
             .unwrap(),
     );
@@ -315,7 +302,7 @@ fn loss_delay_and_a_partition_are_judged_as_configured() {
     );
     let _us = common::Process(
         net.exec("us", "python3")
-            .args(["-c", HTTPD, "10.78.2.2:8080"])
+            .args(["-c", HTTPD_OK, "10.78.2.2:8080"])
             .spawn()
             .unwrap(),
     );

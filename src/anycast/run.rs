@@ -152,12 +152,6 @@ pub fn start(deps: Deps) -> AnycastHandle {
     AnycastHandle { status, tx }
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
 fn load_withdrawals(store: Option<&PathBuf>) -> BTreeMap<String, Withdrawal> {
     let Some(path) = store else {
         return BTreeMap::new();
@@ -369,7 +363,7 @@ async fn run(
             },
         }
         let now = Instant::now();
-        let unix = unix_now();
+        let unix = crate::health::store::now_unix();
         let expired: Vec<String> = withdrawals
             .iter()
             .filter(|(_, w)| w.until.is_some_and(|u| u <= unix))

@@ -10,6 +10,7 @@
 pub mod httpd;
 pub mod netns;
 pub mod nsd;
+pub mod unbound;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream, UdpSocket};

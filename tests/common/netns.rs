@@ -73,3 +73,20 @@ impl Drop for Namespaces {
         }
     }
 }
+
+/// A Python HTTP server answering 200 "ok" to every GET on each `HOST:PORT` given as an
+/// argument: the backends of the namespace tests (`python3 -c HTTPD_OK ADDR...`).
+pub const HTTPD_OK: &str = r#"
+import http.server, socketserver, threading, sys
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200); self.send_header("Content-Length", "2"); self.end_headers(); self.wfile.write(b"ok")
+    def log_message(self, *a): pass
+class S(socketserver.ThreadingMixIn, http.server.HTTPServer):
+    daemon_threads = True
+    def handle_error(self, *a): pass
+for a in sys.argv[1:]:
+    h, p = a.rsplit(":", 1)
+    threading.Thread(target=S((h, int(p)), H).serve_forever, daemon=True).start()
+threading.Event().wait()
+"#;
