@@ -276,6 +276,7 @@ pub fn explain(
                 &list,
                 d.chosen(),
                 client_addr,
+                p.spill_overflow,
             ));
             if client_addr.is_none() {
                 explanation.reasons.push(
@@ -473,7 +474,7 @@ pub fn last_known_view(snapshot: &Snapshot, state_file: Option<&std::path::Path>
 
 /// The split's admission shares for a view's keeps, as the checker would publish them.
 fn with_split(snapshot: &Snapshot, mut view: HealthView) -> HealthView {
-    let regions: Vec<RegionIn> = snapshot
+    let mut regions: Vec<RegionIn> = snapshot
         .policies
         .regions
         .iter()
@@ -487,15 +488,25 @@ fn with_split(snapshot: &Snapshot, mut view: HealthView) -> HealthView {
                 } else {
                     h.keep
                 },
+                shed: Share::ALL,
                 accepts: h.accepts(),
                 other_load: 0.0,
             }
         })
         .collect();
-    let outcome = traffic::split(&regions, &snapshot.population);
-    for (r, admit) in snapshot.policies.regions.iter().zip(outcome.admit) {
+    // Offline there is no history: a region over capacity is taken to have started
+    // shedding (the share is the same once it has).
+    let (outcome, _) = traffic::shed::split_shedding(&mut regions, &snapshot.population, &[]);
+    for ((r, admit), rin) in snapshot
+        .policies
+        .regions
+        .iter()
+        .zip(outcome.admit)
+        .zip(&regions)
+    {
         let mut h = view.region(r.id);
         h.admit = admit;
+        h.shed = rin.shed;
         view.put(r.id, h);
     }
     view.refresh_shifting();
@@ -509,6 +520,7 @@ fn split_reasons(
     order: &[u16],
     chosen: &[u16],
     client: Option<IpAddr>,
+    spill: bool,
 ) -> Vec<String> {
     let set = &snapshot.policies;
     let (Some(ip), Some(&first)) = (client, order.first()) else {
@@ -528,7 +540,8 @@ fn split_reasons(
     let bucket = |r: u16| pct(f64::from(traffic::bucket(subnet, id(r))) / f64::from(u32::MAX));
     let h0 = health.region(id(first));
     let mut out = Vec::new();
-    if h0.keep == Share::ALL && h0.state != Effective::Down {
+    let keep = h0.keeps(spill);
+    if keep == Share::ALL && h0.state != Effective::Down {
         return out;
     }
     let kept = chosen.first() == Some(&first);
@@ -536,9 +549,14 @@ fn split_reasons(
         format!("traffic split: {} is down: its clients move down their lists", name(first))
     } else {
         format!(
-            "traffic split: {} keeps {} % of the clients ranking it first; this /{prefix} is at {} % of its buckets: {}",
+            "traffic split: {} keeps {} % of the clients ranking it first{}; this /{prefix} is at {} % of its buckets: {}",
             name(first),
-            pct(h0.keep.fraction()),
+            pct(keep.fraction()),
+            if keep < h0.keep {
+                " (shedding load past its capacity)"
+            } else {
+                ""
+            },
             bucket(first),
             if kept { "kept" } else { "moved" }
         )

@@ -568,6 +568,9 @@ pub struct PolicyCounterStore {
 struct PolicySlots {
     regions: Box<[Box<str>]>,
     answers: Arc<[AtomicU64]>,
+    /// Queries by the region the client ranks first (health aside), aligned with
+    /// `regions`: the load estimate's input (`traffic::demand`).
+    first: Arc<[AtomicU64]>,
     /// `answers` at the last two `mark`s (older first): the answer-share window.
     marks: [Box<[u64]>; 2],
     behaviour: &'static str,
@@ -579,19 +582,27 @@ struct PolicySlots {
 pub struct PolicyCounters {
     /// Aligned with the policy's candidates.
     pub answers: Option<Arc<[AtomicU64]>>,
+    /// Aligned with the policy's candidates: queries by the client's first-ranked one.
+    pub first: Option<Arc<[AtomicU64]>>,
     pub all_down: Option<Arc<AtomicU64>>,
 }
 
 impl PolicyCounters {
-    pub fn answered(&self, candidate: usize) {
+    pub fn answered(&self, candidate: usize, n: u64) {
         if let Some(c) = self.answers.as_ref().and_then(|a| a.get(candidate)) {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 
-    pub fn all_down(&self) {
+    pub fn ranked_first(&self, candidate: usize, n: u64) {
+        if let Some(c) = self.first.as_ref().and_then(|a| a.get(candidate)) {
+            c.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    pub fn all_down(&self, n: u64) {
         if let Some(c) = &self.all_down {
-            c.fetch_add(1, Ordering::Relaxed);
+            c.fetch_add(n, Ordering::Relaxed);
         }
     }
 }
@@ -639,6 +650,11 @@ impl PolicyCounterStore {
                             .and_then(|(p, i)| p.answers.get(i))
                             .map_or(0, |c| c.load(Ordering::Relaxed))
                     };
+                    let firsts = |r: &str| {
+                        slot(r)
+                            .and_then(|(p, i)| p.first.get(i))
+                            .map_or(0, |c| c.load(Ordering::Relaxed))
+                    };
                     let mark = |m: usize| -> Box<[u64]> {
                         regions
                             .iter()
@@ -655,6 +671,7 @@ impl PolicyCounterStore {
                         .map_or(0, |p| p.all_down.load(Ordering::Relaxed));
                     PolicySlots {
                         answers: regions.iter().map(|r| AtomicU64::new(count(r))).collect(),
+                        first: regions.iter().map(|r| AtomicU64::new(firsts(r))).collect(),
                         marks: [mark(0), mark(1)],
                         regions: regions.iter().map(|r| Box::from(*r)).collect(),
                         behaviour,
@@ -664,6 +681,7 @@ impl PolicyCounterStore {
             };
             out.push(PolicyCounters {
                 answers: Some(slots.answers.clone()),
+                first: Some(slots.first.clone()),
                 all_down: Some(slots.all_down.clone()),
             });
             map.insert(name.into(), slots);
@@ -691,6 +709,18 @@ impl PolicyCounterStore {
             let [older, newer] = &mut p.marks;
             *older = std::mem::replace(newer, now);
         }
+    }
+
+    /// The policy's queries by first-ranked region (cumulative), aligned with
+    /// `regions`: `None` when the counters do not hold the policy with those regions
+    /// (a reload in between).
+    pub fn ranked_first(&self, policy: &str, regions: &[&str]) -> Option<Vec<u64>> {
+        let map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let p = map.get(policy)?;
+        if !p.regions.iter().map(|r| &**r).eq(regions.iter().copied()) {
+            return None;
+        }
+        Some(p.first.iter().map(|c| c.load(Ordering::Relaxed)).collect())
     }
 
     /// policy → region → share of the policy's answers since the older mark, for the
@@ -861,9 +891,9 @@ mod tests {
             ]
             .into_iter(),
         );
-        c[0].answered(1);
-        c[0].answered(1);
-        c[1].all_down();
+        c[0].answered(1, 1);
+        c[0].answered(1, 1);
+        c[1].all_down(1);
         let text = exposition(&store);
         assert!(text.contains("meridian_policy_answers_total{policy=\"www.\",region=\"eu\"} 2"));
         assert!(
@@ -878,7 +908,7 @@ mod tests {
         );
         // A reload: www. gains a region (its counts carry over by name), api. goes away.
         let c2 = store.attach([("www.", vec!["ap", "eu", "us"], "fail_open")].into_iter());
-        c2[0].answered(1);
+        c2[0].answered(1, 1);
         let text = exposition(&store);
         assert!(text.contains("policy=\"www.\",region=\"eu\"} 3"), "{text}");
         assert!(
@@ -887,8 +917,8 @@ mod tests {
         );
         // Unchanged regions share the live array: the old snapshot's counts still land.
         let c3 = store.attach([("www.", vec!["ap", "eu", "us"], "fail_open")].into_iter());
-        c2[0].answered(1);
-        c3[0].answered(1);
+        c2[0].answered(1, 1);
+        c3[0].answered(1, 1);
         assert!(exposition(&store).contains("region=\"eu\"} 5"));
     }
 
@@ -902,10 +932,10 @@ mod tests {
             ]
             .into_iter(),
         );
-        c[0].answered(1);
-        c[0].answered(0);
-        c[1].answered(0);
-        c[1].answered(0);
+        c[0].answered(1, 1);
+        c[0].answered(0, 1);
+        c[1].answered(0, 1);
+        c[1].answered(0, 1);
         let text = exposition(&store);
         assert!(
             text.contains("meridian_region_answers_total{region=\"eu\"} 3"),
@@ -917,7 +947,7 @@ mod tests {
         );
         // api. is removed and www. drops us: the region totals keep what they counted.
         let c2 = store.attach([("www.", vec!["eu"], "fail_open")].into_iter());
-        c2[0].answered(0);
+        c2[0].answered(0, 1);
         let text = exposition(&store);
         assert!(
             text.contains("meridian_region_answers_total{region=\"eu\"} 4"),
@@ -934,10 +964,10 @@ mod tests {
         let store = PolicyCounterStore::default();
         let c = store.attach([("www.", vec!["us", "eu"], "fail_open")].into_iter());
         for _ in 0..3 {
-            c[0].answered(0);
+            c[0].answered(0, 1);
         }
         store.mark(); // older mark: 0, 0; newer: 3, 0
-        c[0].answered(1);
+        c[0].answered(1, 1);
         let shares = store.shares();
         assert_eq!(shares["www."]["us"], 0.75);
         store.mark(); // older: 3, 0; newer: 3, 1

@@ -36,6 +36,8 @@ pub struct Snapshot {
     pub compile_stats: compile::CompileStats,
     /// The clients the traffic split models (`policy::population`).
     pub population: Arc<[crate::traffic::Client]>,
+    /// The policies with a `demand`, as the population's clients number them.
+    pub demands: Arc<[crate::traffic::demand::PolicyDemand]>,
     /// `geo.asn_database`, for explanations (the class table already holds the networks
     /// of the ASNs rules name).
     pub asn: Option<Arc<AsnDb>>,
@@ -257,6 +259,7 @@ impl Snapshot {
             }))
             .into_boxed_slice();
         let population = crate::policy::population::model(&policies, &geo).into();
+        let demands = crate::policy::population::demands(&policies).into();
         // Dynamic answers are signed for every address live here; the first health
         // view (and each one after) signs the rest before it is published.
         let dnssec = crate::dnssec::sign_zones(
@@ -269,6 +272,7 @@ impl Snapshot {
         Ok(Built {
             snapshot: Snapshot {
                 population,
+                demands,
                 zones: ZoneSet::new(zones),
                 geo,
                 policies,
@@ -330,6 +334,7 @@ impl Snapshot {
                 .collect(),
             config_overrides: self.config_overrides.clone(),
             clients: self.population.clone(),
+            demands: self.demands.clone(),
             prepare: None,
         }
     }

@@ -71,28 +71,55 @@ fn rrl_key(ans: &lookup::Answer<'_>, qname: &[u8], qtype: Rtype) -> (Kind, u64) 
 ///
 /// With thousands of policies a query's counter array is cold in the cache. Incremented
 /// in place it stalled its query on a miss; applied together, a batch's misses overlap.
+/// A busy name fills whole batches: a run of the same counter is added at once, so the
+/// serving threads meet on a shared counter once per batch, not once per answer.
 #[derive(Debug, Default)]
 pub struct AnswerTally {
     answered: Vec<(u32, u16)>,
+    /// (policy, slot of the region the client ranks first): where demand comes from.
+    first: Vec<(u32, u16)>,
     all_down: Vec<u32>,
     /// Answers with pre-signed RRSIGs: added to the shared counter once per batch, not
     /// a contended cache line per answer.
     presigned: u64,
 }
 
+/// Calls `add` once per run of equal items with the run's length.
+fn runs<T: PartialEq + Copy>(items: &mut Vec<T>, mut add: impl FnMut(T, u64)) {
+    let mut it = items.drain(..);
+    let Some(mut cur) = it.next() else {
+        return;
+    };
+    let mut n = 1u64;
+    for x in it {
+        if x == cur {
+            n += 1;
+        } else {
+            add(cur, n);
+            (cur, n) = (x, 1);
+        }
+    }
+    add(cur, n);
+}
+
 impl AnswerTally {
     pub fn apply(&mut self, snapshot: &Snapshot) {
         let counters = &snapshot.counters;
-        for (p, slot) in self.answered.drain(..) {
+        runs(&mut self.answered, |(p, slot), n| {
             if let Some(c) = counters.get(p as usize) {
-                c.answered(usize::from(slot));
+                c.answered(usize::from(slot), n);
             }
-        }
-        for p in self.all_down.drain(..) {
+        });
+        runs(&mut self.first, |(p, slot), n| {
             if let Some(c) = counters.get(p as usize) {
-                c.all_down();
+                c.ranked_first(usize::from(slot), n);
             }
-        }
+        });
+        runs(&mut self.all_down, |p, n| {
+            if let Some(c) = counters.get(p as usize) {
+                c.all_down(n);
+            }
+        });
         if self.presigned > 0 {
             dnssec::PRESIGNED_SERVED.fetch_add(self.presigned, Ordering::Relaxed);
             self.presigned = 0;
@@ -458,6 +485,9 @@ impl<'s> PolicyAnswers<'s, '_> {
         if let Some(t) = self.tally.as_deref_mut() {
             for &slot in d.slots.get(..d.n).unwrap_or_default() {
                 t.answered.push((policy, slot));
+            }
+            if d.first != decide::NO_SLOT {
+                t.first.push((policy, d.first));
             }
             if d.outcome == Outcome::AllDown {
                 t.all_down.push(policy);

@@ -8,6 +8,7 @@ use std::sync::Arc;
 
 use super::model::{Endpoint, LoadQuery, MinUp, Thresholds};
 use super::view::{Effective, HealthView, Override};
+use crate::traffic::demand::PolicyDemand;
 use crate::traffic::{Client, Failback};
 
 #[derive(Debug, Clone)]
@@ -51,6 +52,9 @@ pub struct HealthPlan {
     /// The client population the split models (`traffic::split`): lists index
     /// `regions`. Empty when no policy has a `demand`.
     pub clients: Arc<[Client]>,
+    /// The policies with a `demand` (clients' `policy` indexes them): what the load
+    /// estimate reweights the population by (`traffic::demand`).
+    pub demands: Arc<[PolicyDemand]>,
     pub prepare: Option<Prepare>,
 }
 

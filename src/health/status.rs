@@ -105,10 +105,15 @@ pub struct RegionStatus {
     /// Load (requests/s): measured by its `load:` query, else modelled from the names'
     /// `demand`.
     pub load: Option<f64>,
-    /// `prometheus` or `demand`.
+    /// `prometheus`, or estimated from the policies' `demand`: `answers` (every such
+    /// policy using it has enough answers), `address_space` (none has), or `mixed`.
     pub load_source: Option<&'static str>,
     /// Share of the clients ranking it first that it keeps (drain fraction, ramp, down).
     pub keep: f64,
+    /// Shedding load past its capacity: the share of its `overflow: spill` clients it
+    /// keeps (1 when not shedding).
+    pub shedding: bool,
+    pub shed_keep: f64,
     /// Share of displaced clients reaching it that it takes.
     pub admit: f64,
     /// Gradual failback: share of its clients taken back (1 when not ramping).
@@ -119,6 +124,22 @@ pub struct RegionStatus {
     pub spill_in: std::collections::BTreeMap<String, f64>,
 }
 
+/// Where a policy's load estimate comes from (`traffic::demand`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DemandStatus {
+    pub policy: String,
+    /// Its `demand` (requests/s).
+    pub demand: f64,
+    /// `answers` once the window holds `needed` queries, else `address_space`.
+    pub source: crate::traffic::demand::Source,
+    /// Queries in the decaying window (5 minutes' time constant).
+    pub queries_in_window: f64,
+    pub needed: f64,
+    /// With `answers`: the share of its queries whose client ranks each region first.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub first_ranked: std::collections::BTreeMap<String, f64>,
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct Status {
     pub ready: bool,
@@ -127,6 +148,9 @@ pub struct Status {
     pub transitions: Vec<TransitionRecord>,
     /// The last failover events of each region, newest first.
     pub failovers: Vec<FailoverEvent>,
+    /// Per policy with a `demand`: where its load estimate comes from.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub demand: Vec<DemandStatus>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cluster: Option<ClusterStatus>,
 }

@@ -37,6 +37,9 @@ pub struct RegionHealth {
     pub keep: Share,
     /// The share of displaced clients reaching it that it takes (its spare capacity).
     pub admit: Share,
+    /// While its own clients bring more than its capacity, the share of those of
+    /// `overflow: spill` policies it keeps (`traffic::shed`); `ALL` otherwise.
+    pub shed: Share,
     /// Which of its addresses are answered (bit i: the i-th, A before AAAA): those of
     /// endpoints that are down (`serves:`) are left out.
     pub live: u64,
@@ -50,14 +53,26 @@ impl RegionHealth {
             ttl_cap,
             keep: Share::ALL,
             admit: Share::ALL,
+            shed: Share::ALL,
             live: u64::MAX,
         }
     }
 
     /// Whether it takes clients displaced from other regions: serving, and neither
-    /// partly drained nor ramping.
+    /// partly drained, ramping nor shedding.
     pub fn accepts(&self) -> bool {
-        self.state != Effective::Down && self.keep == Share::ALL
+        self.state != Effective::Down && self.keep == Share::ALL && self.shed == Share::ALL
+    }
+
+    /// The share of its own clients it keeps, for a client whose policy may be shed
+    /// (`spill`) or not.
+    #[inline]
+    pub fn keeps(&self, spill: bool) -> Share {
+        if spill {
+            self.keep.min(self.shed)
+        } else {
+            self.keep
+        }
     }
 }
 
@@ -85,11 +100,11 @@ impl HealthView {
 
     /// Recomputes `shifting` from the entries.
     pub fn refresh_shifting(&mut self) {
-        self.shifting = self
-            .regions
-            .iter()
-            .flatten()
-            .any(|r| r.admit != Share::ALL || (r.keep != Share::ALL && r.keep != Share::NONE));
+        self.shifting = self.regions.iter().flatten().any(|r| {
+            r.admit != Share::ALL
+                || r.shed != Share::ALL
+                || (r.keep != Share::ALL && r.keep != Share::NONE)
+        });
     }
 
     pub fn state(&self, id: u32) -> Effective {

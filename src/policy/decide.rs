@@ -15,6 +15,9 @@ pub use crate::health::HealthView;
 use crate::iana::Rtype;
 use crate::traffic::{self, Share};
 
+/// `Decision::first` of a route that lists no region for the client.
+pub const NO_SLOT: u16 = u16::MAX;
+
 /// Weighted answers are stable per client /24 (IPv4) or /56 (IPv6).
 pub const WEIGHTED_V4_PREFIX: u8 = 24;
 pub const WEIGHTED_V6_PREFIX: u8 = 56;
@@ -38,6 +41,10 @@ pub struct Decision {
     /// The chosen regions' positions in the policy's candidates (its counter slots).
     pub slots: [u16; MAX_ANSWERS],
     pub n: usize,
+    /// The slot of the region this client ranks first, health aside ([`NO_SLOT`]
+    /// when the route lists none): where its demand is, which the load estimate
+    /// counts (`traffic::demand`).
+    pub first: u16,
     pub outcome: Outcome,
     /// With `AllDown` + fail-open: whether the filled regions are a CNAME answer.
     pub fail_open_cname: bool,
@@ -221,6 +228,7 @@ pub fn decide_route(
         Some(n) => List::from_pairs(weighted.get(..2 * n).unwrap_or_default()),
         None => base,
     };
+    let first = order.iter().next().map_or(NO_SLOT, |(_, slot)| slot);
     // Traffic shifting: a client its first region does not keep goes where the split
     // admits it (`traffic::split` made the same walk over the modelled clients).
     let shifted = match (health.shifting, client) {
@@ -277,6 +285,7 @@ pub fn decide_route(
             regions: taken.regions,
             slots: taken.slots,
             n: taken.n,
+            first,
             outcome: if taken.cname {
                 Outcome::Cname
             } else {
@@ -297,6 +306,7 @@ pub fn decide_route(
         regions: taken.regions,
         slots: taken.slots,
         n: taken.n,
+        first,
         // A policy none of whose regions has this type answers NODATA: not an outage.
         outcome: if serves_type {
             Outcome::AllDown
@@ -428,11 +438,12 @@ fn shift(
     let h0 = health.region(r0.id);
     let mut hashed = false;
     if h0.state != Effective::Down {
-        if h0.keep == Share::ALL {
+        let keep = h0.keeps(spill);
+        if keep == Share::ALL {
             return Shift::Normal { hashed: false };
         }
-        hashed = h0.keep != Share::NONE;
-        if h0.keep.admits(traffic::bucket(subnet, r0.id)) {
+        hashed = keep != Share::NONE;
+        if keep.admits(traffic::bucket(subnet, r0.id)) {
             return Shift::Normal { hashed };
         }
     }

@@ -9,6 +9,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use super::PolicySet;
 use super::decide;
 use crate::geo::{Family, GeoTable};
+use crate::traffic::demand::PolicyDemand;
 use crate::traffic::{Client, subnet_of};
 
 /// Client subnets per policy: enough that a share of a few percent is a few dozen of
@@ -41,7 +42,22 @@ pub fn sample(geo: &GeoTable, n: u32) -> Vec<Ipv4Addr> {
     out
 }
 
-/// The modelled clients of every policy with a `demand` (lists index `set.regions`).
+/// The policies with a `demand`, in the order [`model`]'s clients number them.
+pub fn demands(set: &PolicySet) -> Vec<PolicyDemand> {
+    set.policies
+        .iter()
+        .filter_map(|p| {
+            Some(PolicyDemand {
+                name: p.display.clone(),
+                demand: p.demand?,
+                candidates: p.candidates.clone(),
+            })
+        })
+        .collect()
+}
+
+/// The modelled clients of every policy with a `demand` (lists index `set.regions`;
+/// `policy` numbers them as [`demands`] lists them).
 pub fn model(set: &PolicySet, geo: &GeoTable) -> Vec<Client> {
     let policies: Vec<_> = set.policies.iter().filter(|p| p.demand.is_some()).collect();
     if policies.is_empty() {
@@ -49,7 +65,7 @@ pub fn model(set: &PolicySet, geo: &GeoTable) -> Vec<Client> {
     }
     let subnets = sample(geo, SAMPLE);
     let mut clients = Vec::with_capacity(subnets.len() * policies.len());
-    for p in policies {
+    for (at, p) in policies.into_iter().enumerate() {
         let weight = p.demand.unwrap_or(0.0) / subnets.len().max(1) as f64;
         for &ip in &subnets {
             let ip = IpAddr::V4(ip);
@@ -59,6 +75,7 @@ pub fn model(set: &PolicySet, geo: &GeoTable) -> Vec<Client> {
                 subnet: subnet_of(ip).0,
                 list,
                 spill: p.spill_overflow,
+                policy: at as u32,
             });
         }
     }

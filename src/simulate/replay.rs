@@ -57,7 +57,7 @@ pub fn run(snapshot: &Snapshot, scenario: &Scenario, spill: bool) -> Result<Repo
         return Err("the clients carry no weight".into());
     }
     let mut clients = Vec::new();
-    for &(p, demand) in &scenario.demand {
+    for (at, &(p, demand)) in scenario.demand.iter().enumerate() {
         let Some(policy) = set.policies.get(p) else {
             continue;
         };
@@ -68,6 +68,7 @@ pub fn run(snapshot: &Snapshot, scenario: &Scenario, spill: bool) -> Result<Repo
                 subnet: subnet_of(ip).0,
                 list,
                 spill: policy.spill_overflow,
+                policy: at as u32,
             });
         }
     }

@@ -5,7 +5,9 @@
 //! nothing else of the crate; the health checker feeds it and publishes what it
 //! returns with the health view.
 
+pub mod demand;
 pub mod ramp;
+pub mod shed;
 pub mod split;
 
 pub use ramp::Failback;

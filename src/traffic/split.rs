@@ -64,11 +64,28 @@ pub struct RegionIn {
     /// The share of the clients ranking it first that it keeps: `NONE` when down or
     /// wholly drained, less than `ALL` when partly drained or ramping back.
     pub keep: Share,
-    /// Whether it takes displaced clients (up, and neither drained nor ramping).
+    /// The share of its clients of `overflow: spill` policies it keeps while shedding
+    /// load past its capacity (`shed`): `ALL` when not shedding.
+    pub shed: Share,
+    /// Whether it takes displaced clients (up, and neither drained, ramping nor
+    /// shedding).
     pub accepts: bool,
     /// Load not carried by the modelled clients (requests/s), e.g. a measured load above
     /// what the model accounts for.
     pub other_load: f64,
+}
+
+impl RegionIn {
+    /// The share of its own clients like `c` it keeps: a shed applies to the clients of
+    /// `overflow: spill` policies only (`all_down` ones are never shed).
+    #[inline]
+    pub fn keeps(&self, c: &Client) -> Share {
+        if c.spill {
+            self.keep.min(self.shed)
+        } else {
+            self.keep
+        }
+    }
 }
 
 /// A modelled client: its requests/s, its subnet hash, and its ranked regions (indexes
@@ -81,6 +98,8 @@ pub struct Client {
     /// Its policy's `overflow`: past every capacity keep spilling by rank (`true`), or
     /// go unserved (`all_down`).
     pub spill: bool,
+    /// Its policy (an index the caller gives meaning to: `demand::PolicyDemand`s).
+    pub policy: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -105,7 +124,7 @@ pub struct Outcome {
 pub fn place(regions: &[RegionIn], admit: &[Share], c: &Client) -> Option<u16> {
     let first = *c.list.first()?;
     let r = regions.get(usize::from(first))?;
-    if r.keep.admits(bucket(c.subnet, r.id)) {
+    if r.keeps(c).admits(bucket(c.subnet, r.id)) {
         return Some(first);
     }
     c.list.iter().skip(1).copied().find(|&i| {
@@ -249,6 +268,7 @@ mod tests {
             id,
             capacity,
             keep,
+            shed: Share::ALL,
             accepts,
             other_load: 0.0,
         }
@@ -262,6 +282,7 @@ mod tests {
                 subnet: splitmix(i ^ (salt << 40)),
                 list: list.to_vec(),
                 spill: true,
+                policy: 0,
             })
             .collect()
     }

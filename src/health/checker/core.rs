@@ -14,6 +14,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::cluster::{ClusterSide, ClusterState};
+use super::demand::Demand;
 use super::export;
 use super::failovers::{Failovers, Pending};
 use super::history::History;
@@ -39,6 +40,8 @@ pub(crate) struct Core {
     pub(super) probes: Probes,
     pub(super) overrides: Overrides,
     pub(super) shifting: Shifting,
+    /// Where the demand is: the population the split works on.
+    pub(super) demand: Demand,
     pub(super) loads: Loads,
     pub(super) history: History,
     pub(super) failovers: Failovers,
@@ -103,6 +106,7 @@ impl Core {
             probes: Probes::new(sample_tx, probing),
             overrides: Overrides::restore(persisted, probe::instance()),
             shifting: Shifting::default(),
+            demand: Demand::default(),
             loads: Loads::new(probing),
             history: History::default(),
             failovers: Failovers::restore(&persisted.failovers, &plan),
@@ -171,9 +175,10 @@ impl Core {
         plan: Arc<HealthPlan>,
         persisted: Option<&StateFile>,
     ) {
-        self.plan = plan.clone();
+        let old = std::mem::replace(&mut self.plan, plan.clone());
         self.plan_store.store(plan.clone());
         self.gauges_stale = true;
+        self.demand.reset(&old, &plan);
         self.shifting.forget_split();
         self.probes.reconfigure(&plan, persisted, Instant::now());
         self.loads.respawn(&plan);
@@ -489,6 +494,14 @@ impl Core {
         self.release.latest().clone()
     }
 
+    /// Reads the answer counters into the load estimate; whether its population moved
+    /// (the next publication splits it afresh).
+    pub(in crate::health) fn sample_demand(&mut self) -> bool {
+        let plan = self.plan.clone();
+        self.demand
+            .sample(&plan, &self.metrics.policies, Instant::now())
+    }
+
     /// The split of the last publication.
     pub(in crate::health) fn outcome(&self) -> Option<Arc<crate::traffic::Outcome>> {
         self.shifting.outcome().cloned()
@@ -534,7 +547,13 @@ impl Core {
         let states = self.regions();
         let plan = self.plan.clone();
         let keeps = self.shifting.keeps(&plan, &states, &self.last_region, now);
-        let (admits, fresh) = self.shifting.admits(&plan, &keeps, &self.loads);
+        let (admits, sheds, fresh, shed_changes) = self.shifting.admits(
+            &plan,
+            self.demand.clients(),
+            self.demand.generation(),
+            &keeps,
+            &self.loads,
+        );
         if let Some(f) = fresh {
             export::split(
                 &self.metrics,
@@ -549,8 +568,41 @@ impl Core {
         let mut view = HealthView::default();
         let mut changed_regions = Vec::new();
         let mut pending: Vec<Pending> = Vec::new();
-        for (((region, next), &keep), admit) in
-            plan.regions.iter().zip(states).zip(&keeps).zip(admits)
+        for (index, starts) in shed_changes {
+            let Some(region) = plan.regions.get(index) else {
+                continue;
+            };
+            info!(
+                region = region.name,
+                capacity = region.capacity,
+                "{}",
+                if starts {
+                    "shedding: its own clients bring more than its capacity; the excess goes to their next regions with room"
+                } else {
+                    "shedding stopped: its own clients are back under the low mark"
+                }
+            );
+            if log {
+                pending.push(Pending {
+                    region: index,
+                    direction: if starts {
+                        Direction::Leave
+                    } else {
+                        Direction::Return
+                    },
+                    cause: "shedding",
+                    started: now,
+                    changed: now,
+                    cap_before: self.release.latest().ttl_cap(region.id),
+                });
+            }
+        }
+        for ((((region, next), &keep), admit), shed) in
+            plan.regions.iter().zip(states).zip(&keeps).zip(admits).zip(
+                sheds
+                    .into_iter()
+                    .chain(std::iter::repeat(crate::traffic::Share::ALL)),
+            )
         {
             view.put(
                 region.id,
@@ -559,6 +611,7 @@ impl Core {
                     ttl_cap: ttl_caps.get(&region.name).copied(),
                     keep,
                     admit,
+                    shed,
                     live: next.live,
                 },
             );

@@ -15,7 +15,8 @@
 //!  intake    a sample into its window and state machine; the silent-task watchdog
 //!  overrides operator overrides, their deadlines and their records across instances
 //!  cluster   peers' verdicts in, ours out, the shared (quorum) state
-//!  shifting  keeps, failback ramps and the split
+//!  shifting  keeps, failback ramps, shedding and the split
+//!  demand    the load estimate: answer counters sampled into the split's population
 //!  loads     the Prometheus load pollers
 //!  publish   TTL caps and the answered-address log of a publication
 //!  release   a view to the query path, DNSSEC-prepared on a thread of its own
@@ -27,6 +28,7 @@
 
 mod cluster;
 mod core;
+mod demand;
 mod export;
 mod failovers;
 mod history;

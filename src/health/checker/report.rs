@@ -121,11 +121,13 @@ pub(super) fn status(core: &Core) -> Status {
                 load_source: if measured_load.is_some() {
                     Some("prometheus")
                 } else if modelled {
-                    Some("demand")
+                    Some(estimate_source(core, i))
                 } else {
                     None
                 },
                 keep: published.keep.fraction(),
+                shedding: core.shifting.is_shedding(&r.name),
+                shed_keep: published.shed.fraction(),
                 admit: published.admit.fraction(),
                 spill_out: flows(split, i, true),
                 spill_in: flows(split, i, false),
@@ -139,6 +141,32 @@ pub(super) fn status(core: &Core) -> Status {
         endpoints,
         transitions: core.history.iter().cloned().collect(),
         failovers: core.failovers.all(),
+        demand: core.demand.status(&core.plan),
         cluster: core.cluster.as_ref().map(|c| c.status(now)),
+    }
+}
+
+/// Where plan region `i`'s estimated load comes from: the sources of the policies with
+/// a `demand` that may answer with it.
+fn estimate_source(core: &Core, i: usize) -> &'static str {
+    use crate::traffic::demand::Source;
+    let mut seen = core
+        .plan
+        .demands
+        .iter()
+        .zip(core.demand.sources())
+        .filter(|(d, _)| d.candidates.iter().any(|&c| usize::from(c) == i))
+        .map(|(_, s)| *s);
+    let Some(first) = seen.next() else {
+        return "address_space";
+    };
+    let label = |s: Source| match s {
+        Source::Answers => "answers",
+        Source::AddressSpace => "address_space",
+    };
+    if seen.all(|s| s == first) {
+        label(first)
+    } else {
+        "mixed"
     }
 }

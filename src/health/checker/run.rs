@@ -175,6 +175,8 @@ impl Core {
     ) {
         let mut watchdog = tokio::time::interval(Duration::from_secs(1));
         watchdog.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut demand_tick = tokio::time::interval(super::demand::SAMPLE_EVERY);
+        demand_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut loads = self.loads.take_rx();
         let mut peers_rx = self.cluster.as_mut().and_then(|c| c.take_peers_rx());
         let mut waiting = true;
@@ -240,6 +242,11 @@ impl Core {
                     }
                     if revived {
                         self.persist_soon();
+                    }
+                }
+                _ = demand_tick.tick() => {
+                    if self.sample_demand() {
+                        self.publish(true);
                     }
                 }
                 Ok(()) = async { match peers_rx.as_mut() { Some(rx) => rx.changed().await, None => std::future::pending().await } } => {

@@ -3,7 +3,7 @@
 //! recovery) and, from those, the split's admission shares (`traffic::split`, pure),
 //! recomputed only when its inputs change.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -15,8 +15,12 @@ use crate::health::plan::{HealthPlan, PlanRegion};
 use crate::health::view::{Effective, Override};
 use crate::traffic::{self, RegionIn, Share};
 
-/// Per region (keep, load not modelled) and the split computed for them.
-type LastSplit = (Vec<(Share, u64)>, Arc<traffic::Outcome>);
+/// What a split is computed from: per region (keep, load not modelled), and the
+/// population's generation (`demand::Demand`).
+type Key = (Vec<(Share, u64)>, u64);
+
+/// A split's key, outcome and the sheds it decided (by plan region).
+type LastSplit = (Key, Arc<traffic::Outcome>, Vec<Share>);
 
 #[derive(Default)]
 pub(super) struct Shifting {
@@ -28,7 +32,13 @@ pub(super) struct Shifting {
     split: Option<LastSplit>,
     /// By plan region: the load the last split modelled (own and admitted clients).
     modelled: Vec<f64>,
+    /// Regions shedding load past their capacity (`traffic::shed`), by name: the
+    /// hysteresis' memory.
+    shedding: HashSet<String>,
 }
+
+/// A region starting (`true`) or stopping to shed, by plan index.
+pub(super) type ShedChange = (usize, bool);
 
 /// A split computed afresh: its inputs and outcome, for the gauges.
 pub(super) struct Recomputed {
@@ -47,7 +57,12 @@ impl Shifting {
     }
 
     pub(super) fn outcome(&self) -> Option<&Arc<traffic::Outcome>> {
-        self.split.as_ref().map(|(_, o)| o)
+        self.split.as_ref().map(|(_, o, _)| o)
+    }
+
+    /// Whether `region` is shedding load past its capacity.
+    pub(super) fn is_shedding(&self, region: &str) -> bool {
+        self.shedding.contains(region)
     }
 
     /// The load the last split sent to plan region `i`.
@@ -124,18 +139,21 @@ impl Shifting {
         out
     }
 
-    /// The split's admission shares for these keeps, and the split itself when it was
-    /// computed afresh (its inputs changed).
+    /// The split's admission and shed shares for these keeps over `clients` (whose
+    /// generation is `generation`), the split itself when it was computed afresh (its
+    /// inputs changed), and the regions that started or stopped shedding.
     pub(super) fn admits(
         &mut self,
         plan: &HealthPlan,
+        clients: &[traffic::Client],
+        generation: u64,
         keeps: &[Share],
         loads: &Loads,
-    ) -> (Vec<Share>, Option<Recomputed>) {
+    ) -> (Vec<Share>, Vec<Share>, Option<Recomputed>, Vec<ShedChange>) {
         // A measured load counts whole; what the model does not account for of it (other
         // names, other traffic) is carried as `other_load`, so sending more clients there
         // does not count twice.
-        let regions: Vec<RegionIn> = plan
+        let mut regions: Vec<RegionIn> = plan
             .regions
             .iter()
             .zip(keeps)
@@ -143,19 +161,43 @@ impl Shifting {
                 id: r.id,
                 capacity: r.capacity,
                 keep,
+                shed: Share::ALL,
                 // A down region keeps none; a partly drained or ramping one takes none.
                 accepts: keep == Share::ALL,
                 other_load: loads.unmodelled(&r.name),
             })
             .collect();
-        let key: Vec<(Share, u64)> = keeps
-            .iter()
-            .zip(&regions)
-            .map(|(&k, r)| (k, r.other_load.round() as u64))
-            .collect();
+        let key: Key = (
+            keeps
+                .iter()
+                .zip(&regions)
+                .map(|(&k, r)| (k, r.other_load.round() as u64))
+                .collect(),
+            generation,
+        );
         let mut fresh = None;
-        if self.split.as_ref().is_none_or(|(k, _)| *k != key) {
-            let outcome = Arc::new(traffic::split(&regions, &plan.clients));
+        let mut changes = Vec::new();
+        if self.split.as_ref().is_none_or(|(k, _, _)| *k != key) {
+            let was: Vec<bool> = plan
+                .regions
+                .iter()
+                .map(|r| self.shedding.contains(&r.name))
+                .collect();
+            let (outcome, now) = traffic::shed::split_shedding(&mut regions, clients, &was);
+            for (i, (r, (&before, &after))) in
+                plan.regions.iter().zip(was.iter().zip(&now)).enumerate()
+            {
+                if before == after {
+                    continue;
+                }
+                changes.push((i, after));
+                if after {
+                    self.shedding.insert(r.name.clone());
+                } else {
+                    self.shedding.remove(&r.name);
+                }
+            }
+            let outcome = Arc::new(outcome);
             log_split(plan, &outcome);
             self.modelled = outcome
                 .load
@@ -163,15 +205,16 @@ impl Shifting {
                 .zip(&regions)
                 .map(|(l, r)| l - r.other_load)
                 .collect();
-            self.split = Some((key, outcome.clone()));
+            let sheds = regions.iter().map(|r| r.shed).collect();
+            self.split = Some((key, outcome.clone(), sheds));
             fresh = Some(Recomputed { regions, outcome });
         }
-        let admit = self
+        let (admit, sheds) = self
             .split
             .as_ref()
-            .map(|(_, o)| o.admit.clone())
+            .map(|(_, o, s)| (o.admit.clone(), s.clone()))
             .unwrap_or_default();
-        (admit, fresh)
+        (admit, sheds, fresh, changes)
     }
 }
 

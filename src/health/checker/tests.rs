@@ -27,6 +27,7 @@ mod core_tests {
             recover_below: 0.5,
         };
         Arc::new(HealthPlan {
+            demands: Default::default(),
             regions: vec![PlanRegion {
                 name: "eu".into(),
                 id: 0,
@@ -74,9 +75,11 @@ mod core_tests {
                 subnet: i.wrapping_mul(0x9E37_79B9_7F4A_7C15),
                 list: if i % 2 == 0 { vec![0, 1] } else { vec![1, 0] },
                 spill: true,
+                policy: 0,
             })
             .collect();
         let plan = Arc::new(HealthPlan {
+            demands: Default::default(),
             regions: vec![
                 region(
                     "eu",
