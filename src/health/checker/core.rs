@@ -55,7 +55,7 @@ pub(crate) struct Core {
     /// The plan in force, where the supervisor finds it to restart the checker.
     plan_store: Arc<ArcSwap<HealthPlan>>,
     state_file: Option<store::Writer>,
-    metrics: Arc<Metrics>,
+    pub(super) metrics: Arc<Metrics>,
     /// Set when regions or endpoints change: the next export starts the gauges afresh.
     gauges_stale: bool,
     /// A publication owed for samples that changed no state (see `intake`).

@@ -223,6 +223,100 @@ mod core_tests {
         assert!(!c.current_view().shifting, "all back: plain answers again");
     }
 
+    /// eu (capacity 1000) and us (unlimited), 2000 req/s of demand for one policy whose
+    /// prior puts 1000 on each; the answers then say where the queries really come from.
+    fn estimating_core() -> (Core, crate::metrics::PolicyCounters) {
+        let mut plan = (*shifting_core().plan).clone();
+        plan.regions[0].failback = None;
+        plan.regions[0].capacity = Some(1000.0);
+        plan.regions[1].capacity = None;
+        plan.demands = vec![traffic::demand::PolicyDemand {
+            name: "www.example".into(),
+            demand: 2000.0,
+            candidates: vec![0, 1],
+        }]
+        .into();
+        let c = Core::offline(Arc::new(plan)).0;
+        let counters = c
+            .metrics
+            .policies
+            .attach(std::iter::once((
+                "www.example",
+                vec!["eu", "us"],
+                "servfail",
+            )))
+            .remove(0);
+        (c, counters)
+    }
+
+    fn shed_of(c: &Core, id: u32) -> f64 {
+        (c.current_view().region(id).shed.fraction() * 1000.0).round() / 1000.0
+    }
+
+    /// Queries by first-ranked region, read by the checker as its tick would.
+    fn counted(c: &mut Core, counters: &crate::metrics::PolicyCounters, eu: u64, us: u64) {
+        counters.ranked_first(0, eu);
+        counters.ranked_first(1, us);
+        if c.sample_demand() {
+            c.publish(true);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answer_shares_replace_the_prior_and_shedding_holds_between_its_marks() {
+        let (mut c, counters) = estimating_core();
+        let source = |c: &Core| report::status(c).demand[0].source;
+        use traffic::demand::Source;
+        // The prior: 1000 on eu, at its capacity (not past it): nothing sheds.
+        counted(&mut c, &counters, 0, 0);
+        assert_eq!(source(&c), Source::AddressSpace);
+        assert_eq!(shed_of(&c, 0), 1.0);
+        // Fewer than 1000 queries in the window: still the prior.
+        counted(&mut c, &counters, 900, 99);
+        assert_eq!(source(&c), Source::AddressSpace);
+        // 90 % of the queries rank eu first: 1800 req/s on a 1000 region. It sheds to its
+        // 900 mark: it keeps half its clients, the others go to us.
+        counted(&mut c, &counters, 8_100, 901);
+        assert_eq!(source(&c), Source::Answers);
+        assert_eq!(shed_of(&c, 0), 0.5);
+        let status = report::status(&c);
+        let eu = &status.regions[0];
+        assert!(eu.shedding && eu.load_source == Some("answers"), "{eu:?}");
+        assert!((eu.load.unwrap() - 900.0).abs() < 50.0, "{eu:?}");
+        assert!(c.current_view().shifting && !c.current_view().region(0).accepts());
+        // Demand falls to 950 on eu: between the marks, so it still sheds (to 900).
+        counted(&mut c, &counters, 0, 8_947);
+        assert_eq!(source(&c), Source::Answers);
+        assert!(report::status(&c).regions[0].shedding);
+        assert_eq!(shed_of(&c, 0), 0.947);
+        // Below the 900 mark: shedding stops, every client is back.
+        counted(&mut c, &counters, 0, 2_300);
+        assert!(!report::status(&c).regions[0].shedding);
+        assert_eq!(shed_of(&c, 0), 1.0);
+        assert!(!c.current_view().shifting);
+        // Each start and stop is a failover event, cause `shedding`.
+        let events: Vec<(Direction, String)> = report::status(&c)
+            .failovers
+            .iter()
+            .map(|e| (e.direction, e.cause.clone()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (Direction::Return, "shedding".to_string()),
+                (Direction::Leave, "shedding".to_string())
+            ]
+        );
+        // The window decays: with no more queries the answers age out and the prior
+        // (1000 on eu, not past capacity) is back.
+        for _ in 0..200 {
+            tokio::time::advance(traffic::demand::SAMPLE_EVERY).await;
+            counted(&mut c, &counters, 0, 0);
+        }
+        assert_eq!(source(&c), Source::AddressSpace);
+        assert_eq!(shed_of(&c, 0), 1.0);
+    }
+
     #[tokio::test(start_paused = true)]
     async fn a_measured_load_above_the_model_leaves_less_room_and_an_unread_one_holds() {
         let mut c = shifting_core();
@@ -447,7 +541,7 @@ mod support {
     pub(super) use crate::health::peers::{OverrideRecord, OverrideTarget};
     pub(super) use crate::health::plan::HealthPlan;
     pub(super) use crate::health::state::Sample;
-    pub(super) use crate::health::status::Target;
+    pub(super) use crate::health::status::{Direction, Target};
     pub(super) use crate::health::view::{Effective, HealthView, Override, OverrideKind};
     pub(super) use crate::traffic;
 
