@@ -52,6 +52,8 @@ pub fn render_text(r: &Report) -> String {
             };
             let cell = if x.keep < 1.0 && x.state != Effective::Down {
                 format!("{cell} keep {:.0}%", x.keep * 100.0)
+            } else if x.shed < 1.0 && x.state != Effective::Down {
+                format!("{cell} shed {:.0}%", (1.0 - x.shed) * 100.0)
             } else {
                 cell
             };

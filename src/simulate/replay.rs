@@ -23,6 +23,9 @@ pub struct RegionRow {
     pub capacity: Option<f64>,
     /// Share of the clients ranking it first that it keeps.
     pub keep: f64,
+    /// While it sheds load past its capacity: the share of its `overflow: spill`
+    /// clients it keeps (1 when not shedding).
+    pub shed: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -106,6 +109,7 @@ pub fn run(snapshot: &Snapshot, scenario: &Scenario, spill: bool) -> Result<Repo
         let mut pending = scenario.events.iter().peekable();
         let mut steps = Vec::new();
         let mut notes: Vec<String> = Vec::new();
+        let mut shedding: BTreeMap<String, bool> = BTreeMap::new();
         let tick = Duration::from_secs(1);
         let mut t = Duration::ZERO;
         loop {
@@ -172,6 +176,18 @@ pub fn run(snapshot: &Snapshot, scenario: &Scenario, spill: bool) -> Result<Repo
                 }
             }
             sim.publish();
+            let view = sim.view();
+            for r in &set.regions {
+                let now = view.region(r.id).shed != crate::traffic::Share::ALL;
+                let was = shedding.insert(r.name.clone(), now).unwrap_or(false);
+                if now != was {
+                    notes.push(if now {
+                        format!("{} sheds past its capacity", r.name)
+                    } else {
+                        format!("{} stops shedding", r.name)
+                    });
+                }
+            }
             for tr in sim.drain_transitions() {
                 if !tr.key.contains('/') {
                     notes.push(format!("{} {}→{} ({})", tr.key, tr.from, tr.to, tr.cause));
@@ -225,6 +241,7 @@ fn row(
                     .unwrap_or(0.0),
                 capacity: capacities.get(i).copied().flatten(),
                 keep: h.keep.fraction(),
+                shed: h.shed.fraction(),
             }
         })
         .collect();
