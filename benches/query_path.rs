@@ -265,7 +265,7 @@ fn at_scale(c: &mut Criterion) {
                     &mut out,
                 );
                 if j.is_multiple_of(32) {
-                    tally.apply(snap);
+                    tally.apply(snap, &health);
                 }
                 black_box(r.is_some())
             })
@@ -301,7 +301,7 @@ fn at_scale(c: &mut Criterion) {
                         );
                         answered += usize::from(r.is_some());
                     }
-                    tally.apply(snap);
+                    tally.apply(snap, &health);
                     black_box(answered)
                 })
             });

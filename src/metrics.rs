@@ -226,7 +226,7 @@ impl Metrics {
             failover_phase: reg!(HistogramVec::new(
                 prometheus::HistogramOpts::new(
                     "meridian_failover_phase_seconds",
-                    "Seconds from the first sample that led to a region leaving or returning to the end of each phase: detect (state change), publish (new view answered), cache_bound (the last old answer expired from every cache)"
+                    "Seconds from the first sample that led to a region leaving or returning to the end of each phase: detect (state change), publish (new view in place), answer (first answer given from it), cache_bound (the last old answer expired from every cache), traffic (with a load query: the measured load fell below 10 % of its level, or rose back to 90 %)"
                 )
                 .buckets(vec![
                     0.5, 1.0, 2.0, 5.0, 10.0, 15.0, 20.0, 30.0, 45.0, 60.0, 90.0, 120.0, 180.0,

@@ -193,6 +193,36 @@ fn the_client_moves_within_the_printed_worst_case_and_the_event_says_when() {
             .unwrap()
             >= 1.0
     );
+    // The first answer without eu-west went to Unbound when its cached one expired: after
+    // the publication, and before the client could see it (the checker reads the time
+    // within a second).
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let answer = loop {
+        let events = failovers(&m);
+        let leave = events.iter().find(|e| e["direction"] == "leave").unwrap();
+        if let Some(a) = leave["phases"]["answer"].as_f64() {
+            break a;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no answer phase: {leave}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    eprintln!("event: first answer without eu-west {answer:.3} s");
+    assert!(
+        publish <= answer,
+        "{answer} before the publication at {publish}"
+    );
+    assert!(
+        answer <= moved.as_secs_f64() + 0.05,
+        "the first answer ({answer} s) came after the client moved ({moved:?})"
+    );
+    assert!(
+        m.metric("meridian_failover_phase_seconds_count{phase=\"answer\"}")
+            .unwrap()
+            >= 1.0
+    );
 
     // Back: after the cooldown and two passing probes, and the client with it.
     backend.set(Mode::Ok);

@@ -382,12 +382,12 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
     }
     h.push_str("</details>");
     if !st.failovers.is_empty() {
-        h.push_str("<h2>Failovers</h2><p class=\"muted\">seconds from the first sample that led to it</p><table><tr><th>when</th><th>region</th><th>direction</th><th>cause</th><th>detect</th><th>publish</th><th>cache bound</th><th>target</th></tr>");
+        h.push_str("<h2>Failovers</h2><p class=\"muted\">seconds from the first sample that led to it</p><table><tr><th>when</th><th>region</th><th>direction</th><th>cause</th><th>detect</th><th>publish</th><th>answer</th><th>cache bound</th><th>traffic</th><th>target</th></tr>");
         for e in st.failovers.iter().take(20) {
             let when = ago(crate::health::store::now_unix().saturating_sub(e.at));
             let _ = write!(
                 h,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}{:.1}{}</td><td>{:.0}</td></tr>",
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1}</td><td>{:.1}</td><td>{}</td><td>{}{:.1}{}</td><td>{}</td><td>{:.0}</td></tr>",
                 format_args!("{when} ago"),
                 esc(&e.region),
                 match e.direction {
@@ -397,6 +397,9 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
                 esc(&e.cause),
                 e.phases.detect,
                 e.phases.publish,
+                e.phases
+                    .answer
+                    .map_or_else(|| "–".to_string(), |a| format!("{a:.1}")),
                 if e.over_target { "<b>" } else { "" },
                 e.phases.cache_bound,
                 if e.over_target {
@@ -404,6 +407,9 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
                 } else {
                     ""
                 },
+                e.phases
+                    .traffic
+                    .map_or_else(|| "–".to_string(), |t| format!("{t:.1}")),
                 e.target
             );
         }

@@ -103,7 +103,12 @@ fn runs<T: PartialEq + Copy>(items: &mut Vec<T>, mut add: impl FnMut(T, u64)) {
 }
 
 impl AnswerTally {
-    pub fn apply(&mut self, snapshot: &Snapshot) {
+    /// Applies the batch's counts to `snapshot`'s counters, and stamps `view` with its
+    /// first policy answer.
+    pub fn apply(&mut self, snapshot: &Snapshot, view: &HealthView) {
+        if !self.answered.is_empty() || !self.all_down.is_empty() {
+            view.answered.mark();
+        }
         let counters = &snapshot.counters;
         runs(&mut self.answered, |(p, slot), n| {
             if let Some(c) = counters.get(p as usize) {

@@ -346,8 +346,8 @@ fn udp_loop(socket: std::net::UdpSocket, ctx: Ctx, stop: Arc<std::sync::atomic::
                     n_out += 1;
                 }
             }
-            if let Some((snapshot, _)) = &loaded {
-                tally.apply(snapshot);
+            if let Some((snapshot, view)) = &loaded {
+                tally.apply(snapshot, view);
             }
         }
         counters.flush();
@@ -486,10 +486,11 @@ async fn tcp_conn(
             continue;
         }
         let snapshot = ctx.shared.load();
+        let view = ctx.health.load();
         let answered = ctx
             .answer_with(
                 &snapshot,
-                &ctx.health.load(),
+                &view,
                 parsed,
                 peer,
                 Transport::Tcp,
@@ -499,8 +500,10 @@ async fn tcp_conn(
                 &mut out,
             )
             .is_some();
-        tally.apply(&snapshot);
-        drop(snapshot); // an arc-swap guard is not held across the writes below
+        tally.apply(&snapshot, &view);
+        // Arc-swap guards are not held across the writes below.
+        drop(snapshot);
+        drop(view);
 
         counters.flush();
         if !answered {

@@ -221,6 +221,15 @@ pub struct Phases {
     /// The last answer given under the old view has expired from every cache: the
     /// latest such answer's time plus its TTL (health-aware TTLs counted).
     pub cache_bound: f64,
+    /// The first policy answer given from the new view (the query path reads a new view
+    /// at its next batch). Absent until a query comes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub answer: Option<f64>,
+    /// With a `load:` query: the measured load fell below 10 % of its level before the
+    /// event (a leave), or rose back to 90 % of its level before the last leave (a
+    /// return). Absent until then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traffic: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -3,6 +3,9 @@
 //! This module imports nothing else of the crate but the `traffic` leaf's `Share`.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +79,52 @@ impl RegionHealth {
     }
 }
 
+/// When the query path first answered a policy name from a view: the failover events'
+/// `answer` phase. Set once per view; after that a batch costs one relaxed load of a
+/// line nobody writes.
+#[derive(Debug, Clone, Default)]
+pub struct AnswerStamp(Arc<AtomicU64>);
+
+/// Not part of what a view says: two views deciding the same are equal.
+impl PartialEq for AnswerStamp {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for AnswerStamp {}
+
+fn stamp_epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+impl AnswerStamp {
+    /// Called by the query path after answering a policy name from this view.
+    #[inline]
+    pub fn mark(&self) {
+        if self.0.load(Ordering::Relaxed) == 0 {
+            self.mark_now(Instant::now());
+        }
+    }
+
+    /// Marks `at` unless already marked (first wins).
+    pub fn mark_now(&self, at: Instant) {
+        let epoch = stamp_epoch();
+        let n = at.saturating_duration_since(epoch).as_nanos();
+        let n = u64::try_from(n).unwrap_or(u64::MAX).max(1);
+        let _ = self
+            .0
+            .compare_exchange(0, n, Ordering::Relaxed, Ordering::Relaxed);
+    }
+
+    /// When the first answer was given, if one was.
+    pub fn get(&self) -> Option<Instant> {
+        let n = self.0.load(Ordering::Relaxed);
+        (n != 0).then(|| stamp_epoch() + Duration::from_nanos(n))
+    }
+}
+
 /// What the query path reads: region states by stable region id. A region the view does
 /// not know (new since the last publication) is up.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,6 +134,9 @@ pub struct HealthView {
     /// decision hash the client subnet (`policy::decide`); otherwise it is plain
     /// failover and the view changes nothing for the query path.
     pub shifting: bool,
+    /// When a policy name was first answered from this view (or from the first of the
+    /// views published since the last answer: they share it).
+    pub answered: AnswerStamp,
 }
 
 impl HealthView {

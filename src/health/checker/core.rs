@@ -377,7 +377,21 @@ impl Core {
     pub(super) fn observe_load(&mut self, region: &str, value: Option<f64>) -> bool {
         let i = self.plan.regions.iter().position(|r| r.name == region);
         let modelled = i.map_or(0.0, |i| self.shifting.modelled(i));
+        if let Some(v) = value.filter(|v| v.is_finite() && *v >= 0.0)
+            && self
+                .failovers
+                .observe_load(&self.metrics, region, v, Instant::now())
+        {
+            self.persist_soon();
+        }
         self.loads.observe(region, value, modelled, &self.metrics)
+    }
+
+    /// Ends the `answer` phase of failover events whose view has answered.
+    pub(super) fn poll_answers(&mut self) {
+        if self.failovers.poll_answers(&self.metrics) {
+            self.persist_soon();
+        }
     }
 
     /// The state aggregation uses for endpoint `key`: the shared one in a cluster.
@@ -594,6 +608,7 @@ impl Core {
                     started: now,
                     changed: now,
                     cap_before: self.release.latest().ttl_cap(region.id),
+                    level: self.loads.measured(&region.name),
                 });
             }
         }
@@ -645,6 +660,7 @@ impl Core {
                             started: self.streak_start(&region.name, direction).unwrap_or(now),
                             changed: now,
                             cap_before: self.release.latest().ttl_cap(region.id),
+                            level: self.loads.measured(&region.name),
                         });
                     }
                     self.record(
@@ -661,12 +677,20 @@ impl Core {
         view.refresh_shifting();
         #[cfg(test)]
         fault::hit(&self.plan);
+        // Until a query is answered, each new view shares the last one's stamp: an event
+        // waits for the first answer after its publication, whichever later view gave it.
+        let last = &self.release.latest().answered;
+        if last.get().is_none() {
+            view.answered = last.clone();
+        }
+        let stamp = view.answered.clone();
         self.release.hand_over(view, self.plan.prepare.as_ref());
         let published = Instant::now();
         for p in pending {
             if let Some(region) = plan.regions.get(p.region) {
                 let event = super::failovers::finish(&p, region, published, store::now_unix());
-                self.failovers.record(&self.metrics, event);
+                self.failovers
+                    .record_awaiting(&self.metrics, event, &p, stamp.clone());
             }
         }
         if let Some(c) = &self.cluster {

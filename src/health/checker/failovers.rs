@@ -4,13 +4,15 @@
 //! `meridian_failover_phase_seconds{phase}` and `meridian_failover_slo_breaches_total`,
 //! and kept (the last [`FAILOVERS_PER_REGION`] per region) for `/api/v1/failovers`.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::time::Duration;
 
 use tokio::time::Instant;
 use tracing::{info, warn};
 
 use crate::health::plan::PlanRegion;
 use crate::health::status::{Direction, FAILOVERS_PER_REGION, FailoverEvent, Phases};
+use crate::health::view::AnswerStamp;
 use crate::metrics::Metrics;
 
 /// A state change waiting for its publication.
@@ -24,6 +26,30 @@ pub(super) struct Pending {
     pub(super) changed: Instant,
     /// The TTL cap the previous view put on the region's answers, if any.
     pub(super) cap_before: Option<u32>,
+    /// The region's measured load (`load:`) at the change, if it has one.
+    pub(super) level: Option<f64>,
+}
+
+/// The `traffic` phase ends when a leave's measured load falls below this share of its
+/// level before the event …
+pub(super) const TRAFFIC_GONE: f64 = 0.1;
+/// … and a return's rises back to this share of its level before the last leave.
+pub(super) const TRAFFIC_BACK: f64 = 0.9;
+
+/// How long an event waits for its first answer or its traffic to move.
+const AWAIT_LIMIT: Duration = Duration::from_secs(3600);
+
+/// An event whose later phases are still to come.
+struct Awaiting {
+    region: String,
+    at: u64,
+    direction: Direction,
+    started: Instant,
+    /// The view that carried the change: its first answer ends the `answer` phase.
+    stamp: Option<AnswerStamp>,
+    /// The measured load that ends the `traffic` phase (below it for a leave, at or
+    /// above it for a return).
+    traffic: Option<f64>,
 }
 
 /// The event of `p` published at `published` (pure: the table test's subject).
@@ -56,6 +82,8 @@ pub(super) fn finish(
             detect,
             publish,
             cache_bound,
+            answer: None,
+            traffic: None,
         },
         target,
         over_target: p.direction == Direction::Leave && cache_bound > target,
@@ -65,6 +93,9 @@ pub(super) fn finish(
 #[derive(Default)]
 pub(super) struct Failovers {
     kept: BTreeMap<String, VecDeque<FailoverEvent>>,
+    awaiting: Vec<Awaiting>,
+    /// By region: its measured load before its last leave (what a return rises back to).
+    levels: HashMap<String, f64>,
 }
 
 impl Failovers {
@@ -93,6 +124,133 @@ impl Failovers {
             }
         }
         f
+    }
+
+    /// Records `e`, published in the view whose answers `stamp` marks, and waits for its
+    /// later phases (the first answer; with a measured load, the traffic moving).
+    pub(super) fn record_awaiting(
+        &mut self,
+        metrics: &Metrics,
+        e: FailoverEvent,
+        p: &Pending,
+        stamp: AnswerStamp,
+    ) {
+        let traffic = match p.direction {
+            Direction::Leave => p.level.filter(|l| *l > 0.0).map(|l| {
+                self.levels.insert(e.region.clone(), l);
+                l * TRAFFIC_GONE
+            }),
+            Direction::Return => self.levels.get(&e.region).map(|l| l * TRAFFIC_BACK),
+        };
+        // A newer event of the region ends the wait for the older one's traffic.
+        for a in self.awaiting.iter_mut().filter(|a| a.region == e.region) {
+            a.traffic = None;
+        }
+        self.awaiting.push(Awaiting {
+            region: e.region.clone(),
+            at: e.at,
+            direction: e.direction,
+            started: p.started,
+            stamp: Some(stamp),
+            traffic,
+        });
+        self.record(metrics, e);
+    }
+
+    /// Ends the `answer` phase of events whose view (or a later one sharing its stamp,
+    /// published before any query came) has answered. Returns whether an event changed.
+    pub(super) fn poll_answers(&mut self, metrics: &Metrics) -> bool {
+        let mut done = Vec::new();
+        for (i, a) in self.awaiting.iter_mut().enumerate() {
+            let Some(stamp) = &a.stamp else { continue };
+            if let Some(t) = stamp.get() {
+                let secs = Instant::from_std(t)
+                    .saturating_duration_since(a.started)
+                    .as_secs_f64();
+                a.stamp = None;
+                done.push((i, secs));
+            }
+        }
+        let changed = !done.is_empty();
+        for (i, secs) in done {
+            let Some(a) = self.awaiting.get(i) else {
+                continue;
+            };
+            let (region, at, direction) = (a.region.clone(), a.at, a.direction);
+            if let Some(e) = self.event_mut(&region, at, direction) {
+                e.phases.answer = Some(secs);
+                metrics
+                    .failover_phase
+                    .with_label_values(&["answer"])
+                    .observe(secs);
+            }
+        }
+        self.prune();
+        changed
+    }
+
+    /// A measured load of `region`: ends the `traffic` phase of its event when the load
+    /// crossed its mark. Returns whether an event changed.
+    pub(super) fn observe_load(
+        &mut self,
+        metrics: &Metrics,
+        region: &str,
+        value: f64,
+        now: Instant,
+    ) -> bool {
+        let mut done = Vec::new();
+        for a in self.awaiting.iter_mut().filter(|a| a.region == region) {
+            let Some(mark) = a.traffic else { continue };
+            let crossed = match a.direction {
+                Direction::Leave => value < mark,
+                Direction::Return => value >= mark,
+            };
+            if crossed {
+                a.traffic = None;
+                done.push((
+                    a.at,
+                    a.direction,
+                    now.saturating_duration_since(a.started).as_secs_f64(),
+                ));
+            }
+        }
+        let changed = !done.is_empty();
+        for (at, direction, secs) in done {
+            if let Some(e) = self.event_mut(region, at, direction) {
+                e.phases.traffic = Some(secs);
+                metrics
+                    .failover_phase
+                    .with_label_values(&["traffic"])
+                    .observe(secs);
+            }
+        }
+        self.prune();
+        changed
+    }
+
+    fn event_mut(
+        &mut self,
+        region: &str,
+        at: u64,
+        direction: Direction,
+    ) -> Option<&mut FailoverEvent> {
+        self.kept
+            .get_mut(region)?
+            .iter_mut()
+            .find(|e| e.at == at && e.direction == direction)
+    }
+
+    /// Forgets waits that are over, past [`AWAIT_LIMIT`], or whose event is gone.
+    fn prune(&mut self) {
+        let now = Instant::now();
+        let kept = &self.kept;
+        self.awaiting.retain(|a| {
+            (a.stamp.is_some() || a.traffic.is_some())
+                && now.saturating_duration_since(a.started) < AWAIT_LIMIT
+                && kept
+                    .get(&a.region)
+                    .is_some_and(|l| l.iter().any(|e| e.at == a.at && e.direction == a.direction))
+        });
     }
 
     pub(super) fn record(&mut self, metrics: &Metrics, e: FailoverEvent) {
@@ -187,6 +345,7 @@ mod tests {
             started: t0,
             changed: ms(changed),
             cap_before,
+            level: None,
         };
         // (pending, max_ttl, target, published ms) → (detect, publish, cache bound, over)
         let cases = [
@@ -247,6 +406,7 @@ mod tests {
             started: t0 + Duration::from_secs(5),
             changed: t0,
             cap_before: None,
+            level: None,
         };
         let e = finish(&p, &region(30, 60), t0, 0);
         assert_eq!((e.phases.detect, e.phases.publish), (0.0, 0.0));

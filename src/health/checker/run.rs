@@ -229,6 +229,7 @@ impl Core {
                     self.persist_owed();
                 }
                 _ = watchdog.tick() => {
+                    self.poll_answers();
                     let revived = self.revive_silent_probes();
                     // Isolation starts when nobody has been heard for a while: nothing
                     // arrives to say so, hence the check here (to the second).

@@ -180,6 +180,77 @@ mod core_tests {
         );
     }
 
+    /// The phases that come after the publication: the first answer given from the new
+    /// view, and (with a measured load) the traffic leaving and coming back.
+    #[tokio::test(start_paused = true)]
+    async fn an_event_gets_its_answer_and_traffic_phases_when_they_happen() {
+        let mut c = Core::offline(plan()).0;
+        let region = Target::Region("eu".into());
+        // eu serves 1000 req/s by its load query before it is forced down.
+        c.observe_load("eu", Some(1000.0));
+        c.set_override(region.clone(), Some(OverrideKind::ForceDown), None)
+            .unwrap();
+        c.publish(true);
+        let phases = |c: &Core| c.failovers.all()[0].phases;
+        assert_eq!(phases(&c).answer, None, "no query yet");
+        // A query is answered from the new view 250 ms later.
+        tokio::time::advance(Duration::from_millis(250)).await;
+        c.current_view()
+            .answered
+            .mark_now(Instant::now().into_std());
+        tokio::time::advance(Duration::from_secs(1)).await;
+        c.poll_answers();
+        assert_eq!(phases(&c).answer, Some(0.25));
+        // Later views answering do not move it.
+        c.publish(true);
+        c.current_view()
+            .answered
+            .mark_now(Instant::now().into_std());
+        c.poll_answers();
+        assert_eq!(phases(&c).answer, Some(0.25));
+        // The measured load drains as caches expire: 10 % of 1000 ends the phase.
+        tokio::time::advance(Duration::from_secs(14)).await;
+        c.observe_load("eu", Some(300.0));
+        assert_eq!(phases(&c).traffic, None);
+        tokio::time::advance(Duration::from_secs(15)).await;
+        c.observe_load("eu", Some(60.0));
+        assert_eq!(phases(&c).traffic, Some(30.25));
+        let metric = c
+            .metrics
+            .failover_phase
+            .with_label_values(&["traffic"])
+            .get_sample_count();
+        assert_eq!(metric, 1);
+        // Back: the return's traffic phase ends at 90 % of the level before the leave.
+        c.set_override(region, None, None).unwrap();
+        c.publish(true);
+        let back = c.failovers.all()[0].clone();
+        assert_eq!(back.direction, Direction::Return);
+        tokio::time::advance(Duration::from_secs(20)).await;
+        c.observe_load("eu", Some(850.0));
+        assert_eq!(phases(&c).traffic, None);
+        tokio::time::advance(Duration::from_secs(10)).await;
+        c.observe_load("eu", Some(950.0));
+        assert_eq!(phases(&c).traffic, Some(30.0));
+        // A view overtaken before any query: the first answer from the view served
+        // since ends the phase.
+        c.set_override(
+            Target::Region("eu".into()),
+            Some(OverrideKind::ForceDown),
+            None,
+        )
+        .unwrap();
+        c.publish(true);
+        tokio::time::advance(Duration::from_millis(100)).await;
+        c.publish(true);
+        tokio::time::advance(Duration::from_millis(400)).await;
+        c.current_view()
+            .answered
+            .mark_now(Instant::now().into_std());
+        c.poll_answers();
+        assert_eq!(phases(&c).answer, Some(0.5));
+    }
+
     fn keep_admit(c: &Core, id: u32) -> (f64, f64) {
         let r = c.current_view().region(id);
         (
