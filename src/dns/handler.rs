@@ -407,6 +407,13 @@ fn next_turn() -> u64 {
     })
 }
 
+/// Unix seconds, read only for a tenant with a planned move.
+fn unix_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
 /// At most one all-down log line every 10 s: an outage must not become a log flood.
 fn log_all_down(policy: &str, behaviour: &str) {
     let now = std::time::SystemTime::now()
@@ -428,8 +435,8 @@ fn log_all_down(policy: &str, behaviour: &str) {
 }
 
 impl<'s> DynamicAnswers<'s> for PolicyAnswers<'s, '_> {
-    fn answer(&mut self, policy: u32, qtype: Rtype) -> Dynamic<'s> {
-        let mut d = self.decide(policy, qtype);
+    fn answer(&mut self, policy: u32, qtype: Rtype, name: &[u8]) -> Dynamic<'s> {
+        let mut d = self.decide(policy, qtype, name);
         if self.dnssec {
             self.attach_sigs(policy, &mut d);
         }
@@ -460,7 +467,7 @@ impl<'s> PolicyAnswers<'s, '_> {
                 self.count_presigned(pre);
                 return;
             }
-            Dynamic::NoData | Dynamic::ServFail => return,
+            Dynamic::NoData | Dynamic::ServFail | Dynamic::NxDomain => return,
         };
         let (found, pre) = lookup_or_sign(dnssec, zk, p, policy, rtype, rdata);
         *sigs = Some(found);
@@ -479,13 +486,29 @@ impl<'s> PolicyAnswers<'s, '_> {
         }
     }
 
-    fn decide(&mut self, policy: u32, qtype: Rtype) -> Dynamic<'s> {
+    fn decide(&mut self, policy: u32, qtype: Rtype, name: &[u8]) -> Dynamic<'s> {
         let set: &'s PolicySet = &self.snapshot.policies;
         // The route is all a decision reads; the policy itself only for all-down.
         let Some(route) = set.routes.get(policy as usize) else {
             return Dynamic::ServFail;
         };
-        let d = decide::decide_route(set, self.health, route, qtype, self.client);
+        let d = match set.homes.get(policy as usize).and_then(Option::as_ref) {
+            None => decide::decide_route(set, self.health, route, qtype, self.client),
+            Some(home) => {
+                let label = decide::tenant_label(name, home.depth);
+                let (d, _) = decide::decide_home(
+                    set,
+                    self.health,
+                    route,
+                    home,
+                    label,
+                    qtype,
+                    self.client,
+                    &unix_now,
+                );
+                d
+            }
+        };
         self.scope = self.scope.max(d.scope);
         if let Some(t) = self.tally.as_deref_mut() {
             for &slot in d.slots.get(..d.n).unwrap_or_default() {
@@ -558,6 +581,7 @@ impl<'s> PolicyAnswers<'s, '_> {
             Outcome::Addresses => regions(false, false),
             Outcome::Cname => regions(true, false),
             Outcome::NoData => Dynamic::NoData,
+            Outcome::NxDomain => Dynamic::NxDomain,
             Outcome::AllDown => {
                 let Some(p) = set.policies.get(policy as usize) else {
                     return Dynamic::ServFail;

@@ -226,7 +226,7 @@ fn zone_records(snapshot: &Snapshot, health: &HealthView, zone: &Zone) -> Vec<Re
         }
         let Some(p) = node.policy else { continue };
         for qtype in [Rtype::A, Rtype::AAAA] {
-            match policies.answer(p, qtype) {
+            match policies.answer(p, qtype, &node.owner) {
                 Dynamic::Records {
                     rtype,
                     ttl,
@@ -247,7 +247,7 @@ fn zone_records(snapshot: &Snapshot, health: &HealthView, zone: &Zone) -> Vec<Re
                     }
                     break; // a CNAME owns the name: one record, whatever the type
                 }
-                Dynamic::NoData | Dynamic::ServFail => {}
+                Dynamic::NoData | Dynamic::ServFail | Dynamic::NxDomain => {}
             }
         }
     }

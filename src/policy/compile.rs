@@ -11,9 +11,10 @@ use std::collections::HashMap;
 
 use super::classes::ClassView;
 use super::route::{Entries, Head, Kind, NEAREST_MAX, Route};
-use super::{Method, Policy, PolicySet};
+use super::{Home, HomeRoutes, Method, Policy, PolicySet, UnknownRoute, UnknownTenant};
 use crate::diag::Diagnostic;
 use crate::geo::{self, Class, GeoTable, Location};
+use std::sync::Arc;
 
 /// Light in fibre covers about 200 km per millisecond.
 pub const FIBRE_KM_PER_MS: f64 = 200.0;
@@ -186,7 +187,7 @@ fn rank_with(
         });
     };
     let mut order: Vec<u16> = match &policy.method {
-        Method::Nearest => {
+        Method::Nearest | Method::Home => {
             if let Some(p) = point {
                 by_distance(&mut candidates, p);
                 note(&|| "nearest by great-circle distance".into());
@@ -325,9 +326,9 @@ fn measures_any(set: &PolicySet, policy: &Policy) -> bool {
 fn kind_for(set: &PolicySet, policy: &Policy) -> Kind {
     let few = policy.candidates.len() <= NEAREST_MAX;
     match &policy.method {
-        Method::Nearest if few => Kind::Nearest,
+        Method::Nearest | Method::Home if few => Kind::Nearest,
         Method::Latency if few && !measures_any(set, policy) => Kind::Nearest,
-        Method::Nearest | Method::Latency => Kind::Class,
+        Method::Nearest | Method::Latency | Method::Home => Kind::Class,
         Method::Geo { .. } | Method::Weighted | Method::Failover => Kind::Area,
     }
 }
@@ -442,6 +443,63 @@ fn rank_parallel(classes: &[u32], order_of: &(dyn Fn(u32) -> Vec<u16> + Sync)) -
     })
 }
 
+/// The ranked list of each of a tenant map's (home, allowed) sets for policy `p`: the
+/// home, then the rest of the allowed regions (all the policy's when none are listed)
+/// nearest to the home first, as (region, counter slot). Once per set, not per tenant.
+fn home_routes(set: &PolicySet, p: &Policy, h: &Home) -> HomeRoutes {
+    let slot = |r: u16| p.candidates.iter().position(|&c| c == r).map(|s| s as u16);
+    let lists = h
+        .map
+        .sets
+        .iter()
+        .map(|s| {
+            let pool: &[u16] = if s.allowed.is_empty() {
+                &p.candidates
+            } else {
+                &s.allowed
+            };
+            let mut rest: Vec<u16> = pool.iter().copied().filter(|&r| r != s.home).collect();
+            if let Some(home) = set.regions.get(usize::from(s.home)) {
+                let key = |r: &u16| {
+                    set.regions
+                        .get(usize::from(*r))
+                        .map_or(f64::NEG_INFINITY, |x| geo::closeness(&home.unit, &x.unit))
+                };
+                rest.sort_by(|a, b| {
+                    key(b)
+                        .partial_cmp(&key(a))
+                        .unwrap_or(std::cmp::Ordering::Equal)
+                });
+            }
+            std::iter::once(s.home)
+                .chain(rest)
+                .filter_map(|r| Some((r, slot(r)?)))
+                .collect()
+        })
+        .collect();
+    HomeRoutes {
+        map: h.map.clone(),
+        lists,
+        unknown: unknown_route(p, h),
+        depth: h.depth,
+    }
+}
+
+fn unknown_route(p: &Policy, h: &Home) -> UnknownRoute {
+    match &h.unknown {
+        UnknownTenant::Nearest => UnknownRoute::Nearest,
+        UnknownTenant::NxDomain => UnknownRoute::NxDomain,
+        UnknownTenant::Regions(list) => UnknownRoute::List(
+            list.iter()
+                .filter_map(|&r| {
+                    let s = p.candidates.iter().position(|&c| c == r)?;
+                    Some((r, s as u16))
+                })
+                .collect(),
+        ),
+    }
+}
+
 /// Ranks every policy and packs the results into one [`Route`] per policy shape, shared
 /// by the policies of that shape, of the kind that keeps the least (see `route`): for
 /// most policies no per-class data at all, so memory and time grow with the policies and
@@ -497,6 +555,26 @@ pub fn compile(set: &mut PolicySet, geo: &GeoTable) -> Result<CompileStats, Diag
     for (p, route) in set.policies.iter_mut().zip(assigned) {
         p.route = route;
     }
+    // Tenant maps shared by policies with the same regions share their routes too.
+    let mut homes: HashMap<(usize, Vec<u16>), Arc<HomeRoutes>> = HashMap::new();
+    set.homes = set
+        .policies
+        .iter()
+        .map(|p| {
+            let h = p.home.as_ref()?;
+            let key = (Arc::as_ptr(&h.map) as usize, p.candidates.clone());
+            let routes = homes
+                .entry(key)
+                .or_insert_with(|| Arc::new(home_routes(set, p, h)))
+                .clone();
+            // The unknown-tenant setting and depth are the policy's own.
+            Some(Arc::new(HomeRoutes {
+                unknown: unknown_route(p, h),
+                depth: h.depth,
+                ..(*routes).clone()
+            }))
+        })
+        .collect();
     set.classes = view;
     set.classes_v4 = geo.v4.clone();
     set.classes_v6 = geo.v6.clone();

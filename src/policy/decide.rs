@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use super::classes;
 use super::compile::SCOPE_REACH;
 use super::route::{Kind, List, NEAREST_MAX};
-use super::{MAX_ANSWERS, Policy, PolicySet, Route};
+use super::{HomeRoutes, MAX_ANSWERS, Policy, PolicySet, Route, UnknownRoute};
 use crate::geo::{self, Family};
 use crate::hash::splitmix64 as splitmix;
 use crate::health::Effective;
@@ -33,6 +33,8 @@ pub enum Outcome {
     AllDown,
     /// No region of this policy has data of the asked type.
     NoData,
+    /// A `home` policy's tenant the map does not list, with `unknown: nxdomain`.
+    NxDomain,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -389,6 +391,132 @@ fn resolve<'a>(
             let pairs = computed.get(..2 * n).unwrap_or_default();
             (List::from_pairs(pairs), scope, Some((fam, bits)))
         }
+    }
+}
+
+/// What a `home` policy decided, besides the regions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HomeCase {
+    /// A tenant of the map: the set in force, and whether it is answered away from its
+    /// home (the home is out).
+    Tenant { set: u32, away: bool },
+    /// A label the map does not list: `unknown:` applied.
+    Unknown,
+}
+
+/// The tenant label of `qname` (lowercase wire form) under a `home` policy whose
+/// wildcard owner has `depth` labels: the label in the wildcard's place.
+pub fn tenant_label(qname: &[u8], depth: usize) -> Option<&[u8]> {
+    let n = crate::name::labels(qname).count();
+    crate::name::labels(qname).nth(n.checked_sub(depth)?)
+}
+
+/// Decides a `home` policy: the tenant's set in force at `now()` (Unix seconds, read only
+/// for a tenant with a planned move) walked in
+/// its order with health (the home, then the allowed regions nearest to it), never a
+/// region outside the set. The answer does not depend on the client: scope 0. An
+/// unknown tenant gets `unknown:` (nearest from the client, a fixed list, or NXDOMAIN).
+#[allow(clippy::too_many_arguments)] // `decide_route`'s, plus the map and the clock
+pub fn decide_home(
+    set: &PolicySet,
+    health: &HealthView,
+    route: &Route,
+    home: &HomeRoutes,
+    label: Option<&[u8]>,
+    qtype: Rtype,
+    client: Option<IpAddr>,
+    now: &dyn Fn() -> i64,
+) -> (Decision, HomeCase) {
+    let found = label.and_then(|l| home.map.find(l, now));
+    let Some(found) = found else {
+        let d = match &home.unknown {
+            UnknownRoute::Nearest => decide_route(set, health, route, qtype, client),
+            UnknownRoute::List(list) => decide_list(set, health, route, list, qtype),
+            UnknownRoute::NxDomain => Decision {
+                regions: [0; MAX_ANSWERS],
+                slots: [0; MAX_ANSWERS],
+                n: 0,
+                first: NO_SLOT,
+                outcome: Outcome::NxDomain,
+                fail_open_cname: false,
+                scope: 0,
+            },
+        };
+        return (d, HomeCase::Unknown);
+    };
+    let list = home
+        .lists
+        .get(found.set as usize)
+        .map_or(&[][..], |l| &l[..]);
+    let d = decide_list(set, health, route, list, qtype);
+    let away = d.outcome != Outcome::AllDown
+        && list
+            .first()
+            .is_some_and(|&(h, _)| d.chosen().first() != Some(&h));
+    (
+        d,
+        HomeCase::Tenant {
+            set: found.set,
+            away,
+        },
+    )
+}
+
+/// Walks a fixed list of (region, slot) with health; scope 0 (it holds for everyone).
+fn decide_list(
+    set: &PolicySet,
+    health: &HealthView,
+    route: &Route,
+    list: &[(u16, u16)],
+    qtype: Rtype,
+) -> Decision {
+    let first = list.first().map_or(NO_SLOT, |&(_, s)| s);
+    let taken = walk(
+        set,
+        health,
+        list.iter().copied(),
+        qtype,
+        route.answers(),
+        false,
+    );
+    if taken.n > 0 {
+        return Decision {
+            regions: taken.regions,
+            slots: taken.slots,
+            n: taken.n,
+            first,
+            outcome: if taken.cname {
+                Outcome::Cname
+            } else {
+                Outcome::Addresses
+            },
+            fail_open_cname: false,
+            scope: 0,
+        };
+    }
+    let taken = walk(
+        set,
+        health,
+        list.iter().copied(),
+        qtype,
+        route.answers(),
+        true,
+    );
+    let serves_type = list
+        .iter()
+        .any(|&(r, _)| eligible(set, r, qtype, u64::MAX).is_some());
+    Decision {
+        regions: taken.regions,
+        slots: taken.slots,
+        n: taken.n,
+        first,
+        outcome: if serves_type {
+            Outcome::AllDown
+        } else {
+            Outcome::NoData
+        },
+        fail_open_cname: taken.cname,
+        scope: 0,
     }
 }
 

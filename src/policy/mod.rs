@@ -18,6 +18,7 @@ pub mod model;
 pub mod population;
 pub mod route;
 pub mod spec;
+pub mod tenants;
 pub mod validate;
 
 pub use crate::diag::parse_yaml;

@@ -178,6 +178,8 @@ pub enum Method {
     },
     Weighted,
     Failover,
+    /// Each tenant's home (`Policy::home`); unknown tenants ranked as `Nearest`.
+    Home,
 }
 
 impl Method {
@@ -188,6 +190,7 @@ impl Method {
             Method::Geo { .. } => "geo",
             Method::Weighted => "weighted",
             Method::Failover => "failover",
+            Method::Home => "home",
         }
     }
 }
@@ -251,6 +254,47 @@ pub struct Policy {
     pub asns_at: (usize, usize),
     pub file: PathBuf,
     pub line: usize,
+    /// `method: home`: the tenant map and what unknown tenants get.
+    pub home: Option<Home>,
+}
+
+/// A `home` policy's tenants (the map is shared by the policies naming the same file).
+#[derive(Debug, Clone)]
+pub struct Home {
+    pub map: Arc<super::tenants::TenantMap>,
+    pub file: PathBuf,
+    pub unknown: UnknownTenant,
+    /// The labels the policy's wildcard owner has (the tenant is the label in the
+    /// wildcard's place: the name's labels minus this, counted from the left).
+    pub depth: usize,
+}
+
+/// What a tenant the map does not list gets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnknownTenant {
+    /// Ranked like `method: nearest` from the client's location.
+    Nearest,
+    /// NXDOMAIN (unsigned zones only).
+    NxDomain,
+    /// These regions, in order, as a tenant of no particular home.
+    Regions(Vec<u16>),
+}
+
+/// A `home` policy as the query path reads it: the map, and the ranked list of each of
+/// its (home, allowed) sets as (region, counter slot).
+#[derive(Debug, Clone)]
+pub struct HomeRoutes {
+    pub map: Arc<super::tenants::TenantMap>,
+    pub lists: Vec<Box<[(u16, u16)]>>,
+    pub unknown: UnknownRoute,
+    pub depth: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UnknownRoute {
+    Nearest,
+    NxDomain,
+    List(Box<[(u16, u16)]>),
 }
 
 #[derive(Debug, Default)]
@@ -263,6 +307,8 @@ pub struct PolicySet {
     /// Each policy's route, by policy index: the query path reads these and not the
     /// policies, 16 bytes each instead of a policy's cache lines.
     pub routes: Vec<Route>,
+    /// By policy index: a `home` policy's tenant routes (`None` for every other method).
+    pub homes: Vec<Option<Arc<HomeRoutes>>>,
     /// The GeoIP class tables, shared with the `GeoTable`.
     pub classes_v4: Arc<RangeTable<u32>>,
     pub classes_v6: Arc<RangeTable<u128>>,

@@ -209,6 +209,18 @@ pub enum MethodName {
     Geo,
     Weighted,
     Failover,
+    /// Each tenant's home region (`tenants:`), the label the wildcard matches.
+    Home,
+}
+
+/// `unknown:` of a `home` policy: a tenant the map does not list.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum UnknownTenant {
+    /// `nearest` or `nxdomain`.
+    Word(String),
+    /// These regions, in order.
+    Regions(Vec<S<String>>),
 }
 
 #[derive(Debug, Deserialize)]
@@ -299,6 +311,10 @@ pub struct Policy {
     /// split moves them.
     pub demand: Option<S<f64>>,
     pub overflow: Option<S<Overflow>>,
+    /// `method: home`: the tenant map (CSV), relative to the policy file.
+    pub tenants: Option<S<String>>,
+    /// `method: home`: what a tenant the map does not list gets (default `nearest`).
+    pub unknown: Option<S<UnknownTenant>>,
 }
 
 fn default_ttl() -> u32 {

@@ -228,18 +228,22 @@ pub enum Dynamic<'a> {
     },
     NoData,
     ServFail,
+    /// The name does not exist after all (a `home` policy's unknown tenant with
+    /// `unknown: nxdomain`; unsigned zones only).
+    NxDomain,
 }
 
-/// Answers A/AAAA at names bound to a traffic policy.
+/// Answers A/AAAA at names bound to a traffic policy. `name` is the name asked
+/// (lowercase wire form), which a wildcard policy may read (a tenant's label).
 pub trait DynamicAnswers<'a> {
-    fn answer(&mut self, policy: u32, qtype: Rtype) -> Dynamic<'a>;
+    fn answer(&mut self, policy: u32, qtype: Rtype, name: &[u8]) -> Dynamic<'a>;
 }
 
 /// For callers without policies (tests, static-only use).
 pub struct NoPolicies;
 
 impl<'a> DynamicAnswers<'a> for NoPolicies {
-    fn answer(&mut self, _: u32, _: Rtype) -> Dynamic<'a> {
+    fn answer(&mut self, _: u32, _: Rtype, _: &[u8]) -> Dynamic<'a> {
         Dynamic::NoData
     }
 }
@@ -459,7 +463,7 @@ pub fn resolve_with<'a>(
                     } else {
                         Rtype::A
                     };
-                    match dynamic.answer(policy, asked) {
+                    match dynamic.answer(policy, asked, &lower) {
                         Dynamic::Records {
                             rtype: t,
                             ttl,
@@ -502,6 +506,12 @@ pub fn resolve_with<'a>(
                             ans.rcode = Rcode::SERVFAIL;
                             ans.aa = false;
                             ans.answer.clear();
+                            break;
+                        }
+                        Dynamic::NxDomain => {
+                            ans.rcode = Rcode::NXDOMAIN;
+                            ans.answer.clear();
+                            push_negative(&mut ans, zone, false);
                             break;
                         }
                         Dynamic::NoData if qtype != Rtype::ANY => {

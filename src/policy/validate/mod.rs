@@ -111,11 +111,18 @@ pub fn load(
         .collect();
 
     let mut seen: HashMap<Box<[u8]>, (PathBuf, usize)> = HashMap::new();
+    let mut maps = policy::TenantMaps::default();
     for (file, spec) in &parsed {
         for p in &spec.policies {
-            if let Some(policy) =
-                policy::policy(file, p, &set.regions, &index, &mut seen, &mut errors)
-            {
+            if let Some(policy) = policy::policy(
+                file,
+                p,
+                &set.regions,
+                &index,
+                &mut seen,
+                &mut maps,
+                &mut errors,
+            ) {
                 set.policies.push(policy);
             }
         }

@@ -12,6 +12,7 @@ use crate::name;
 use crate::policy::model::*;
 use crate::policy::route::Route;
 use crate::policy::spec::{self, S, diag};
+use crate::policy::tenants::{self, TenantMap};
 
 pub(super) fn region_refs(
     file: &Path,
@@ -30,12 +31,17 @@ pub(super) fn region_refs(
     out
 }
 
+/// Tenant maps loaded so far, by file: policies naming the same file share one map
+/// (`None`: it had errors, already reported).
+pub(super) type TenantMaps = HashMap<PathBuf, Option<std::sync::Arc<TenantMap>>>;
+
 pub(super) fn policy(
     file: &Path,
     p: &S<spec::Policy>,
     regions: &[Region],
     index: &HashMap<String, u16>,
     seen: &mut HashMap<Box<[u8]>, (PathBuf, usize)>,
+    maps: &mut TenantMaps,
     errors: &mut Vec<Diagnostic>,
 ) -> Option<Policy> {
     let spec = &p.value;
@@ -181,7 +187,9 @@ pub(super) fn policy(
         (spec::MethodName::Latency, None) => Method::Latency,
         (spec::MethodName::Weighted, None) => Method::Weighted,
         (spec::MethodName::Failover, None) => Method::Failover,
+        (spec::MethodName::Home, None) => Method::Home,
     };
+    let home = home(file, spec, &wire, &candidates, index, maps, errors);
     let mut residency = Vec::new();
     for r in &spec.residency {
         let clients = &r.value.clients.value;
@@ -221,6 +229,8 @@ pub(super) fn policy(
         });
     }
     let all_down = match &spec.all_down {
+        // Residency fails closed: a tenant's data must not be served from elsewhere.
+        None if matches!(method, Method::Home) => AllDown::ServFail,
         None | Some(spec::AllDown::FailOpen) => AllDown::FailOpen,
         Some(spec::AllDown::Nodata) => AllDown::NoData,
         Some(spec::AllDown::Servfail) => AllDown::ServFail,
@@ -261,5 +271,120 @@ pub(super) fn policy(
         route: Route::default(),
         file: file.to_path_buf(),
         line,
+        home,
+    })
+}
+
+/// A `home` policy's tenant map and `unknown:`; errors for `tenants:`/`unknown:` on
+/// other methods.
+fn home(
+    file: &Path,
+    spec: &spec::Policy,
+    wire: &[u8],
+    candidates: &[u16],
+    index: &HashMap<String, u16>,
+    maps: &mut TenantMaps,
+    errors: &mut Vec<Diagnostic>,
+) -> Option<Home> {
+    if !matches!(spec.method.value, spec::MethodName::Home) {
+        for (at, key) in [
+            (spec.tenants.as_ref().map(spec::at), "tenants"),
+            (spec.unknown.as_ref().map(spec::at), "unknown"),
+        ] {
+            if let Some((line, col)) = at {
+                errors.push(Diagnostic::at(
+                    file,
+                    line,
+                    col,
+                    format!("{key}: only applies to method home"),
+                ));
+            }
+        }
+        return None;
+    }
+    if name::labels(wire).next() != Some(b"*".as_slice()) {
+        errors.push(diag(
+            file,
+            &spec.name,
+            "method home needs a wildcard name (*.tenants.example.com): the tenant is the label it matches",
+        ));
+    }
+    let Some(t) = &spec.tenants else {
+        errors.push(diag(
+            file,
+            &spec.method,
+            "method home needs tenants: a tenant map file (tenant,home,allowed,move_to,move_at)",
+        ));
+        return None;
+    };
+    let path = file
+        .parent()
+        .unwrap_or_else(|| Path::new("."))
+        .join(&t.value);
+    let map = match maps.get(&path) {
+        Some(m) => m.clone(),
+        None => {
+            let region = |n: &str| index.get(n).copied();
+            let loaded = match tenants::load(&path, &region) {
+                Ok(m) => Some(std::sync::Arc::new(m)),
+                Err(e) => {
+                    errors.extend(e);
+                    None
+                }
+            };
+            maps.insert(path.clone(), loaded.clone());
+            loaded
+        }
+    }?;
+    // Every region a tenant may be answered with must be one of the policy's.
+    let mut outside: Vec<u16> = map
+        .sets
+        .iter()
+        .flat_map(|s| std::iter::once(s.home).chain(s.allowed.iter().copied()))
+        .filter(|r| !candidates.contains(r))
+        .collect();
+    outside.sort_unstable();
+    outside.dedup();
+    if let Some(&r) = outside.first() {
+        let name = index
+            .iter()
+            .find(|(_, i)| **i == r)
+            .map_or("?", |(n, _)| n.as_str());
+        errors.push(diag(
+            file,
+            t,
+            format!(
+                "tenants {}: region {name:?} is not one of the policy's regions",
+                path.display()
+            ),
+        ));
+    }
+    let unknown = match spec.unknown.as_ref().map(|u| (&u.value, u)) {
+        None => UnknownTenant::Nearest,
+        Some((spec::UnknownTenant::Word(w), u)) => match w.as_str() {
+            "nearest" => UnknownTenant::Nearest,
+            "nxdomain" => UnknownTenant::NxDomain,
+            other => {
+                errors.push(diag(
+                    file,
+                    u,
+                    format!("unknown: {other:?} is not nearest, nxdomain or a list of regions"),
+                ));
+                UnknownTenant::Nearest
+            }
+        },
+        Some((spec::UnknownTenant::Regions(list), u)) => {
+            let regions = region_refs(file, list, index, errors);
+            if regions.is_empty() {
+                errors.push(diag(file, u, "unknown: an empty list of regions"));
+            }
+            UnknownTenant::Regions(regions)
+        }
+    };
+    Some(Home {
+        map,
+        file: path,
+        unknown,
+        depth: name::labels(wire).count(),
     })
 }
