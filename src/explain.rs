@@ -283,6 +283,21 @@ pub fn explain(
                     "no client information (no --client, or a /0 prefix): default order".into(),
                 );
             }
+            let d = match set.homes.get(pi).and_then(Option::as_ref) {
+                Some(home) => {
+                    let ((d, candidates), notes) =
+                        explain_tenant(set, &health, p, home, &lower, qt, client_addr);
+                    if candidates.is_empty() {
+                        // An unknown tenant ranked as nearest: that ranking's reasons.
+                        explanation.reasons.splice(0..0, notes);
+                    } else {
+                        explanation.candidates = candidates;
+                        explanation.reasons = notes;
+                    }
+                    d
+                }
+                None => d,
+            };
             let fails_open = p.all_down == crate::policy::AllDown::FailOpen;
             if d.outcome != decide::Outcome::AllDown || fails_open {
                 explanation.chosen = d
@@ -298,6 +313,134 @@ pub fn explain(
         }
     }
     Ok(explanation)
+}
+
+/// A `home` policy's decision for the tenant in `lower`, its candidates (the tenant's
+/// set, in its order) and the reasons: tenant, home, allowed, the move, health, scope.
+#[allow(clippy::type_complexity)]
+fn explain_tenant(
+    set: &crate::policy::PolicySet,
+    health: &HealthView,
+    p: &crate::policy::Policy,
+    home: &crate::policy::HomeRoutes,
+    lower: &[u8],
+    qtype: Rtype,
+    client: Option<IpAddr>,
+) -> ((decide::Decision, Vec<CandidateInfo>), Vec<String>) {
+    let now = crate::health::store::now_unix() as i64;
+    let label = decide::tenant_label(lower, home.depth);
+    let (d, case) = decide::decide_home(set, health, &p.route, home, label, qtype, client, &|| now);
+    let name = |r: u16| {
+        set.regions
+            .get(usize::from(r))
+            .map_or_else(|| "?".to_string(), |x| x.name.clone())
+    };
+    let tenant = label
+        .map(|l| String::from_utf8_lossy(l).into_owned())
+        .unwrap_or_default();
+    let mut notes = Vec::new();
+    let found = label.and_then(|l| home.map.find(l, &|| now));
+    let (decide::HomeCase::Tenant { set: s, away }, Some(found)) = (case, found) else {
+        notes.push(format!(
+            "tenant {tenant:?} is not in the map: unknown: {}",
+            match &home.unknown {
+                crate::policy::UnknownRoute::Nearest =>
+                    "nearest (from the client's location)".to_string(),
+                crate::policy::UnknownRoute::NxDomain => "nxdomain".to_string(),
+                crate::policy::UnknownRoute::List(l) => l
+                    .iter()
+                    .map(|&(r, _)| name(r))
+                    .collect::<Vec<_>>()
+                    .join(" "),
+            }
+        ));
+        let fixed = match &home.unknown {
+            crate::policy::UnknownRoute::List(l) => &l[..],
+            _ => &[],
+        };
+        let candidates = fixed
+            .iter()
+            .map(|&(r, _)| r)
+            .enumerate()
+            .map(|(i, r)| CandidateInfo {
+                region: name(r),
+                distance_km: None,
+                rtt_ms: None,
+                rtt_source: None,
+                health: set
+                    .regions
+                    .get(usize::from(r))
+                    .map_or(Effective::Up, |x| health.state(x.id)),
+                rank: Some(i + 1),
+            })
+            .collect();
+        return ((d, candidates), notes);
+    };
+    let hs = home.map.sets.get(s as usize);
+    let allowed = hs.map_or_else(String::new, |h| {
+        if h.allowed.is_empty() {
+            "any of the policy's regions".to_string()
+        } else {
+            h.allowed
+                .iter()
+                .map(|&r| name(r))
+                .collect::<Vec<_>>()
+                .join(" ")
+        }
+    });
+    notes.push(format!(
+        "tenant {tenant}: home {}, allowed {allowed} ({})",
+        hs.map_or_else(String::new, |h| name(h.home)),
+        p.home
+            .as_ref()
+            .map_or_else(String::new, |h| h.file.display().to_string())
+    ));
+    if let Some((before, mv)) = found.planned {
+        let at = humantime::format_rfc3339_seconds(
+            std::time::UNIX_EPOCH + std::time::Duration::from_secs(mv.at.max(0) as u64),
+        );
+        let from = home
+            .map
+            .sets
+            .get(before as usize)
+            .map_or_else(String::new, |h| name(h.home));
+        let to = home
+            .map
+            .sets
+            .get(mv.to as usize)
+            .map_or_else(String::new, |h| name(h.home));
+        notes.push(if now >= mv.at {
+            format!("moved from {from} to {to} at {at}")
+        } else {
+            format!("planned move from {from} to {to} at {at}")
+        });
+    }
+    if away {
+        notes.push("the home is out: the allowed region nearest to it answers".into());
+    } else if d.outcome == decide::Outcome::AllDown {
+        notes.push(format!(
+            "every allowed region is out: all_down {} (never a region outside the allowed set)",
+            p.all_down.name()
+        ));
+    }
+    notes.push("the answer does not depend on the client: ECS scope /0".into());
+    let list = home.lists.get(s as usize).map_or(&[][..], |l| &l[..]);
+    let candidates = list
+        .iter()
+        .enumerate()
+        .map(|(i, &(r, _))| CandidateInfo {
+            region: name(r),
+            distance_km: None,
+            rtt_ms: None,
+            rtt_source: None,
+            health: set
+                .regions
+                .get(usize::from(r))
+                .map_or(Effective::Up, |x| health.state(x.id)),
+            rank: Some(i + 1),
+        })
+        .collect();
+    ((d, candidates), notes)
 }
 
 fn find_policy(snapshot: &Snapshot, lower: &[u8]) -> Option<usize> {

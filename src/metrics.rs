@@ -55,6 +55,8 @@ pub struct Metrics {
     pub failover_slo_breaches: IntCounterVec,
     pub failovers: IntCounterVec,
     pub state_file_write_failures: IntCounter,
+    /// Tenants of `home` policies answered away from their home now (set at scrape).
+    pub tenant_away: IntGauge,
     pub anycast_transitions: IntCounterVec,
     pub anycast_driver_errors: IntCounter,
     pub health_queue_overflow: IntCounterVec,
@@ -233,6 +235,10 @@ impl Metrics {
                     300.0, 600.0
                 ]),
                 &["phase"]
+            )),
+            tenant_away: reg!(IntGauge::new(
+                "meridian_tenant_away_from_home",
+                "Tenants of method home policies answered away from their home now (the home is out, another allowed region serves)"
             )),
             state_file_write_failures: reg!(IntCounter::new(
                 "meridian_state_file_write_failures_total",
@@ -566,6 +572,8 @@ pub struct PolicyCounterStore {
 }
 
 struct PolicySlots {
+    /// A `home` policy: its answers also count in `meridian_tenant_answers_total`.
+    tenant: bool,
     regions: Box<[Box<str>]>,
     answers: Arc<[AtomicU64]>,
     /// Queries by the region the client ranks first (health aside), aligned with
@@ -627,6 +635,7 @@ impl PolicyCounterStore {
                         Arc::new(AtomicU64::new(0))
                     };
                     PolicySlots {
+                        tenant: false,
                         behaviour,
                         all_down,
                         ..p
@@ -670,6 +679,7 @@ impl PolicyCounterStore {
                         .filter(|p| p.behaviour == behaviour)
                         .map_or(0, |p| p.all_down.load(Ordering::Relaxed));
                     PolicySlots {
+                        tenant: false,
                         answers: regions.iter().map(|r| AtomicU64::new(count(r))).collect(),
                         first: regions.iter().map(|r| AtomicU64::new(firsts(r))).collect(),
                         marks: [mark(0), mark(1)],
@@ -697,6 +707,14 @@ impl PolicyCounterStore {
 }
 
 impl PolicyCounterStore {
+    /// Marks which policies are `home` policies (after `attach`).
+    pub fn set_tenant_policies(&self, names: &[&str]) {
+        let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        for (name, p) in map.iter_mut() {
+            p.tenant = names.contains(&&**name);
+        }
+    }
+
     /// Moves the answer-share window on: the newer mark becomes the older one.
     pub fn mark(&self) {
         let mut map = self.inner.lock().unwrap_or_else(|e| e.into_inner());
@@ -782,6 +800,10 @@ const ANSWERS: (&str, &str) = (
     "meridian_policy_answers_total",
     "Answers given by a policy, per region answered",
 );
+const TENANT_ANSWERS: (&str, &str) = (
+    "meridian_tenant_answers_total",
+    "Answers of method home policies naming the region (by region, never by tenant)",
+);
 const REGION_ANSWERS: (&str, &str) = (
     "meridian_region_answers_total",
     "Answers naming the region, over every policy (regions only: per-policy shares are in the status API)",
@@ -798,6 +820,7 @@ impl prometheus::core::Collector for PolicyCounterStore {
                 (ANSWERS, &["policy", "region"][..]),
                 (ALL_DOWN, &["policy", "behaviour"][..]),
                 (REGION_ANSWERS, &["region"][..]),
+                (TENANT_ANSWERS, &["region"][..]),
             ]
             .into_iter()
             .filter_map(|((name, help), labels)| {
@@ -825,11 +848,15 @@ impl prometheus::core::Collector for PolicyCounterStore {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
+        let mut by_tenant_region: BTreeMap<Box<str>, u64> = BTreeMap::new();
         for name in names {
             let Some(p) = map.get(name) else { continue };
             for (region, c) in p.regions.iter().zip(p.answers.iter()) {
                 let v = c.load(Ordering::Relaxed);
                 *by_region.entry(region.clone()).or_default() += v;
+                if p.tenant {
+                    *by_tenant_region.entry(region.clone()).or_default() += v;
+                }
                 if v > 0 {
                     answers
                         .mut_metric()
@@ -844,23 +871,25 @@ impl prometheus::core::Collector for PolicyCounterStore {
                 ));
             }
         }
-        let mut regions = prometheus::proto::MetricFamily::default();
-        regions.set_name(REGION_ANSWERS.0.into());
-        regions.set_help(REGION_ANSWERS.1.into());
-        regions.set_field_type(prometheus::proto::MetricType::COUNTER);
-        for (region, v) in by_region.into_iter().filter(|(_, v)| *v > 0) {
-            let mut m = prometheus::proto::Metric::default();
-            let mut l = prometheus::proto::LabelPair::default();
-            l.set_name("region".into());
-            l.set_value(region.to_string());
-            m.set_label(vec![l]);
-            let mut c = prometheus::proto::Counter::default();
-            c.set_value(v as f64);
-            m.set_counter(c);
-            regions.mut_metric().push(m);
-        }
+        let by_region_family = |(name, help): (&str, &str), values: BTreeMap<Box<str>, u64>| {
+            let mut f = counter_family(name, help);
+            for (region, v) in values.into_iter().filter(|(_, v)| *v > 0) {
+                let mut m = prometheus::proto::Metric::default();
+                let mut l = prometheus::proto::LabelPair::default();
+                l.set_name("region".into());
+                l.set_value(region.to_string());
+                m.set_label(vec![l]);
+                let mut c = prometheus::proto::Counter::default();
+                c.set_value(v as f64);
+                m.set_counter(c);
+                f.mut_metric().push(m);
+            }
+            f
+        };
+        let regions = by_region_family(REGION_ANSWERS, by_region);
+        let tenants = by_region_family(TENANT_ANSWERS, by_tenant_region);
         // An empty family is not valid exposition.
-        [answers, all_down, regions]
+        [answers, all_down, regions, tenants]
             .into_iter()
             .filter(|f| !f.get_metric().is_empty())
             .collect()

@@ -169,6 +169,7 @@ pub fn run(config: Config, config_path: &Path, overrides: &Overrides) -> anyhow:
             token: config.startup.admin_token.clone(),
             anycast: anycast.clone(),
             exabgp_polled: std::sync::Mutex::new(None),
+            tenant_writes: tokio::sync::Mutex::new(()),
         });
         info!(listen = %http.local_addr()?, "serving HTTP: /metrics /status /api/v1");
         let admin = tokio::spawn(crate::admin::serve(http, admin_state, rx.clone()));

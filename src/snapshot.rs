@@ -248,6 +248,7 @@ impl Snapshot {
             return Err(errors);
         }
         let regions = &policies.regions;
+        let store = counters;
         let counters = counters
             .attach(policies.policies.iter().map(|p| {
                 let names = p
@@ -258,6 +259,13 @@ impl Snapshot {
                 (&*p.display, names, p.all_down.name())
             }))
             .into_boxed_slice();
+        let homes: Vec<&str> = policies
+            .policies
+            .iter()
+            .filter(|p| p.home.is_some())
+            .map(|p| &*p.display)
+            .collect();
+        store.set_tenant_policies(&homes);
         let population = crate::policy::population::model(&policies, &geo).into();
         let demands = crate::policy::population::demands(&policies).into();
         // Dynamic answers are signed for every address live here; the first health
@@ -269,6 +277,30 @@ impl Snapshot {
             &HealthView::default(),
             crate::dnssec::now(),
         )?;
+        // An unknown tenant's NXDOMAIN cannot be proven where the wildcard exists.
+        let mut refused = Vec::new();
+        for p in &policies.policies {
+            let nx = p
+                .home
+                .as_ref()
+                .is_some_and(|h| h.unknown == crate::policy::UnknownTenant::NxDomain);
+            let signed = crate::zone::ZoneSet::find_in(&zones, &p.name)
+                .and_then(|i| zones.get(i))
+                .is_some_and(|z| z.signed);
+            if nx && signed {
+                refused.push(Diagnostic::new(
+                    &p.file,
+                    p.line,
+                    format!(
+                        "{}: unknown: nxdomain cannot be proven in a signed zone (the wildcard exists); use nearest or a list of regions",
+                        p.display
+                    ),
+                ));
+            }
+        }
+        if !refused.is_empty() {
+            return Err(refused);
+        }
         Ok(Built {
             snapshot: Snapshot {
                 population,

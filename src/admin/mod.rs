@@ -4,6 +4,7 @@
 //! Nothing here is on the DNS query path.
 
 mod page;
+mod tenants;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -34,6 +35,8 @@ pub struct AdminState {
     /// When an ExaBGP process (`meridian anycast exabgp`) last read the routes: the
     /// exabgp driver's session state as the server can see it.
     pub exabgp_polled: std::sync::Mutex<Option<std::time::Instant>>,
+    /// Tenant changes one at a time (each rewrites the file the last one wrote).
+    pub tenant_writes: tokio::sync::Mutex<()>,
 }
 
 #[derive(Serialize)]
@@ -94,6 +97,13 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/api/v1/explain", get(explain))
         .route("/api/v1/reload", post(reload))
         .route("/api/v1/failovers", get(failovers))
+        .route("/api/v1/tenants", get(tenants::list))
+        .route(
+            "/api/v1/tenants/{name}",
+            get(tenants::get_one)
+                .put(tenants::put_one)
+                .delete(tenants::delete_one),
+        )
         .route("/api/v1/anycast", get(anycast_status))
         .route("/api/v1/anycast/{action}", post(anycast_action))
         .route("/api/v1/regions/{region}/{action}", post(region_action))
@@ -136,7 +146,17 @@ async fn metrics(State(s): State<Arc<AdminState>>) -> Response {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        s.reloader.metrics.render(),
+        {
+            let snap = s.reloader.shared.load();
+            let view = s.reloader.health.view.load();
+            let now = crate::health::store::now_unix() as i64;
+            let away = snap.policies.tenants_away(&view, now);
+            s.reloader
+                .metrics
+                .tenant_away
+                .set(i64::try_from(away).unwrap_or(i64::MAX));
+            s.reloader.metrics.render()
+        },
     )
         .into_response()
 }

@@ -5,7 +5,10 @@ use std::process::ExitCode;
 
 use meridian::config::Overrides;
 
-use super::{AdminAction, AnycastAction, Cli, load_config};
+use super::{AdminAction, AnycastAction, Cli, TenantAction, load_config};
+
+const GET: &str = "GET";
+const POST: &str = "POST";
 
 pub fn run(
     cli: &Cli,
@@ -19,29 +22,57 @@ pub fn run(
     };
     let base = format!("http://{}", config.startup.http_listen);
     let token = token.or_else(|| config.startup.admin_token.clone());
-    let (method_post, path, body) = match action {
-        AdminAction::Reload => (true, "/api/v1/reload".to_string(), None),
-        AdminAction::Status => (false, "/api/v1/status".to_string(), None),
+    let (method, path, body) = match action {
+        AdminAction::Reload => (POST, "/api/v1/reload".to_string(), None),
+        AdminAction::Status => (GET, "/api/v1/status".to_string(), None),
+        AdminAction::Tenant(TenantAction::List) => (GET, "/api/v1/tenants".to_string(), None),
+        AdminAction::Tenant(TenantAction::Show { name }) => {
+            (GET, format!("/api/v1/tenants/{name}"), None)
+        }
+        AdminAction::Tenant(TenantAction::Delete { name, map }) => (
+            "DELETE",
+            match map {
+                Some(m) => format!("/api/v1/tenants/{name}?map={m}"),
+                None => format!("/api/v1/tenants/{name}"),
+            },
+            None,
+        ),
+        AdminAction::Tenant(TenantAction::Set {
+            name,
+            home,
+            allowed,
+            at,
+            map,
+        }) => {
+            let allowed: Option<Vec<&str>> = allowed
+                .as_deref()
+                .map(|a| a.split([' ', ',']).filter(|x| !x.is_empty()).collect());
+            (
+                "PUT",
+                format!("/api/v1/tenants/{name}"),
+                Some(serde_json::json!({ "home": home, "allowed": allowed, "at": at, "map": map })),
+            )
+        }
         AdminAction::Failovers { region } => (
-            false,
+            GET,
             match region {
                 Some(r) => format!("/api/v1/failovers?region={r}"),
                 None => "/api/v1/failovers".to_string(),
             },
             None,
         ),
-        AdminAction::Anycast(AnycastAction::Show) => (false, "/api/v1/anycast".to_string(), None),
+        AdminAction::Anycast(AnycastAction::Show) => (GET, "/api/v1/anycast".to_string(), None),
         AdminAction::Anycast(AnycastAction::Withdraw {
             prefix,
             reason,
             lasts,
         }) => (
-            true,
+            POST,
             "/api/v1/anycast/withdraw".to_string(),
             Some(serde_json::json!({ "prefix": prefix, "reason": reason, "for": lasts })),
         ),
         AdminAction::Anycast(AnycastAction::Announce { prefix }) => (
-            true,
+            POST,
             "/api/v1/anycast/announce".to_string(),
             Some(serde_json::json!({ "prefix": prefix })),
         ),
@@ -62,7 +93,7 @@ pub fn run(
             // Absent options go as null, which the API reads as not given.
             let body =
                 serde_json::json!({ "reason": t.reason, "fraction": t.fraction, "for": t.lasts });
-            (true, path, Some(body))
+            (POST, path, Some(body))
         }
     };
     let run = async move {
@@ -70,11 +101,8 @@ pub fn run(
             .no_proxy()
             .build()
             .map_err(|e| e.to_string())?;
-        let mut req = if method_post {
-            client.post(format!("{base}{path}"))
-        } else {
-            client.get(format!("{base}{path}"))
-        };
+        let method = reqwest::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut req = client.request(method, format!("{base}{path}"));
         if let Some(t) = token {
             req = req.bearer_auth(t);
         }

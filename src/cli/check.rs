@@ -44,6 +44,37 @@ pub fn run(cli: &Cli, overrides: &Overrides) -> ExitCode {
                     p.line
                 );
             }
+            // Each tenant map once, with the policies that use it.
+            let mut maps: Vec<(
+                &std::path::Path,
+                &meridian::policy::tenants::TenantMap,
+                Vec<&str>,
+            )> = Vec::new();
+            for p in &snap.policies.policies {
+                let Some(h) = &p.home else { continue };
+                match maps.iter_mut().find(|m| m.0 == h.file.as_path()) {
+                    Some(m) => m.2.push(&p.display),
+                    None => maps.push((&h.file, &h.map, vec![&p.display])),
+                }
+            }
+            for (file, map, users) in maps {
+                let homes: std::collections::BTreeSet<u16> =
+                    map.sets.iter().map(|s| s.home).collect();
+                let allowed: std::collections::BTreeSet<&[u16]> =
+                    map.sets.iter().map(|s| &s.allowed[..]).collect();
+                let now = meridian::health::store::now_unix() as i64;
+                let scheduled = map.moves.iter().filter(|m| m.at > now).count();
+                println!(
+                    "tenants {}: {} tenants, {} homes, {} allowed sets, {} moves scheduled ({} done) for {}",
+                    file.display(),
+                    map.len(),
+                    homes.len(),
+                    allowed.len(),
+                    scheduled,
+                    map.moves.len() - scheduled,
+                    users.join(", ")
+                );
+            }
             let cs = &snap.compile_stats;
             if !snap.policies.policies.is_empty() {
                 let kinds: Vec<String> = cs

@@ -71,6 +71,39 @@ pub enum AdminAction {
     /// Withdraw an anycast prefix by hand, put it back, or show every prefix.
     #[command(subcommand)]
     Anycast(AnycastAction),
+    /// Change one tenant of a `method: home` map (the file is rewritten and reloaded),
+    /// show it, or list the maps and the tenants away from home.
+    #[command(subcommand)]
+    Tenant(TenantAction),
+}
+
+#[derive(Subcommand)]
+pub enum TenantAction {
+    /// Set a tenant's home (now, or from --at on) and optionally its allowed regions.
+    Set {
+        name: String,
+        #[arg(long)]
+        home: String,
+        /// The regions its data may be served from (space- or comma-separated; "" for any).
+        #[arg(long)]
+        allowed: Option<String>,
+        /// A planned move: the new home answers from this time (RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
+        /// Which map, when the server has several.
+        #[arg(long)]
+        map: Option<String>,
+    },
+    /// Remove a tenant from its map.
+    Delete {
+        name: String,
+        #[arg(long)]
+        map: Option<String>,
+    },
+    /// A tenant's home, allowed regions, move, and the region answering now (JSON).
+    Show { name: String },
+    /// The maps with their counts and the tenants away from home (JSON).
+    List,
 }
 
 #[derive(Subcommand)]

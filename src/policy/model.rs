@@ -315,6 +315,32 @@ pub struct PolicySet {
 }
 
 impl PolicySet {
+    /// Tenants of `home` policies whose home is out while another allowed region
+    /// serves them, at `now` (each map once, however many policies use it).
+    pub fn tenants_away(&self, health: &crate::health::HealthView, now: i64) -> u64 {
+        let mut seen = Vec::new();
+        let mut away = 0u64;
+        for h in self.homes.iter().flatten() {
+            let key = Arc::as_ptr(&h.map) as usize;
+            if seen.contains(&key) {
+                continue;
+            }
+            seen.push(key);
+            let down = |r: u16| {
+                self.regions
+                    .get(usize::from(r))
+                    .is_none_or(|x| health.state(x.id) == crate::health::Effective::Down)
+            };
+            for (list, n) in h.lists.iter().zip(h.map.counts_at(now)) {
+                let home_out = list.first().is_some_and(|&(r, _)| down(r));
+                if home_out && list.iter().skip(1).any(|&(r, _)| !down(r)) {
+                    away += u64::from(n);
+                }
+            }
+        }
+        away
+    }
+
     /// Brings the lines that the decisions for a batch of queries ((policy, client)
     /// pairs) will read into the cache, one kind at a time so that each pass's misses
     /// overlap instead of queueing one after another as they do inside a decision: the

@@ -28,6 +28,7 @@ pub struct HomeSet {
 /// A planned move: from `at` (Unix seconds) the tenant answers with set `to`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Move {
+    pub from: u32,
     pub to: u32,
     pub at: i64,
 }
@@ -49,6 +50,8 @@ pub struct TenantMap {
     index: HashMap<Box<[u8]>, Entry, foldhash::fast::FixedState>,
     pub sets: Vec<HomeSet>,
     pub moves: Vec<Move>,
+    /// Tenants per set as listed (before any move).
+    listed: Vec<u32>,
 }
 
 /// What a tenant's answer follows now.
@@ -86,6 +89,21 @@ impl TenantMap {
         Some(Found { set, planned })
     }
 
+    /// Tenants per set at `now`: as listed, with the moves due by then applied.
+    pub fn counts_at(&self, now: i64) -> Vec<u32> {
+        let mut counts = self.listed.clone();
+        counts.resize(self.sets.len(), 0);
+        for m in self.moves.iter().filter(|m| now >= m.at) {
+            if let Some(c) = counts.get_mut(m.from as usize) {
+                *c = c.saturating_sub(1);
+            }
+            if let Some(c) = counts.get_mut(m.to as usize) {
+                *c += 1;
+            }
+        }
+        counts
+    }
+
     /// Tenants, with their label, in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (&[u8], Found)> + '_ {
         self.index.iter().map(|(k, e)| {
@@ -109,6 +127,72 @@ pub struct Line {
     pub allowed: Vec<String>,
     pub move_to: Option<String>,
     pub move_at: Option<String>,
+}
+
+impl Line {
+    fn render(&self) -> String {
+        format!(
+            "{},{},{},{},{}",
+            self.tenant,
+            self.home,
+            self.allowed.join(" "),
+            self.move_to.as_deref().unwrap_or(""),
+            self.move_at.as_deref().unwrap_or("")
+        )
+    }
+}
+
+/// The line of `tenant` (any case) in a tenant file's text, as written.
+pub fn line_of(text: &str, tenant: &str) -> Option<Line> {
+    text.lines()
+        .skip_while(|l| l.split('#').next().unwrap_or("").trim().is_empty())
+        .skip(1)
+        .find_map(|raw| {
+            let content = raw.split('#').next().unwrap_or("").trim();
+            let f: Vec<&str> = content.split(',').map(str::trim).collect();
+            let [t, home, allowed, move_to, move_at] = f[..] else {
+                return None;
+            };
+            t.eq_ignore_ascii_case(tenant).then(|| Line {
+                tenant: t.to_string(),
+                home: home.to_string(),
+                allowed: allowed.split_whitespace().map(str::to_string).collect(),
+                move_to: (!move_to.is_empty()).then(|| move_to.to_string()),
+                move_at: (!move_at.is_empty()).then(|| move_at.to_string()),
+            })
+        })
+}
+
+/// A tenant file's text with `tenant`'s line replaced by `line` (appended when it had
+/// none), or removed (`None`); every other line, comment and blank kept as it was.
+pub fn rewrite(text: &str, tenant: &str, line: Option<&Line>) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    let mut header = false;
+    let mut done = false;
+    for raw in text.lines() {
+        let content = raw.split('#').next().unwrap_or("").trim();
+        let first = content.split(',').next().unwrap_or("").trim();
+        if header && !content.is_empty() && first.eq_ignore_ascii_case(tenant) {
+            if let (Some(l), false) = (line, done) {
+                out.push_str(&l.render());
+                out.push('\n');
+            }
+            done = true;
+            continue;
+        }
+        header |= !content.is_empty();
+        out.push_str(raw);
+        out.push('\n');
+    }
+    if let (Some(l), false) = (line, done) {
+        if !header {
+            out.push_str(&HEADER.join(","));
+            out.push('\n');
+        }
+        out.push_str(&l.render());
+        out.push('\n');
+    }
+    out
 }
 
 /// Parses a tenant file's text. `region` maps a region name to its index; errors name
@@ -272,7 +356,7 @@ pub fn parse(
                     home: to,
                     allowed: allowed_r,
                 });
-                map.moves.push(Move { to, at });
+                map.moves.push(Move { from: set, to, at });
                 (map.moves.len() - 1) as u32
             }
             None => NO_MOVE,
@@ -296,6 +380,12 @@ pub fn parse(
     let mut ordered: Vec<(HomeSet, u32)> = sets.into_iter().collect();
     ordered.sort_by_key(|(_, i)| *i);
     map.sets = ordered.into_iter().map(|(s, _)| s).collect();
+    map.listed = vec![0; map.sets.len()];
+    for e in map.index.values() {
+        if let Some(c) = map.listed.get_mut(e.set as usize) {
+            *c += 1;
+        }
+    }
     map.index.shrink_to_fit();
     Ok(map)
 }
@@ -393,6 +483,48 @@ Hooli,eu-west,eu-central eu-west,,
         assert_eq!(m.sets[after.set as usize].home, 2);
         assert_eq!(before.planned, after.planned);
         assert_eq!(before.planned.unwrap().1.at, at);
+        let sum = |v: Vec<u32>| v.iter().sum::<u32>();
+        assert_eq!(sum(m.counts_at(at - 1)), 4);
+        assert_eq!(
+            m.counts_at(at)[before.set as usize] + 1,
+            m.counts_at(at - 1)[before.set as usize]
+        );
+        assert_eq!(m.counts_at(at)[after.set as usize], 1);
+    }
+
+    #[test]
+    fn rewriting_changes_one_line_and_keeps_the_rest() {
+        let line = Line {
+            tenant: "acme".into(),
+            home: "eu-central".into(),
+            allowed: vec!["eu-west".into(), "eu-central".into()],
+            move_to: None,
+            move_at: None,
+        };
+        let changed = rewrite(FILE, "ACME", Some(&line));
+        assert!(
+            changed.contains("\nacme,eu-central,eu-west eu-central,,\n"),
+            "{changed}"
+        );
+        assert!(changed.contains("# comment\n") && changed.contains("# allowed empty"));
+        assert_eq!(changed.lines().count(), FILE.lines().count());
+        assert_eq!(line_of(&changed, "acme"), Some(line.clone()));
+        let m = parse_text(&changed).unwrap();
+        assert_eq!(m.sets[m.find(b"acme", &|| 0).unwrap().set as usize].home, 2);
+        // Added at the end, removed without a trace.
+        let added = rewrite(
+            FILE,
+            "newco",
+            Some(&Line {
+                tenant: "newco".into(),
+                ..line
+            }),
+        );
+        assert!(added.ends_with("newco,eu-central,eu-west eu-central,,\n"));
+        assert_eq!(parse_text(&added).unwrap().len(), 5);
+        let removed = rewrite(&added, "newco", None);
+        assert_eq!(removed, FILE);
+        assert_eq!(line_of(FILE, "tenant"), None, "the header is not a tenant");
     }
 
     #[test]

@@ -1008,3 +1008,227 @@ fn every_policy_key_mistyped_is_reported_with_its_neighbour() {
         }
     }
 }
+
+/// A `home` policy over the test regions with `tenants.csv` beside it.
+fn home_world(csv: &str, extra: &str) -> World {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tenants.csv"), csv).unwrap();
+    std::fs::write(
+        dir.path().join("p.yaml"),
+        format!(
+            "version: 1\n{REGIONS}\npolicies:\n  - name: \"*.tenants.example.com\"\n    method: home\n    tenants: tenants.csv\n    regions: [us-east, eu-west, ap-south]\n{extra}"
+        ),
+    )
+    .unwrap();
+    let mut set = load(dir.path(), None, 5.0).unwrap_or_else(|e| panic!("{e:?}"));
+    let geo = GeoTable::compile(networks(), set.overlays(), None, "test".into());
+    compile::compile(&mut set, &geo).unwrap();
+    World { set, _dir: dir }
+}
+
+/// (chosen regions, outcome, scope, case) for `qname`'s tenant at `now`.
+fn ask_home(
+    w: &World,
+    qname: &str,
+    client: &str,
+    down: &[&str],
+    now: i64,
+) -> (Vec<String>, Outcome, u8, Option<decide::HomeCase>) {
+    let mut health = HealthView::default();
+    for d in down {
+        let r = &w.set.regions[usize::from(w.set.region_index(d).unwrap())];
+        health.set(r.id, crate::health::Effective::Down);
+    }
+    let wire = crate::name::from_text(qname, crate::name::ROOT).unwrap();
+    let lower = crate::name::lowercase(&wire);
+    let home = w.set.homes[0].as_ref().unwrap();
+    let label = decide::tenant_label(&lower, home.depth);
+    let client: Option<IpAddr> = (!client.is_empty()).then(|| client.parse().unwrap());
+    let (d, case) = decide::decide_home(
+        &w.set,
+        &health,
+        &w.set.routes[0],
+        home,
+        label,
+        A,
+        client,
+        &|| now,
+    );
+    (names(&w.set, d.chosen()), d.outcome, d.scope, Some(case))
+}
+
+const TENANTS: &str = "tenant,home,allowed,move_to,move_at
+acme,eu-west,eu-west us-east,,
+globex,us-east,,,
+solo,ap-south,ap-south,,
+initech,eu-west,eu-west us-east,us-east,2026-12-20T02:00:00Z
+";
+
+#[test]
+fn home_answers_the_tenants_home_and_fails_over_only_inside_its_allowed_regions() {
+    use decide::HomeCase::*;
+    let w = home_world(TENANTS, "");
+    let eu = "acme.tenants.example.com.";
+    let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    // (qname, client, down) → (chosen, outcome, away)
+    let cases: &[(&str, &str, &[&str], &[&str], Outcome, bool)] = &[
+        // Home up: the home, wherever the client is.
+        (eu, "10.1.0.1", &[], &["eu-west"], Outcome::Addresses, false),
+        (eu, "10.4.0.1", &[], &["eu-west"], Outcome::Addresses, false),
+        (
+            "ACME.Tenants.Example.Com.",
+            "",
+            &[],
+            &["eu-west"],
+            Outcome::Addresses,
+            false,
+        ),
+        // Home down: the next allowed region.
+        (
+            eu,
+            "10.4.0.1",
+            &["eu-west"],
+            &["us-east"],
+            Outcome::Addresses,
+            true,
+        ),
+        // Every allowed region down: all_down (servfail by default), never ap-south.
+        (
+            eu,
+            "10.4.0.1",
+            &["eu-west", "us-east"],
+            &["eu-west"],
+            Outcome::AllDown,
+            false,
+        ),
+        // Allowed empty: any of the policy's regions, home first, then nearest to it
+        // (from us-east: eu-west before ap-south).
+        (
+            "globex.tenants.example.com.",
+            "10.4.0.1",
+            &[],
+            &["us-east"],
+            Outcome::Addresses,
+            false,
+        ),
+        (
+            "globex.tenants.example.com.",
+            "10.4.0.1",
+            &["us-east"],
+            &["eu-west"],
+            Outcome::Addresses,
+            true,
+        ),
+        (
+            "globex.tenants.example.com.",
+            "",
+            &["us-east", "eu-west"],
+            &["ap-south"],
+            Outcome::Addresses,
+            true,
+        ),
+        (
+            "solo.tenants.example.com.",
+            "",
+            &["ap-south"],
+            &["ap-south"],
+            Outcome::AllDown,
+            false,
+        ),
+    ];
+    for &(q, client, down, want, outcome, away) in cases {
+        let (chosen, got, scope, case) = ask_home(&w, q, client, down, 0);
+        assert_eq!((chosen, got), (s(want), outcome), "{q} {client} {down:?}");
+        assert_eq!(scope, 0, "one answer for every client");
+        assert!(
+            matches!(case, Some(Tenant { away: a, .. }) if a == away),
+            "{q} {down:?}: {case:?}"
+        );
+    }
+}
+
+#[test]
+fn unknown_tenants_get_what_unknown_says() {
+    use decide::HomeCase::Unknown;
+    // nearest (the default): from the client's location, scoped as nearest scopes.
+    let w = home_world(TENANTS, "");
+    let (chosen, outcome, scope, case) =
+        ask_home(&w, "nobody.tenants.example.com.", "10.4.0.1", &[], 0);
+    assert_eq!(
+        (chosen, outcome, case),
+        (
+            vec!["ap-south".to_string()],
+            Outcome::Addresses,
+            Some(Unknown)
+        )
+    );
+    assert!(scope > 0);
+    // Two labels below the wildcard: the wildcard's label is the tenant (here: acme).
+    let (chosen, ..) = ask_home(&w, "www.acme.tenants.example.com.", "10.4.0.1", &[], 0);
+    assert_eq!(chosen, vec!["eu-west".to_string()]);
+    // A fixed list.
+    let w = home_world(TENANTS, "    unknown: [us-east, ap-south]\n");
+    let (chosen, _, scope, _) = ask_home(
+        &w,
+        "nobody.tenants.example.com.",
+        "10.4.0.1",
+        &["us-east"],
+        0,
+    );
+    assert_eq!((chosen, scope), (vec!["ap-south".to_string()], 0));
+    // NXDOMAIN.
+    let w = home_world(TENANTS, "    unknown: nxdomain\n");
+    let (chosen, outcome, ..) = ask_home(&w, "nobody.tenants.example.com.", "10.4.0.1", &[], 0);
+    assert_eq!((chosen.len(), outcome), (0, Outcome::NxDomain));
+}
+
+#[test]
+fn a_planned_move_answers_the_new_home_from_its_time() {
+    let w = home_world(TENANTS, "");
+    let at = 1_797_732_000; // 2026-12-20T02:00:00Z
+    let q = "initech.tenants.example.com.";
+    assert_eq!(
+        ask_home(&w, q, "", &[], at - 1).0,
+        vec!["eu-west".to_string()]
+    );
+    assert_eq!(ask_home(&w, q, "", &[], at).0, vec!["us-east".to_string()]);
+    // After the move, the old home is the fallback inside the allowed set.
+    assert_eq!(
+        ask_home(&w, q, "", &["us-east"], at).0,
+        vec!["eu-west".to_string()]
+    );
+}
+
+#[test]
+fn a_home_policy_refuses_what_it_cannot_serve() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("t.csv"),
+        "tenant,home,allowed,move_to,move_at\nacme,edge,,,\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.yaml"),
+        format!(
+            "version: 1\n{REGIONS}\npolicies:\n  - {{ name: plain.example.com, method: home, tenants: t.csv, regions: [us-east, eu-west] }}\n  - {{ name: \"*.t.example.com\", method: home }}\n  - {{ name: www.example.com, method: nearest, tenants: t.csv, unknown: nearest }}\n  - {{ name: \"*.u.example.com\", method: home, tenants: missing.csv }}\n  - {{ name: \"*.v.example.com\", method: home, tenants: t.csv, unknown: somewhere, regions: [edge] }}\n"
+        ),
+    )
+    .unwrap();
+    let errors: Vec<String> = load(dir.path(), None, 5.0)
+        .unwrap_err()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    let text = errors.join("\n");
+    for want in [
+        "method home needs a wildcard name",
+        "region \"edge\" is not one of the policy's regions",
+        "method home needs tenants:",
+        "tenants: only applies to method home",
+        "unknown: only applies to method home",
+        "missing.csv: cannot read tenant file",
+        "unknown: \"somewhere\" is not nearest, nxdomain or a list of regions",
+    ] {
+        assert!(text.contains(want), "{want}\n{text}");
+    }
+}
