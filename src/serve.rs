@@ -131,6 +131,7 @@ pub fn run(config: Config, config_path: &Path, overrides: &Overrides) -> anyhow:
         ));
         metrics.set_dnssec_expiry(&snapshot.dnssec.earliest_expiry);
         tokio::spawn(resign(reloader.clone(), shared.clone()));
+        tokio::spawn(watch_tenant_files(reloader.clone(), shared.clone()));
         let (tx, rx) = watch::channel(false);
         if config.startup.admin_token.is_none() {
             info!("no admin token configured: admin API writes are disabled");
@@ -239,6 +240,54 @@ async fn signals(reloader: &Arc<Reloader>) -> anyhow::Result<()> {
                 info!("SIGHUP: reloading");
                 reloader.reload().await;
             }
+        }
+    }
+}
+
+/// The tenant map files of the snapshot being served, with what identifies a version
+/// (modification time and length).
+fn tenant_files(
+    shared: &Shared,
+) -> Vec<(std::path::PathBuf, Option<(std::time::SystemTime, u64)>)> {
+    let snap = shared.load();
+    let mut files: Vec<std::path::PathBuf> = snap
+        .policies
+        .policies
+        .iter()
+        .filter_map(|p| p.home.as_ref().map(|h| h.file.clone()))
+        .collect();
+    files.sort();
+    files.dedup();
+    files
+        .into_iter()
+        .map(|f| {
+            let v = std::fs::metadata(&f)
+                .ok()
+                .and_then(|m| Some((m.modified().ok()?, m.len())));
+            (f, v)
+        })
+        .collect()
+}
+
+/// Reloads when a tenant map file changes on disk (looked at every 2 s), so a map
+/// written by a deploy tool takes effect without a signal; a broken file is reported
+/// and the running map kept, as any reload.
+async fn watch_tenant_files(reloader: Arc<Reloader>, shared: Shared) {
+    let mut seen = tenant_files(&shared);
+    loop {
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        let now = tenant_files(&shared);
+        let changed = now.iter().any(|(f, v)| {
+            seen.iter()
+                .find(|(g, _)| g == f)
+                .is_some_and(|(_, w)| w != v)
+        });
+        if changed {
+            info!("a tenant map changed on disk: reloading");
+            reloader.reload().await;
+            seen = tenant_files(&shared);
+        } else {
+            seen = now;
         }
     }
 }

@@ -257,12 +257,12 @@ fn target_file(snap: &Snapshot, name: &str, map: Option<&str>) -> Result<PathBuf
         .filter(|x| x.2.map.find(name.as_bytes(), &|| 0).is_some())
         .map(|x| &x.0)
         .collect();
-    match (all.len(), listing.as_slice()) {
-        (0, _) => Err(api_error(
+    match (all.as_slice(), listing.as_slice()) {
+        ([], _) => Err(api_error(
             StatusCode::NOT_FOUND,
             "no tenant maps (no method home policy)",
         )),
-        (1, _) => Ok(all[0].0.clone()),
+        ([only], _) => Ok(only.0.clone()),
         (_, [one]) => Ok((*one).clone()),
         _ => Err(api_error(
             StatusCode::BAD_REQUEST,

@@ -1071,7 +1071,15 @@ fn home_answers_the_tenants_home_and_fails_over_only_inside_its_allowed_regions(
     let eu = "acme.tenants.example.com.";
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
     // (qname, client, down) → (chosen, outcome, away)
-    let cases: &[(&str, &str, &[&str], &[&str], Outcome, bool)] = &[
+    type Case<'a> = (
+        &'a str,
+        &'a str,
+        &'a [&'a str],
+        &'a [&'a str],
+        Outcome,
+        bool,
+    );
+    let cases: &[Case] = &[
         // Home up: the home, wherever the client is.
         (eu, "10.1.0.1", &[], &["eu-west"], Outcome::Addresses, false),
         (eu, "10.4.0.1", &[], &["eu-west"], Outcome::Addresses, false),
