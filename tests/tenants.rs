@@ -195,7 +195,7 @@ fn every_tenant_gets_its_home_and_never_crosses_its_residency() {
     }
     assert_eq!(
         m.metric("meridian_tenant_away_from_home"),
-        Some((TENANTS / 6 + usize::from(TENANTS % 6 > 0)) as f64),
+        Some((TENANTS / 6 + usize::from(!TENANTS.is_multiple_of(6))) as f64),
         "the eu-west tenants are away from home"
     );
     assert!(
