@@ -65,7 +65,7 @@ pub fn run(cli: &Cli, overrides: &Overrides) -> ExitCode {
                 let now = meridian::health::store::now_unix() as i64;
                 let scheduled = map.moves.iter().filter(|m| m.at > now).count();
                 println!(
-                    "tenants {}: {} tenants, {} homes, {} allowed sets, {} moves scheduled ({} done) for {}",
+                    "tenants {}: {} tenants, {} homes, {} allowed sets, moves: {} scheduled, {} done; for {}",
                     file.display(),
                     map.len(),
                     homes.len(),
