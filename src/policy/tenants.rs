@@ -203,9 +203,18 @@ pub fn parse(
     region: &dyn Fn(&str) -> Option<u16>,
 ) -> Result<TenantMap, Vec<Diagnostic>> {
     let mut errors = Vec::new();
-    let mut map = TenantMap::default();
+    // Sized once from the line count: growing a million-entry table by doubling would
+    // hold two of them at once.
+    let lines = text
+        .bytes()
+        .filter(|&b| b == b'\n')
+        .count()
+        .min(MAX_TENANTS);
+    let mut map = TenantMap {
+        index: HashMap::with_capacity_and_hasher(lines, Default::default()),
+        ..TenantMap::default()
+    };
     let mut sets: HashMap<HomeSet, u32> = HashMap::new();
-    let mut first_line: HashMap<Box<[u8]>, usize, foldhash::fast::FixedState> = HashMap::default();
     let mut header = false;
     for (i, raw) in text.lines().enumerate() {
         let line = i + 1;
@@ -322,7 +331,9 @@ pub fn parse(
             }
         };
         let key: Box<[u8]> = tenant.to_ascii_lowercase().into_bytes().into();
-        if let Some(first) = first_line.get(&key) {
+        if map.index.contains_key(&key) {
+            // Rare: the first line is looked for again rather than kept for every tenant.
+            let first = first_listed(text, tenant).unwrap_or(0);
             errors.push(Diagnostic::new(
                 path,
                 line,
@@ -361,7 +372,6 @@ pub fn parse(
             }
             None => NO_MOVE,
         };
-        first_line.insert(key.clone(), line);
         map.index.insert(key, Entry { set, mv });
     }
     if !header && errors.is_empty() {
@@ -386,8 +396,15 @@ pub fn parse(
             *c += 1;
         }
     }
-    map.index.shrink_to_fit();
     Ok(map)
+}
+
+/// The line where `tenant` (any case) is first listed.
+fn first_listed(text: &str, tenant: &str) -> Option<usize> {
+    text.lines().enumerate().skip(1).find_map(|(i, raw)| {
+        let first = raw.split('#').next()?.split(',').next()?.trim();
+        first.eq_ignore_ascii_case(tenant).then_some(i + 1)
+    })
 }
 
 /// Reads and parses a tenant file, refusing one over [`MAX_FILE_BYTES`].
