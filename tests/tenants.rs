@@ -195,7 +195,7 @@ fn every_tenant_gets_its_home_and_never_crosses_its_residency() {
     }
     assert_eq!(
         m.metric("meridian_tenant_away_from_home"),
-        Some((TENANTS / 6 + usize::from(!TENANTS.is_multiple_of(6))) as f64),
+        Some(TENANTS.div_ceil(6) as f64),
         "the eu-west tenants are away from home"
     );
     assert!(
@@ -221,6 +221,19 @@ fn every_tenant_gets_its_home_and_never_crosses_its_residency() {
     );
     let v: serde_json::Value = serde_json::from_str(&body).unwrap();
     assert_eq!(v["away"][0], "t000018", "{v}");
+    let (_, body) = http(m.http, "GET", "/api/v1/status", &[], "");
+    let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        v["tenants"][0]["away_from_home"],
+        TENANTS.div_ceil(6),
+        "{}",
+        v["tenants"]
+    );
+    let (_, page) = http(m.http, "GET", "/status", &[], "");
+    assert!(
+        page.contains("<h2>Tenants</h2>") && page.contains("<b>16667</b>"),
+        "{page}"
+    );
     // Both EU regions out: SERVFAIL (residency fails closed), not a US answer.
     admin(&m, "POST", "/api/v1/regions/eu-central/force-down", "{}");
     let r = m.udp(&name("t000001"), RecordType::A);

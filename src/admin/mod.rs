@@ -56,6 +56,10 @@ struct FullStatus {
     /// With `anycast:`: each prefix's route, why, since when, and the driver's state.
     #[serde(skip_serializing_if = "Option::is_none")]
     anycast: Option<Arc<crate::anycast::run::AnycastStatus>>,
+    /// `method: home` tenant maps: counts and tenants away from home (the names are in
+    /// `/api/v1/tenants`, paged).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    tenants: Vec<tenants::MapInfo>,
 }
 
 /// Counts first: what a page with 10 000 policies must still say at a glance.
@@ -254,6 +258,7 @@ async fn full_status(s: &AdminState, q: &StatusQuery) -> Option<FullStatus> {
         policies: names,
         next,
         anycast: s.anycast.as_ref().map(|a| a.status.borrow().clone()),
+        tenants: tenants::summaries(&snap, &s.reloader.health.view.load()),
     })
 }
 
@@ -275,6 +280,7 @@ async fn status_page(State(s): State<Arc<AdminState>>, Query(q): Query<StatusQue
             &st.answer_shares,
             &st.zones,
             st.anycast.as_deref(),
+            &st.tenants,
             st.version,
             &page::Paging {
                 summary: format!(

@@ -231,6 +231,7 @@ pub fn render(
     shares: &BTreeMap<String, BTreeMap<String, f64>>,
     zones: &[String],
     anycast: Option<&crate::anycast::run::AnycastStatus>,
+    tenants: &[super::tenants::MapInfo],
     version: &str,
     paging: &Paging,
 ) -> String {
@@ -263,6 +264,25 @@ table{{border-collapse:collapse;font-size:.9em}} td,th{{border-bottom:1px solid 
     );
     if let Some(a) = anycast {
         anycast_section(&mut h, a);
+    }
+    if !tenants.is_empty() {
+        h.push_str("<h2>Tenants</h2><p class=\"muted\">method home; the tenants away from home are listed in <a href=\"/api/v1/tenants\">/api/v1/tenants</a> (paged)</p><table><tr><th>map</th><th>policies</th><th>tenants</th><th>homes</th><th>allowed sets</th><th>moves scheduled</th><th>away from home</th></tr>");
+        for m in tenants {
+            let _ = write!(
+                h,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}{}</td></tr>",
+                esc(&m.file),
+                esc(&m.policies.join(", ")),
+                m.tenants,
+                m.homes,
+                m.allowed_sets,
+                m.moves_scheduled,
+                if m.away_from_home > 0 { "<b>" } else { "" },
+                m.away_from_home,
+                if m.away_from_home > 0 { "</b>" } else { "" },
+            );
+        }
+        h.push_str("</table>");
     }
     h.push_str("<h2>Regions</h2><table><tr><th>region</th><th>effective</th><th>measured</th><th>endpoints serving</th><th>override</th><th>load / capacity (req/s)</th><th>keeps</th><th>admits moved</th><th>failback</th></tr>");
     for r in &st.regions {

@@ -19,15 +19,63 @@ use crate::policy::tenants::{self, Line};
 use crate::policy::{HomeRoutes, PolicySet};
 use crate::snapshot::Snapshot;
 
-#[derive(Serialize)]
-struct MapInfo {
-    file: String,
+#[derive(Serialize, Clone)]
+pub(super) struct MapInfo {
+    pub(super) file: String,
+    pub(super) policies: Vec<String>,
+    pub(super) tenants: usize,
+    pub(super) homes: usize,
+    pub(super) allowed_sets: usize,
+    pub(super) moves_scheduled: usize,
+    pub(super) away_from_home: u64,
+}
+
+/// Each map's counts, for `/status`.
+pub(super) fn summaries(snap: &Snapshot, view: &HealthView) -> Vec<MapInfo> {
+    let set = &snap.policies;
+    let now = now();
+    maps(snap)
+        .into_iter()
+        .map(|(file, policies, routes)| {
+            let map = &routes.map;
+            let away_count = map
+                .counts_at(now)
+                .iter()
+                .zip(&routes.lists)
+                .filter(|(_, l)| away(set, view, l))
+                .map(|(n, _)| u64::from(*n))
+                .sum();
+            info(file, policies, map, now, away_count)
+        })
+        .collect()
+}
+
+fn info(
+    file: PathBuf,
     policies: Vec<String>,
-    tenants: usize,
-    homes: usize,
-    allowed_sets: usize,
-    moves_scheduled: usize,
+    map: &tenants::TenantMap,
+    now: i64,
     away_from_home: u64,
+) -> MapInfo {
+    MapInfo {
+        file: file.display().to_string(),
+        policies,
+        tenants: map.len(),
+        homes: map
+            .sets
+            .iter()
+            .map(|s| s.home)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        allowed_sets: map
+            .sets
+            .iter()
+            .map(|s| &s.allowed)
+            .collect::<BTreeSet<_>>()
+            .len(),
+        moves_scheduled: map.moves.iter().filter(|m| m.at > now).count(),
+        away_from_home,
+    }
 }
 
 #[derive(Serialize)]
@@ -111,25 +159,7 @@ pub(super) async fn list(State(s): State<Arc<AdminState>>, Query(q): Query<PageQ
                 }
             }
         }
-        infos.push(MapInfo {
-            file: file.display().to_string(),
-            policies,
-            tenants: map.len(),
-            homes: map
-                .sets
-                .iter()
-                .map(|s| s.home)
-                .collect::<BTreeSet<_>>()
-                .len(),
-            allowed_sets: map
-                .sets
-                .iter()
-                .map(|s| &s.allowed)
-                .collect::<BTreeSet<_>>()
-                .len(),
-            moves_scheduled: map.moves.iter().filter(|m| m.at > now).count(),
-            away_from_home: away_count,
-        });
+        infos.push(info(file, policies, map, now, away_count));
     }
     away_names.sort();
     away_names.dedup();

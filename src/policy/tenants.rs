@@ -510,6 +510,19 @@ Hooli,eu-west,eu-central eu-west,,
     }
 
     #[test]
+    fn a_file_over_the_size_limit_is_refused_without_reading_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.csv");
+        let f = std::fs::File::create(&path).unwrap();
+        f.set_len(MAX_FILE_BYTES + 1).unwrap(); // sparse: nothing is written
+        let e = load(&path, &region).unwrap_err();
+        assert!(
+            e[0].to_string().contains("over the 268435456-byte limit"),
+            "{e:?}"
+        );
+    }
+
+    #[test]
     fn rewriting_changes_one_line_and_keeps_the_rest() {
         let line = Line {
             tenant: "acme".into(),
