@@ -14,7 +14,7 @@ cd "$(dirname "$0")"
 seconds="${1:-60}"
 shift || true
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(request ecs zone_file policy_file config_file geoip gossip admin_body state_file)
+[ ${#targets[@]} -gt 0 ] || targets=(request ecs zone_file policy_file tenants_csv config_file geoip gossip admin_body state_file)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
 mkdir -p logs
 cargo fuzz build --sanitizer none "${targets[@]/#/}" >/dev/null 2>&1 || cargo fuzz build --sanitizer none

@@ -172,6 +172,47 @@ pub fn policy_file(data: &[u8]) {
     let _ = timed("policy file", data, || crate::policy::load(&dir, None, 5.0));
 }
 
+/// A tenant map (`method: home`), parsed with every error reported, and, when it
+/// parses, each tenant found again by its own label (any case).
+pub fn tenants_csv(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let region = |n: &str| {
+        ["us-east", "us-west", "eu-west", "eu-central", "ap-south"]
+            .iter()
+            .position(|r| *r == n)
+            .map(|i| i as u16)
+    };
+    let path = std::path::Path::new("tenants.csv");
+    let parsed = timed("tenant map", data, || {
+        crate::policy::tenants::parse(path, text, &region)
+    });
+    if let Ok(map) = parsed {
+        for (label, _) in map.iter() {
+            let upper = label.to_ascii_uppercase();
+            assert!(
+                map.find(&upper, &|| 0).is_some(),
+                "a listed tenant is not found"
+            );
+        }
+        // Rewriting any tenant's line keeps a parseable file.
+        let first = map
+            .iter()
+            .next()
+            .map(|(l, _)| String::from_utf8_lossy(l).into_owned());
+        if let Some(t) = first {
+            let line = crate::policy::tenants::line_of(text, &t);
+            let again = crate::policy::tenants::rewrite(text, &t, line.as_ref());
+            let reparsed = crate::policy::tenants::parse(path, &again, &region);
+            assert!(
+                reparsed.is_ok_and(|m| m.len() == map.len()),
+                "a rewrite broke the map"
+            );
+        }
+    }
+}
+
 /// A `meridian.yaml`.
 pub fn config_file(data: &[u8]) {
     let path = scratch().join("meridian.yaml");

@@ -37,6 +37,7 @@ macro_rules! target {
 target!(request);
 target!(zone_file);
 target!(policy_file);
+target!(tenants_csv);
 target!(config_file);
 target!(ecs);
 target!(geoip);

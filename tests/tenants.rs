@@ -378,6 +378,15 @@ fn the_map_changes_under_load_without_losing_a_query_and_an_api_change_persists(
     assert_eq!(code, 422, "{body}");
     assert!(body.contains("unknown region \\\"mars\\\""), "{body}");
     assert_eq!(std::fs::read_to_string(&csv).unwrap(), before);
+    // A value that would end the CSV field or line is refused before the file is touched.
+    let (code, body) = admin(
+        &m,
+        "PUT",
+        "/api/v1/tenants/t000003",
+        r#"{"home": "us-east\nevil,us-east,,,"}"#,
+    );
+    assert_eq!(code, 400, "{body}");
+    assert_eq!(std::fs::read_to_string(&csv).unwrap(), before);
     // A planned move, and a delete.
     let (code, body) = admin(
         &m,

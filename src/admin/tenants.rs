@@ -321,6 +321,24 @@ pub(super) async fn put_one(
             );
         }
     };
+    // Values go into a CSV line: nothing that could end a field, a line or start a comment.
+    let plain = |v: &str| {
+        v.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':' | b'+'))
+    };
+    let values = req
+        .home
+        .iter()
+        .chain(req.allowed.iter().flatten())
+        .chain(req.at.iter());
+    for v in values {
+        if !plain(v) {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                format!("{v:?}: a region name or time has letters, digits and - _ . : + only"),
+            );
+        }
+    }
     let lower = name.to_ascii_lowercase();
     change(&s, &name, req.map.clone(), move |current| {
         let home = req

@@ -58,14 +58,15 @@ pub fn own(regions: &[RegionIn], clients: &[Client]) -> Vec<Own> {
 
 /// The decision for one region: whether it is shedding now (`was`: at the last
 /// decision) and the share of its `spill` clients it keeps. A region without a
-/// capacity, or that takes no part (down, drained, ramping: `eligible` false), never
-/// sheds.
+/// capacity never sheds; one that takes no part for now (down, drained, ramping:
+/// `eligible` false) sheds nothing and keeps its state until it takes part again (a
+/// region going down while shedding has not stopped shedding: no event says so).
 pub fn decide(capacity: Option<f64>, own: Own, was: bool, eligible: bool) -> (bool, Share) {
     let Some(cap) = capacity.filter(|c| *c > 0.0) else {
         return (false, Share::ALL);
     };
     if !eligible {
-        return (false, Share::ALL);
+        return (was, Share::ALL);
     }
     let demand = own.total();
     let shedding = if was {
@@ -197,8 +198,13 @@ mod tests {
             decide(None, mk(1e9, 0.0, 0.0), true, true),
             (false, Share::ALL)
         );
+        // Taking no part (down, drained): nothing shed, the state kept until it does.
         assert_eq!(
             decide(Some(10.0), mk(1e9, 0.0, 0.0), true, false),
+            (true, Share::ALL)
+        );
+        assert_eq!(
+            decide(Some(10.0), mk(1e9, 0.0, 0.0), false, false),
             (false, Share::ALL)
         );
     }

@@ -45,6 +45,9 @@ struct Awaiting {
     at: u64,
     direction: Direction,
     started: Instant,
+    /// The publication, in seconds from `started`: no answer from the new view is
+    /// earlier (a batch still on the previous view may mark the stamp it shares).
+    published: f64,
     /// The view that carried the change: its first answer ends the `answer` phase.
     stamp: Option<AnswerStamp>,
     /// The measured load that ends the `traffic` phase (below it for a leave, at or
@@ -151,6 +154,7 @@ impl Failovers {
             at: e.at,
             direction: e.direction,
             started: p.started,
+            published: e.phases.publish,
             stamp: Some(stamp),
             traffic,
         });
@@ -166,7 +170,8 @@ impl Failovers {
             if let Some(t) = stamp.get() {
                 let secs = Instant::from_std(t)
                     .saturating_duration_since(a.started)
-                    .as_secs_f64();
+                    .as_secs_f64()
+                    .max(a.published);
                 a.stamp = None;
                 done.push((i, secs));
             }
