@@ -335,6 +335,23 @@ fn explain_tenant(
             .get(usize::from(r))
             .map_or_else(|| "?".to_string(), |x| x.name.clone())
     };
+    // A fixed list as candidates: its order is the rank, health as the view has it.
+    let ranked = |list: &[(u16, u16)]| -> Vec<CandidateInfo> {
+        list.iter()
+            .enumerate()
+            .map(|(i, &(r, _))| CandidateInfo {
+                region: name(r),
+                distance_km: None,
+                rtt_ms: None,
+                rtt_source: None,
+                health: set
+                    .regions
+                    .get(usize::from(r))
+                    .map_or(Effective::Up, |x| health.state(x.id)),
+                rank: Some(i + 1),
+            })
+            .collect()
+    };
     let tenant = label
         .map(|l| String::from_utf8_lossy(l).into_owned())
         .unwrap_or_default();
@@ -358,23 +375,7 @@ fn explain_tenant(
             crate::policy::UnknownRoute::List(l) => &l[..],
             _ => &[],
         };
-        let candidates = fixed
-            .iter()
-            .map(|&(r, _)| r)
-            .enumerate()
-            .map(|(i, r)| CandidateInfo {
-                region: name(r),
-                distance_km: None,
-                rtt_ms: None,
-                rtt_source: None,
-                health: set
-                    .regions
-                    .get(usize::from(r))
-                    .map_or(Effective::Up, |x| health.state(x.id)),
-                rank: Some(i + 1),
-            })
-            .collect();
-        return ((d, candidates), notes);
+        return ((d, ranked(fixed)), notes);
     };
     let hs = home.map.sets.get(s as usize);
     let allowed = hs.map_or_else(String::new, |h| {
@@ -425,22 +426,7 @@ fn explain_tenant(
     }
     notes.push("the answer does not depend on the client: ECS scope /0".into());
     let list = home.lists.get(s as usize).map_or(&[][..], |l| &l[..]);
-    let candidates = list
-        .iter()
-        .enumerate()
-        .map(|(i, &(r, _))| CandidateInfo {
-            region: name(r),
-            distance_km: None,
-            rtt_ms: None,
-            rtt_source: None,
-            health: set
-                .regions
-                .get(usize::from(r))
-                .map_or(Effective::Up, |x| health.state(x.id)),
-            rank: Some(i + 1),
-        })
-        .collect();
-    ((d, candidates), notes)
+    ((d, ranked(list)), notes)
 }
 
 fn find_policy(snapshot: &Snapshot, lower: &[u8]) -> Option<usize> {

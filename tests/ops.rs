@@ -457,21 +457,7 @@ fn dnsperf_across_twenty_reloads_gets_every_answer() {
     }
     let out = perf.wait_with_output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    let sent: u64 = text
-        .lines()
-        .find(|l| l.trim_start().starts_with("Queries sent:"))
-        .and_then(|l| l.split_whitespace().nth(2))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    assert!(sent > 5_000, "dnsperf sent too few queries:\n{text}");
-    assert!(
-        text.contains("Queries lost:         0 ("),
-        "every query answered:\n{text}"
-    );
-    assert!(
-        text.contains(&format!("NOERROR {sent} (100.00%)")),
-        "every answer NOERROR:\n{text}"
-    );
+    dnsperf_every_answer_noerror(&text, 5_000);
     assert_eq!(
         metric(&m, "meridian_config_reloads_total{result=\"success\"}"),
         22.0

@@ -129,6 +129,44 @@ impl Taken {
     }
 }
 
+impl Taken {
+    /// The decision when the walk found regions that serve.
+    fn served(self, first: u16, scope: u8) -> Decision {
+        Decision {
+            regions: self.regions,
+            slots: self.slots,
+            n: self.n,
+            first,
+            outcome: if self.cname {
+                Outcome::Cname
+            } else {
+                Outcome::Addresses
+            },
+            fail_open_cname: false,
+            scope,
+        }
+    }
+
+    /// The decision when nothing healthy serves: `self` is the walk ignoring health
+    /// (fail-open answers it). A policy none of whose regions has this type answers
+    /// NODATA: not an outage.
+    fn all_down(self, first: u16, scope: u8, serves_type: bool) -> Decision {
+        Decision {
+            regions: self.regions,
+            slots: self.slots,
+            n: self.n,
+            first,
+            outcome: if serves_type {
+                Outcome::AllDown
+            } else {
+                Outcome::NoData
+            },
+            fail_open_cname: self.cname,
+            scope,
+        }
+    }
+}
+
 /// Walks `order` ((region, counter slot), best first), taking up to `answers` regions
 /// that can answer `qtype`: healthy ones first, then degraded ones (slow but working),
 /// unless `ignore_health`. A CNAME region answers alone and only when it comes first.
@@ -283,19 +321,7 @@ pub fn decide_route(
         pick(false)
     };
     if taken.n > 0 {
-        return Decision {
-            regions: taken.regions,
-            slots: taken.slots,
-            n: taken.n,
-            first,
-            outcome: if taken.cname {
-                Outcome::Cname
-            } else {
-                Outcome::Addresses
-            },
-            fail_open_cname: false,
-            scope,
-        };
+        return taken.served(first, scope);
     }
     // Nothing healthy. Fail-open needs the regions as if all were up; the caller applies
     // the policy's all-down behaviour.
@@ -304,20 +330,7 @@ pub fn decide_route(
         .candidates()
         .iter()
         .any(|&r| eligible(set, r, qtype, u64::MAX).is_some());
-    Decision {
-        regions: taken.regions,
-        slots: taken.slots,
-        n: taken.n,
-        first,
-        // A policy none of whose regions has this type answers NODATA: not an outage.
-        outcome: if serves_type {
-            Outcome::AllDown
-        } else {
-            Outcome::NoData
-        },
-        fail_open_cname: taken.cname,
-        scope,
-    }
+    taken.all_down(first, scope, serves_type)
 }
 
 /// The ordered list `route` gives `client`, with the ECS scope over which every client
@@ -480,19 +493,7 @@ fn decide_list(
         false,
     );
     if taken.n > 0 {
-        return Decision {
-            regions: taken.regions,
-            slots: taken.slots,
-            n: taken.n,
-            first,
-            outcome: if taken.cname {
-                Outcome::Cname
-            } else {
-                Outcome::Addresses
-            },
-            fail_open_cname: false,
-            scope: 0,
-        };
+        return taken.served(first, 0);
     }
     let taken = walk(
         set,
@@ -505,19 +506,7 @@ fn decide_list(
     let serves_type = list
         .iter()
         .any(|&(r, _)| eligible(set, r, qtype, u64::MAX).is_some());
-    Decision {
-        regions: taken.regions,
-        slots: taken.slots,
-        n: taken.n,
-        first,
-        outcome: if serves_type {
-            Outcome::AllDown
-        } else {
-            Outcome::NoData
-        },
-        fail_open_cname: taken.cname,
-        scope: 0,
-    }
+    taken.all_down(first, 0, serves_type)
 }
 
 /// The ordered regions `route` gives `client` and the ECS scope: what a decision walks

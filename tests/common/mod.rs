@@ -438,3 +438,24 @@ pub fn ecs_scope(r: &Message) -> u8 {
         _ => 255,
     }
 }
+
+/// dnsperf's report (its stdout): requires more than `min_sent` queries sent, none
+/// lost, every answer NOERROR; returns how many were sent.
+pub fn dnsperf_every_answer_noerror(text: &str, min_sent: u64) -> u64 {
+    let sent: u64 = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("Queries sent:"))
+        .and_then(|l| l.split_whitespace().nth(2))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    assert!(sent > min_sent, "dnsperf sent too few queries:\n{text}");
+    assert!(
+        text.contains("Queries lost:         0 ("),
+        "every query answered:\n{text}"
+    );
+    assert!(
+        text.contains(&format!("NOERROR {sent} (100.00%)")),
+        "every answer NOERROR:\n{text}"
+    );
+    sent
+}
